@@ -1,0 +1,330 @@
+"""The agent's operations: activate, refresh, deactivate and their offline twins.
+
+Used by the CLI and by the daemon's refresh loop. Each operation reads and
+writes the state through `StateStore.update` (locked, atomic, signed) and
+installs a token only after verifying it exactly as a check would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from client_agent import dongle, fingerprint, server_api
+from client_agent.state import AgentKey, State, StateError, StateStore
+from client_agent.util import atomic_write
+
+ENDED_BY_SERVER = ("licence-revoked", "activation-ended", "activation-not-found")
+
+
+class AgentError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: str
+    jwks: str
+    sysroot: str = "/"
+    server: str | None = None
+    socket_path: str = "/run/tessera/agent.sock"
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def hostname(sysroot: str) -> str:
+    if sysroot not in ("", "/"):
+        try:
+            with open(os.path.join(sysroot, "etc/hostname"), encoding="utf-8") as handle:
+                name = handle.read().strip()
+            if name:
+                return name[:255]
+        except OSError:
+            pass
+    return (socket.gethostname() or "unknown")[:255]
+
+
+def fingerprint_request(facts: fingerprint.Facts, licence_key: str) -> dict[str, Any]:
+    salt = fingerprint.licence_salt(licence_key)
+    return {
+        "components": [{"kind": k, "digest": d} for k, d in fingerprint.digest_components(facts, salt)],
+        "virtualisation": facts.virtualisation,
+    }
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = StateStore(config.state_dir)
+
+    # ------------------------------------------------------------ helpers
+
+    def _server(self, state: State | None = None) -> str:
+        server = self.config.server or (state.server if state else None)
+        if not server:
+            raise AgentError("no-server", "no server URL: pass --server or set TESSERA_AGENT_SERVER")
+        return server
+
+    def _load(self) -> State:
+        try:
+            return self.store.load().state
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+
+    def _key(self) -> AgentKey:
+        """The agent key, created (with an empty signed state) on first use."""
+        try:
+            key = self.store.agent_key()
+            if key is None:
+                self.store.update(lambda _state, _key: None)
+                key = self.store.agent_key()
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+        except OSError as exc:
+            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
+        assert key is not None
+        return key
+
+    def _update(self, change: Any, *, new_key: bool = False) -> State:
+        try:
+            return self.store.update(change, new_key=new_key)
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+        except OSError as exc:
+            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
+
+    def _dongle_serial(self, ids: str | None) -> str | None:
+        if ids is None:
+            return None
+        try:
+            wanted = dongle.parse_ids(ids)
+        except dongle.DongleSpecError as exc:
+            raise AgentError(exc.code, str(exc)) from None
+        found = dongle.find_dongles(self.config.sysroot, wanted)
+        if not found:
+            raise AgentError("dongle-missing", f"no USB device {ids} with a serial number is plugged in")
+        if len(found) > 1:
+            raise AgentError("dongle-ambiguous", f"{len(found)} dongles {ids} are plugged in: leave only one")
+        return found[0].serial
+
+    def _verify_for_install(self, token: str, key: AgentKey, product: str | None) -> dict[str, Any]:
+        from client_agent.tokens import Jwks, JwksError, TokenError, verify
+
+        try:
+            with open(self.config.jwks, "rb") as handle:
+                jwks_raw = handle.read()
+            claims = verify(token, Jwks.from_bytes(jwks_raw))
+        except OSError as exc:
+            raise AgentError("jwks-unavailable", f"cannot read the trusted JWKS {self.config.jwks}: {exc.strerror}") from None
+        except (TokenError, JwksError) as exc:
+            raise AgentError(exc.code, f"the server's token was refused: {exc.detail}") from None
+        if claims.cnf_x != key.x:
+            raise AgentError("token-mismatch", "the token is bound to another agent key")
+        if product is not None and claims.aud != product:
+            raise AgentError("wrong-product", f"the token is for {claims.aud!r}, not {product!r}")
+        return {
+            "claims_iat": int(claims.iat),
+            "verified": {
+                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                "jwks_sha256": hashlib.sha256(jwks_raw).hexdigest(),
+            },
+            "product": claims.aud,
+            "server": claims.iss,
+            "licence_id": claims.sub,
+            "activation_id": claims.jti,
+        }
+
+    def _install(self, answer: dict[str, Any], key: AgentKey, *, product: str | None, server: str | None,
+                 dongle_ids: str | None, activated: bool) -> State:
+        token = answer.get("token")
+        if not isinstance(token, str):
+            raise AgentError("bad-response", "the answer carries no token")
+        facts = self._verify_for_install(token, key, product)
+        now = _now()
+
+        def change(state: State, signing_key: AgentKey) -> None:
+            if signing_key.x != key.x:
+                raise AgentError("token-mismatch", "the agent key changed while the server answered")
+            state.token = token
+            state.verified = facts["verified"]
+            state.product = facts["product"]
+            state.server = server or state.server or facts["server"]
+            state.licence_id = str(answer.get("licence_id") or facts["licence_id"])
+            state.activation_id = str(answer.get("activation_id") or facts["activation_id"])
+            state.revoked = None
+            state.last_error = None
+            state.refreshed_at = now
+            if activated:
+                state.activated_at = now
+                state.dongle_ids = dongle_ids
+                state.pending_offline = None
+            state.high_water = max(state.high_water, now, facts["claims_iat"])
+
+        return self._update(change)
+
+    # ------------------------------------------------------------ online
+
+    def activate(self, licence_key: str, product: str, *, dongle_ids: str | None = None,
+                 label: str | None = None) -> State:
+        server = self._server()
+        state = self._load()
+        if state.token is not None and state.revoked is None and state.product not in (None, product):
+            raise AgentError(
+                "already-activated",
+                f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
+            )
+        key = self._key()
+        request = {
+            "licence_key": licence_key.strip(),
+            "product": product,
+            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
+            "dongle_serial": self._dongle_serial(dongle_ids),
+            "agent_key": key.public_jwk(),
+            "hostname": label or hostname(self.config.sysroot),
+        }
+        try:
+            answer = server_api.activate(server, request)
+        except server_api.ServerError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+        return self._install(answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
+
+    def refresh(self) -> State:
+        state = self._load()
+        if state.token is None or state.activation_id is None:
+            raise AgentError("no-token", "nothing to refresh: the agent holds no seat")
+        if state.revoked is not None:
+            raise AgentError("revoked", f"the server ended this seat ({state.revoked})")
+        server = self._server(state)
+        key = self._key()
+        try:
+            answer = server_api.refresh(server, state.activation_id, key, _now())
+        except server_api.ServerError as exc:
+            self._record_failure(exc, state.activation_id)
+            raise AgentError(exc.code, exc.detail) from None
+        return self._install(answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids,
+                             activated=False)
+
+    def _record_failure(self, exc: server_api.ServerError, activation_id: str) -> None:
+        now = _now()
+
+        def change(state: State, _key: AgentKey) -> None:
+            if state.activation_id != activation_id:
+                return
+            state.last_error = {"code": exc.code, "detail": exc.detail, "at": now}
+            if exc.code in ENDED_BY_SERVER:
+                state.revoked = exc.code  # the seat is gone: stop answering "entitled"
+
+        try:
+            self._update(change)
+        except AgentError:
+            pass
+
+    def deactivate(self) -> dict[str, Any]:
+        state = self._load()
+        if state.token is None or state.activation_id is None:
+            raise AgentError("no-token", "nothing to deactivate: the agent holds no seat")
+        server = self._server(state)
+        key = self._key()
+        try:
+            answer = server_api.deactivate(server, state.activation_id, key, _now())
+        except server_api.ServerError as exc:
+            if exc.code not in ("activation-ended", "activation-not-found"):
+                raise AgentError(exc.code, exc.detail) from None
+            answer = {"activation_id": state.activation_id, "ended_at": None, "note": exc.code}
+        self._forget_seat()
+        return answer
+
+    def _forget_seat(self) -> None:
+        # A new key: the old one must never sign for this agent again.
+        self._update(lambda state, _key: state.clear_seat(), new_key=True)
+
+    # ------------------------------------------------------------ offline
+
+    def offline_request(self, licence_key: str, product: str, out_path: str, *,
+                        dongle_ids: str | None = None, label: str | None = None) -> dict[str, Any]:
+        key = self._key()
+        now = _now()
+        payload = {
+            "licence_key": licence_key.strip(),
+            "product": product,
+            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
+            "dongle_serial": self._dongle_serial(dongle_ids),
+            "agent_key": key.public_jwk(),
+            "hostname": label or hostname(self.config.sysroot),
+            "nonce": server_api.nonce(),
+            "iat": now,
+        }
+        document = {"request": server_api.sign_jws(key, server_api.OFFLINE_ACTIVATION_TYP, payload)}
+        _write_file(out_path, document)
+
+        def change(state: State, _key: AgentKey) -> None:
+            state.pending_offline = {"product": product, "created": now, "dongle_ids": dongle_ids}
+            state.high_water = max(state.high_water, now)
+
+        self._update(change)
+        return {"written": out_path, "product": product}
+
+    def offline_install(self, path: str) -> State:
+        try:
+            with open(path, "rb") as handle:
+                answer = json.loads(handle.read())
+        except OSError as exc:
+            raise AgentError("file-unreadable", f"cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise AgentError("validation-error", f"{path} is not the server's JSON answer") from None
+        if not isinstance(answer, dict):
+            raise AgentError("validation-error", f"{path} is not the server's JSON answer")
+        state = self._load()
+        key = self.store.agent_key()
+        if key is None:
+            raise AgentError("token-mismatch", "this agent made no offline request: run offline-request first")
+        pending = state.pending_offline or {}
+        return self._install(answer, key, product=pending.get("product"), server=None,
+                             dongle_ids=pending.get("dongle_ids"), activated=True)
+
+    def offline_deactivate(self, out_path: str) -> dict[str, Any]:
+        state = self._load()
+        if state.token is None or state.activation_id is None:
+            raise AgentError("no-token", "nothing to deactivate: the agent holds no seat")
+        key = self._key()
+        proof = server_api.proof(key, server_api.OFFLINE_DEACTIVATE_TYP, state.activation_id, _now())
+        _write_file(out_path, {"proof": proof})
+        self._forget_seat()  # the key and the token are gone; only the proof frees the seat now
+        return {"written": out_path, "activation_id": state.activation_id}
+
+
+def submit_offline(server: str, in_path: str, out_path: str | None) -> dict[str, Any]:
+    """On any connected machine: upload an offline file, write the server's answer."""
+    try:
+        with open(in_path, "rb") as handle:
+            document = json.loads(handle.read())
+    except OSError as exc:
+        raise AgentError("file-unreadable", f"cannot read {in_path}: {exc.strerror}") from None
+    except ValueError:
+        raise AgentError("validation-error", f"{in_path} is not JSON") from None
+    if not isinstance(document, dict):
+        raise AgentError("validation-error", f"{in_path} is not an offline file")
+    try:
+        answer = server_api.submit_offline(server, document)
+    except server_api.ServerError as exc:
+        raise AgentError(exc.code, exc.detail) from None
+    if out_path:
+        _write_file(out_path, answer, mode=0o644)
+    return answer
+
+
+def _write_file(path: str, document: dict[str, Any], mode: int = 0o600) -> None:
+    try:
+        atomic_write(path, json.dumps(document, indent=1).encode() + b"\n", mode=mode)
+    except OSError as exc:
+        raise AgentError("file-unwritable", f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,320 @@
+"""`tessera-agent`: a thin entry point over the agent's modules.
+
+Imports stay inside the commands: `check` is on a product's start-up path and
+must not pay for aiohttp, PyJWT or psutil (see the benchmark budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+DEFAULT_STATE_DIR = "/var/lib/tessera-agent"
+DEFAULT_JWKS = "/etc/tessera/jwks.json"
+DEFAULT_SOCKET = "/run/tessera/agent.sock"
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    env = os.environ.get
+    parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+    parser.add_argument(
+        "--state-dir",
+        default=default(env("TESSERA_AGENT_STATE_DIR") or (os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR)),
+        help="where the agent keeps its key and state (TESSERA_AGENT_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--sysroot",
+        default=default(env("TESSERA_AGENT_SYSROOT") or "/"),
+        help="root under which /etc, /sys, /proc are read (TESSERA_AGENT_SYSROOT)",
+    )
+    parser.add_argument(
+        "--jwks", default=default(env("TESSERA_AGENT_JWKS") or DEFAULT_JWKS),
+        help="trusted public keys of the server (TESSERA_AGENT_JWKS)",
+    )
+    parser.add_argument(
+        "--server", default=default(env("TESSERA_AGENT_SERVER")), help="licence server URL (TESSERA_AGENT_SERVER)"
+    )
+    parser.add_argument(
+        "--socket", default=default(env("TESSERA_AGENT_SOCKET") or DEFAULT_SOCKET),
+        help="the daemon's Unix socket (TESSERA_AGENT_SOCKET)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera-agent", description="Tessera licence agent")
+    _common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _common(sub, suppress=True)
+        return sub
+
+    sub = command("activate", "activate a seat of a licence on this machine")
+    sub.add_argument("licence_key", metavar="KEY")
+    sub.add_argument("--product", required=True, help="product code, e.g. cad-pro")
+    sub.add_argument("--dongle", metavar="VENDOR:PRODUCT", help="bind to the USB dongle with these IDs (dongle licences)")
+    sub.add_argument("--label", help="hostname label shown to administrators")
+
+    command("status", "show the seat, its lease and maintenance (no secrets)")
+
+    sub = command("check", "may this release run here now? exit 0 when entitled")
+    sub.add_argument("--product", required=True)
+    sub.add_argument("--version", required=True)
+    sub.add_argument("--released", required=True, metavar="YYYY-MM-DD", help="the release's date")
+
+    command("refresh", "renew the lease with the server now")
+    command("deactivate", "free this machine's seat (then activate elsewhere)")
+
+    sub = command("serve", "run the daemon: local HTTP API on a Unix socket, background refresh")
+    sub.add_argument("--socket-mode", default="0666", help="mode of a socket the daemon creates itself")
+
+    sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
+    sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
+
+    sub = command("offline-request", "write a signed activation request for an air-gapped machine")
+    sub.add_argument("licence_key", metavar="KEY")
+    sub.add_argument("--product", required=True)
+    sub.add_argument("--out", required=True, help="request file to carry to a connected machine")
+    sub.add_argument("--dongle", metavar="VENDOR:PRODUCT")
+    sub.add_argument("--label")
+
+    sub = command("offline-install", "install the server's answer to an offline request")
+    sub.add_argument("response", metavar="FILE")
+
+    sub = command("offline-deactivate", "destroy the key and token, write a proof that frees the seat")
+    sub.add_argument("--out", required=True, help="proof file to upload from a connected machine")
+
+    sub = command("offline-submit", "on a connected machine: upload an offline request or proof file")
+    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--out", help="where to write the server's answer (the file offline-install reads)")
+    return parser
+
+
+# ------------------------------------------------------------------ output
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _error(as_json: bool, code: str, detail: str) -> int:
+    if as_json:
+        sys.stderr.write(json.dumps({"code": code, "detail": detail}) + "\n")
+    else:
+        sys.stderr.write(f"tessera-agent: {code}: {detail}\n")
+    return EXIT_REFUSED
+
+
+def _agent(args: argparse.Namespace) -> Any:
+    from client_agent.agent import Agent, Config
+
+    return Agent(Config(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, server=args.server,
+                        socket_path=args.socket))
+
+
+def _lines(result: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in result.items() if v is not None)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _ask_daemon(socket_path: str, product: str, version: str, released: str) -> dict[str, Any] | None:
+    """The state directory is not ours to read (another user's daemon): ask its socket."""
+    import http.client
+    import socket
+    import urllib.parse
+
+    class _UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(5)
+            self.sock.connect(socket_path)
+
+    query = urllib.parse.urlencode({"product": product, "version": version, "released": released})
+    connection = _UnixConnection("localhost")
+    try:
+        connection.request("GET", f"/v1/check?{query}")
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        connection.close()
+    return answer if isinstance(answer, dict) and "code" in answer else None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    state_path = os.path.join(args.state_dir, "state.json")
+    answer: dict[str, Any] | None = None
+    if os.path.exists(state_path) and not os.access(state_path, os.R_OK) and os.path.exists(args.socket):
+        answer = _ask_daemon(args.socket, args.product, args.version, args.released)
+    if answer is None:
+        from client_agent.checker import Checker
+
+        checker = Checker(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot,
+                          persist=os.access(args.state_dir, os.W_OK))
+        answer = checker.check_dict(args.product, args.version, args.released)
+    _emit(args, answer, f"{answer['code']}: {answer['detail']}")
+    return EXIT_OK if answer.get("entitled") is True else EXIT_REFUSED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from client_agent.checker import Checker
+
+    result = Checker(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False).status()
+    _emit(args, result, _lines(result))
+    return EXIT_OK
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    state = _agent(args).activate(args.licence_key, args.product, dongle_ids=args.dongle, label=args.label)
+    result = {"activation_id": state.activation_id, "licence_id": state.licence_id, "product": state.product}
+    _emit(args, result, f"activated {state.product}: activation {state.activation_id}")
+    return EXIT_OK
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    state = _agent(args).refresh()
+    result = {"activation_id": state.activation_id, "refreshed_at": state.refreshed_at}
+    _emit(args, result, f"refreshed activation {state.activation_id}")
+    return EXIT_OK
+
+
+def cmd_deactivate(args: argparse.Namespace) -> int:
+    result = _agent(args).deactivate()
+    _emit(args, result, f"deactivated {result.get('activation_id')}: the seat is free")
+    return EXIT_OK
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from client_agent import fingerprint
+
+    facts = fingerprint.read_facts(args.sysroot)
+    salt_from = "licence key"
+    if args.licence_key:
+        salt = fingerprint.licence_salt(args.licence_key)
+    else:
+        from client_agent.state import StateError, StateStore
+        from client_agent.util import jws_parts
+
+        salt, salt_from = fingerprint.licence_salt(""), "none (pass --licence-key)"
+        try:
+            token = StateStore(args.state_dir).load().state.token
+            if token:
+                salt, salt_from = str(jws_parts(token)[1]["host"]["salt"]), "the token"
+        except (StateError, ValueError, KeyError, TypeError):
+            pass
+    components = [{"kind": k, "digest": d} for k, d in fingerprint.digest_components(facts, salt)]
+    result = {
+        "components": components,
+        "virtualisation": facts.virtualisation,
+        "unreadable": [{"kind": k, "why": why} for k, why in facts.unreadable],
+        "salt_from": salt_from,
+    }
+    text = "\n".join(
+        [f"{c['kind']:<18} {c['digest']}" for c in components]
+        + [f"virtualisation     {facts.virtualisation}", f"salted with        {salt_from}"]
+        + [f"unreadable         {k}: {why}" for k, why in facts.unreadable]
+    )
+    _emit(args, result, text)
+    return EXIT_OK
+
+
+def cmd_offline_request(args: argparse.Namespace) -> int:
+    result = _agent(args).offline_request(args.licence_key, args.product, args.out, dongle_ids=args.dongle,
+                                          label=args.label)
+    _emit(args, result, f"wrote {args.out}: upload it with `tessera-agent offline-submit` on a connected machine")
+    return EXIT_OK
+
+
+def cmd_offline_install(args: argparse.Namespace) -> int:
+    state = _agent(args).offline_install(args.response)
+    result = {"activation_id": state.activation_id, "licence_id": state.licence_id, "product": state.product}
+    _emit(args, result, f"installed activation {state.activation_id} for {state.product}")
+    return EXIT_OK
+
+
+def cmd_offline_deactivate(args: argparse.Namespace) -> int:
+    result = _agent(args).offline_deactivate(args.out)
+    _emit(args, result, f"wrote {args.out}: the seat is freed when it is uploaded (offline-submit)")
+    return EXIT_OK
+
+
+def cmd_offline_submit(args: argparse.Namespace) -> int:
+    from client_agent.agent import AgentError, submit_offline
+
+    if not args.server:
+        raise AgentError("no-server", "no server URL: pass --server or set TESSERA_AGENT_SERVER")
+    result = submit_offline(args.server, args.file, args.out)
+    _emit(args, result, f"the server accepted {args.file}" + (f"; answer in {args.out}" if args.out else ""))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from client_agent.daemon import DaemonSettings, run
+
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        raise CommandError("validation-error", f"--socket-mode must be octal, not {args.socket_mode!r}") from None
+    return run(DaemonSettings(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, server=args.server,
+                              socket_path=args.socket, socket_mode=mode))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "activate": cmd_activate,
+    "status": cmd_status,
+    "check": cmd_check,
+    "refresh": cmd_refresh,
+    "deactivate": cmd_deactivate,
+    "serve": cmd_serve,
+    "fingerprint": cmd_fingerprint,
+    "offline-request": cmd_offline_request,
+    "offline-install": cmd_offline_install,
+    "offline-deactivate": cmd_offline_deactivate,
+    "offline-submit": cmd_offline_submit,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CommandError as exc:
+        return _error(args.json, exc.code, exc.detail)
+    except Exception as exc:
+        # Agent errors carry a stable code; anything else is reported, not dumped.
+        code = getattr(exc, "code", None)
+        detail = getattr(exc, "detail", None)
+        if isinstance(code, str) and isinstance(detail, str):
+            return _error(args.json, code, detail)
+        if isinstance(exc, OSError):
+            return _error(args.json, "io-error", str(exc))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

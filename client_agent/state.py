@@ -1,0 +1,289 @@
+"""The agent's local state: atomic, tamper-evident, never a crash when damaged.
+
+The state directory holds
+
+- `agent.key`  the agent's own Ed25519 key (a private JWK, mode 0600); the
+  token's `cnf` names its public half, refresh and deactivation are signed with it;
+- `state.json` the token and its bookkeeping plus the clock high-water mark,
+  signed with that key (mode 0600);
+- `state.lock` taken (flock) around every read-modify-write, because the
+  daemon, the CLI and in-process checkers may all write.
+
+The token lives inside the signed state, not beside it: deleting the state
+loses the seat, it does not reset rollback protection on a seat kept. Editing
+the state without the key breaks the signature (`state-tampered`); a torn or
+unparseable file is `state-corrupt`. Both are answers, not exceptions that
+escape to the product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from client_agent.util import atomic_write, b64u_decode, b64u_encode, canonical_json
+from client_agent.verdict import STATE_CORRUPT, STATE_TAMPERED
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+FORMAT = "tessera-agent-state/1"
+# A type prefix in what is signed, so an agent signature over a state file can
+# never pass for a request proof (or the other way round).
+_SIGNING_PREFIX = FORMAT.encode() + b"\x00"
+
+KEY_FILE = "agent.key"
+NEXT_KEY_FILE = "agent.key.next"
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+
+
+class StateError(Exception):
+    code = STATE_CORRUPT
+
+    def __init__(self, detail: str, code: str = STATE_CORRUPT) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+
+
+class AgentKey:
+    """The agent's Ed25519 key pair. Only stdlib + cryptography's ed25519 module."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        # The *_raw() helpers spare importing cryptography's serialization
+        # machinery, which would double the `check` command's start-up time.
+        self._private = private
+        self.x = b64u_encode(private.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> AgentKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_jwk(cls, jwk: dict[str, Any]) -> AgentKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("d"), str):
+            raise ValueError("not a private Ed25519 JWK")
+        seed = b64u_decode(jwk["d"])
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 private key is 32 bytes")
+        key = cls(Ed25519PrivateKey.from_private_bytes(seed))
+        if jwk.get("x") not in (None, key.x):
+            raise ValueError("the private key does not match its public half")
+        return key
+
+    def private_jwk(self) -> dict[str, str]:
+        seed = self._private.private_bytes_raw()
+        return {"kty": "OKP", "crv": "Ed25519", "x": self.x, "d": b64u_encode(seed)}
+
+    def public_jwk(self) -> dict[str, str]:
+        return {"kty": "OKP", "crv": "Ed25519", "x": self.x}
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+
+def verify_with_x(x: str, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(b64u_decode(x)).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class State:
+    """Everything the agent remembers. Times are unix seconds (int)."""
+
+    high_water: int = 0
+    token: str | None = None
+    product: str | None = None
+    server: str | None = None
+    activation_id: str | None = None
+    licence_id: str | None = None
+    dongle_ids: str | None = None  # "vvvv:pppp" the dongle was found under
+    verified: dict[str, str] | None = None  # {"token_sha256", "jwks_sha256"} last full verification
+    revoked: str | None = None  # the server's code when it ended the seat
+    activated_at: int | None = None
+    refreshed_at: int | None = None
+    last_error: dict[str, Any] | None = None  # last failed refresh: {"code", "detail", "at"}
+    pending_offline: dict[str, Any] | None = None  # an offline request waiting for its answer
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        body = dataclasses.asdict(self)
+        body.update(body.pop("extra"))
+        return body
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> State:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in body.items() if k in names}
+        state = cls(**known)
+        state.extra = {k: v for k, v in body.items() if k not in names and k != "agent_x"}
+        if not isinstance(state.high_water, int) or (state.token is not None and not isinstance(state.token, str)):
+            raise StateError("the state file has fields of the wrong type")
+        return state
+
+    def clear_seat(self) -> None:
+        """Forget the token and seat; keep the clock high-water mark."""
+        for name in (
+            "token",
+            "activation_id",
+            "licence_id",
+            "verified",
+            "revoked",
+            "activated_at",
+            "refreshed_at",
+            "last_error",
+            "dongle_ids",
+        ):
+            setattr(self, name, None)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    state: State
+    agent_x: str | None  # public key the state was signed with (None: no state yet)
+    signature: tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino) of state.json, 0s when absent
+
+
+class StateStore:
+    def __init__(self, state_dir: str) -> None:
+        self.dir = state_dir
+        self.state_path = os.path.join(state_dir, STATE_FILE)
+        self.key_path = os.path.join(state_dir, KEY_FILE)
+        self.next_key_path = os.path.join(state_dir, NEXT_KEY_FILE)
+        self.lock_path = os.path.join(state_dir, LOCK_FILE)
+        # stat signature right after this store's last write, taken under the lock
+        self.last_written: tuple[int, int, int] | None = None
+
+    # -------------------------------------------------------------- keys
+
+    def _read_key(self, path: str) -> AgentKey | None:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read the agent key {path}: {exc.strerror}") from None
+        try:
+            return AgentKey.from_jwk(json.loads(raw))
+        except (ValueError, AttributeError) as exc:
+            raise StateError(f"the agent key {path} is damaged: {exc}") from None
+
+    def agent_key(self) -> AgentKey | None:
+        return self._read_key(self.key_path)
+
+    def ensure_dir(self) -> None:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    # -------------------------------------------------------------- reading
+
+    def stat_signature(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.state_path)
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def load(self) -> Loaded:
+        """The verified state; an empty State when there is none yet."""
+        signature = self.stat_signature()
+        try:
+            with open(self.state_path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return Loaded(State(), None, signature)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise StateError(f"no permission to read {self.state_path}: ask the daemon's socket instead") from None
+            raise StateError(f"cannot read {self.state_path}: {exc.strerror}") from None
+        try:
+            document = json.loads(raw)
+            body = document["body"]
+            sig = b64u_decode(document["sig"])
+            if document.get("format") != FORMAT or not isinstance(body, dict):
+                raise ValueError("unknown format")
+            agent_x = body["agent_x"]
+            if not isinstance(agent_x, str):
+                raise ValueError("no agent_x")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"{self.state_path} is damaged or half-written ({exc.__class__.__name__}); "
+                "move it away and activate again"
+            ) from None
+        message = _SIGNING_PREFIX + canonical_json(body)
+        key = self._read_key(self.key_path)
+        if key is None or key.x != agent_x:
+            # A key rotation may have been cut short after the state was written.
+            pending = self._read_key(self.next_key_path)
+            if pending is not None and pending.x == agent_x and verify_with_x(agent_x, sig, message):
+                os.replace(self.next_key_path, self.key_path)
+                key = pending
+        if key is None:
+            raise StateError(f"the agent key {self.key_path} is missing: the state cannot be trusted")
+        if key.x != agent_x or not verify_with_x(agent_x, sig, message):
+            raise StateError(f"{self.state_path} was changed outside the agent", code=STATE_TAMPERED)
+        return Loaded(State.from_body(body), agent_x, signature)
+
+    # -------------------------------------------------------------- writing
+
+    def _write(self, state: State, key: AgentKey) -> None:
+        body = state.to_body()
+        body["agent_x"] = key.x
+        document = {"format": FORMAT, "body": body, "sig": b64u_encode(key.sign(_SIGNING_PREFIX + canonical_json(body)))}
+        atomic_write(self.state_path, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+        self.last_written = self.stat_signature()
+
+    def _write_key(self, path: str, key: AgentKey) -> None:
+        atomic_write(path, json.dumps(key.private_jwk()).encode() + b"\n")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.ensure_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update(self, change: Callable[[State, AgentKey], None], *, new_key: bool = False) -> State:
+        """Read, change and write the state under the lock; returns the new state.
+
+        With `new_key` the agent key is replaced first (after a deactivation the
+        old key must sign nothing more); `change` sees the key that will sign.
+        """
+        with self.locked():
+            current = self.load().state
+            key = self.agent_key()
+            if key is None or new_key:
+                fresh = AgentKey.generate()
+                if key is None:
+                    self._write_key(self.key_path, fresh)
+                    key = fresh
+                else:
+                    change(current, fresh)
+                    self._write_key(self.next_key_path, fresh)
+                    self._write(current, fresh)
+                    os.replace(self.next_key_path, self.key_path)
+                    return current
+            change(current, key)
+            self._write(current, key)
+            return current

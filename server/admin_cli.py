@@ -1,0 +1,269 @@
+"""tessera-admin: the vendor operator's CLI (keys, catalogue, customers, licences, API tokens)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+from keys.keyring import Keyring, KeyringError, passphrase_from_env
+from server.clikit import CliError, fail, print_result
+from server.db.database import DatabaseUnavailable, open_database
+from server.domain.errors import DomainError
+from server.services import licensing
+
+T = TypeVar("T")
+DEFAULT_DB = "sqlite:///var/tessera.db"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T:
+    url = args.db or os.environ.get("TESSERA_DB") or DEFAULT_DB
+
+    async def go() -> T:
+        db = open_database(url, pool_size=1)
+        try:
+            return await db.run(fn, *fn_args)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(go())
+    except DomainError as exc:
+        raise CliError(exc.code, exc.detail) from exc
+    except (OperationalError, ProgrammingError) as exc:
+        text = str(exc.orig)
+        if "no such table" in text or "does not exist" in text:
+            raise CliError("schema-missing", f"{url} has no schema: run `tessera-server migrate`") from exc
+        raise CliError("database-error", f"{url}: {text}") from exc
+    except (DatabaseUnavailable, DBAPIError, OSError, ValueError) as exc:
+        raise CliError("database-unavailable", f"{url}: {exc}") from exc
+
+
+def keyring(args: argparse.Namespace) -> Keyring:
+    directory = args.keys_dir or Path(os.environ.get("TESSERA_KEYS_DIR", "var/keys"))
+    try:
+        return Keyring(directory, passphrase_from_env(os.environ))
+    except KeyringError as exc:
+        raise CliError(exc.code, str(exc)) from exc
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def keys_cmd(args: argparse.Namespace) -> Any:
+    ring = keyring(args)
+    try:
+        if args.action == "generate":
+            return ring.generate(now=now(), plaintext=args.plaintext).__dict__
+        if args.action == "rotate":
+            return ring.rotate(now=now(), plaintext=args.plaintext).__dict__
+        if args.action == "retire":
+            return ring.retire(args.kid).__dict__
+        if args.action == "list":
+            return [e.__dict__ for e in ring.entries()]
+        jwks = ring.jwks()
+        if not jwks["keys"]:
+            raise CliError("keyring-missing", f"no keys in {ring.directory}: run `tessera-admin keys generate`")
+        if args.out:
+            Path(args.out).write_text(json.dumps(jwks, indent=2) + "\n", "utf-8")
+        return jwks
+    except KeyringError as exc:
+        raise CliError(exc.code, str(exc)) from exc
+
+
+def product_cmd(args: argparse.Namespace) -> Any:
+    return run_unit(args, licensing.add_product, args.code, args.name or args.code, now())
+
+
+def release_cmd(args: argparse.Namespace) -> Any:
+    return run_unit(args, licensing.add_release, args.product, args.version, args.released, args.end_of_support)
+
+
+def plan_cmd(args: argparse.Namespace) -> Any:
+    fields = {
+        "kind": args.kind,
+        "model": args.model,
+        "lease_days": args.lease_days,
+        "tolerance": args.tolerance,
+        "grace_days": args.grace_days,
+        "term_months": args.term_months,
+        "allow_virtual": not args.no_virtual,
+        "deactivations_per_term": args.deactivations_per_term,
+        "free_host_changes_per_term": args.free_host_changes,
+        "price_cents": args.price_cents,
+        "currency": args.currency,
+        "notice_months": args.notice_months,
+        "features": [f for f in (args.features or "").split(",") if f],
+        "dongle_usb_ids": args.dongle_usb_id or [],
+    }
+    return run_unit(args, licensing.add_plan, args.name, fields, now())
+
+
+def reseller_cmd(args: argparse.Namespace) -> Any:
+    return run_unit(args, licensing.add_reseller, args.name, now())
+
+
+def customer_cmd(args: argparse.Namespace) -> Any:
+    return run_unit(args, licensing.add_customer, args.name, args.reseller, now())
+
+
+def licence_cmd(args: argparse.Namespace) -> Any:
+    if args.action == "issue":
+        issued = run_unit(args, licensing.issue_licence, args.customer, args.product, args.plan, args.seats, now())
+        return issued.__dict__
+    if args.action == "show":
+        return run_unit(args, licensing.show_licence, args.id)
+    if args.action == "list":
+        return run_unit(args, licensing.list_licences)
+    status = {"suspend": "suspended", "resume": "active", "revoke": "revoked"}[args.action]
+    return run_unit(args, licensing.set_licence_status, args.id, status)
+
+
+def token_cmd(args: argparse.Namespace) -> Any:
+    return run_unit(args, licensing.create_api_token, args.role, args.owner, args.label or args.role, now())
+
+
+def demo_cmd(args: argparse.Namespace) -> Any:
+    """Seed a demo product, plan, customer and licence once; later runs print the same licence."""
+    out = Path(args.out)
+    if out.exists():
+        return json.loads(out.read_text("utf-8"))
+    run_unit(args, licensing.add_product, "cad-pro", "CAD Pro", now())
+    for version, released in (("2025.1", date(2025, 3, 1)), ("2026.1", date(2026, 3, 1))):
+        run_unit(args, licensing.add_release, "cad-pro", version, released, None)
+    run_unit(
+        args,
+        licensing.add_plan,
+        "cad-pro-node-locked",
+        {"kind": "perpetual", "model": "activation", "lease_days": 30, "tolerance": 1, "price_cents": 120000},
+        now(),
+    )
+    run_unit(args, licensing.add_customer, "Demo Engineering BV", None, now())
+    issued = run_unit(args, licensing.issue_licence, "Demo Engineering BV", "cad-pro", "cad-pro-node-locked", 3, now())
+    demo = {"id": issued.id, "key": issued.key, "product": issued.product}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(demo, handle, indent=2)
+        handle.write("\n")
+    return demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera-admin", description="Tessera operator CLI")
+    parser.add_argument("--db", help=f"database URL; env TESSERA_DB; default {DEFAULT_DB}")
+    parser.add_argument("--keys-dir", type=Path, help="keyring directory; env TESSERA_KEYS_DIR; default var/keys")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="area", required=True)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
+    for action in ("generate", "rotate"):
+        p = keys.add_parser(action)
+        p.add_argument("--plaintext", action="store_true", help="store unencrypted (development only)")
+    keys.add_parser("retire").add_argument("kid")
+    keys.add_parser("list")
+    keys.add_parser("export-jwks").add_argument("--out", help="also write the JWKS to this file")
+    for p in keys.choices.values():
+        p.set_defaults(func=keys_cmd)
+
+    product = sub.add_parser("product").add_subparsers(dest="action", required=True)
+    p = product.add_parser("add")
+    p.add_argument("code")
+    p.add_argument("--name")
+    p.set_defaults(func=product_cmd)
+
+    release = sub.add_parser("release").add_subparsers(dest="action", required=True)
+    p = release.add_parser("add")
+    p.add_argument("product")
+    p.add_argument("version")
+    p.add_argument("--released", type=_date, required=True)
+    p.add_argument("--end-of-support", type=_date)
+    p.set_defaults(func=release_cmd)
+
+    plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)
+    p = plan.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["perpetual", "subscription"], required=True)
+    p.add_argument("--model", choices=["activation", "host-id", "dongle"], required=True)
+    p.add_argument("--lease-days", type=int, default=30)
+    p.add_argument("--tolerance", type=int, default=1, help="components that may change on the same host")
+    p.add_argument("--grace-days", type=int, default=0)
+    p.add_argument("--term-months", type=int, default=12)
+    p.add_argument("--no-virtual", action="store_true", help="refuse virtual machines and containers")
+    p.add_argument("--deactivations-per-term", type=int)
+    p.add_argument("--free-host-changes", type=int, default=1)
+    p.add_argument("--price-cents", type=int, default=0)
+    p.add_argument("--currency", default="EUR")
+    p.add_argument("--notice-months", type=int, default=3)
+    p.add_argument("--features", help="comma-separated feature names")
+    p.add_argument("--dongle-usb-id", action="append", help="vvvv:pppp of an accepted dongle (repeatable)")
+    p.set_defaults(func=plan_cmd)
+
+    reseller = sub.add_parser("reseller").add_subparsers(dest="action", required=True)
+    p = reseller.add_parser("add")
+    p.add_argument("name")
+    p.set_defaults(func=reseller_cmd)
+
+    customer = sub.add_parser("customer").add_subparsers(dest="action", required=True)
+    p = customer.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--reseller")
+    p.set_defaults(func=customer_cmd)
+
+    licence = sub.add_parser("licence").add_subparsers(dest="action", required=True)
+    p = licence.add_parser("issue")
+    p.add_argument("--customer", required=True)
+    p.add_argument("--product", required=True)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--seats", type=int, required=True)
+    licence.add_parser("list")
+    for action in ("show", "suspend", "resume", "revoke"):
+        licence.add_parser(action).add_argument("id")
+    for p in licence.choices.values():
+        p.set_defaults(func=licence_cmd)
+
+    token = sub.add_parser("token").add_subparsers(dest="action", required=True)
+    p = token.add_parser("create")
+    p.add_argument("--role", required=True, choices=licensing.ROLES)
+    p.add_argument("--owner", help="reseller or customer name, for those roles")
+    p.add_argument("--label")
+    p.set_defaults(func=token_cmd)
+
+    demo = sub.add_parser("demo", help="seed the demo licence (make run)")
+    demo.add_argument("--out", default="var/demo-licence.json")
+    demo.set_defaults(func=demo_cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CliError as exc:
+        return fail(args.json, exc)
+    print_result(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""RFC 9457 problem documents, and the middleware that turns every failure into one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from server.db.database import DatabaseUnavailable
+from server.domain.errors import (
+    BodyTooLarge,
+    DomainError,
+    MalformedBody,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+    http_status,
+)
+
+log = logging.getLogger("tessera.http")
+M = TypeVar("M", bound=BaseModel)
+PROBLEM_TYPE = "https://tessera.dev/problems/"
+JSON = "application/json"
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail, "code": code}
+    body |= extra
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/problem+json", headers=headers
+    )
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON)
+
+
+def render_error(error: DomainError) -> web.Response:
+    headers = None
+    if "retry_after" in error.extra:
+        headers = {"Retry-After": str(error.extra["retry_after"])}
+    extra = {k: v for k, v in error.extra.items() if k != "retry_after"}
+    return problem_response(http_status(error), error.code, error.title, error.detail, headers, **extra)
+
+
+_HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "validation-error", 401: "unauthorised"}
+
+
+@web.middleware
+async def problems_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as error:
+        return render_error(error)
+    except DatabaseUnavailable:
+        log.warning("database unavailable for %s %s", request.method, request.path)
+        return render_error(ServiceUnavailable("the licence database is unavailable: try again shortly"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http-error")
+        return problem_response(exc.status, code, exc.reason, exc.text or exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(500, "internal-error", "Internal error", "the server failed; this is a bug")
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """Parse a JSON body into ``model``: wrong type, size or shape is a 4xx, never a 500."""
+    if request.content_type != JSON:
+        raise UnsupportedMediaType(f"send {JSON}, not {request.content_type or 'no content type'}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BodyTooLarge(f"the body is larger than {exc.max_size} bytes") from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise MalformedBody(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
+        raise ValidationFailed(_describe(exc), errors=_errors(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def _errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()[:20]
+    ]

@@ -1,0 +1,80 @@
+"""create_app(settings): routes, middlewares and resources; no I/O until the app starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy import Connection, delete
+
+from keys.keyring import Keyring
+from server.api import admin, agent, ops
+from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, Metrics, Services
+from server.api.problems import problems_middleware
+from server.db.database import DatabaseUnavailable, open_database
+from server.db.models import AuthFailure, RequestNonce
+from server.services.activation import THROTTLE_WINDOW, ActivationService
+from server.services.licensing import LicensingService
+from server.settings import Settings
+from server.signing import TokenSigner
+
+log = logging.getLogger("tessera.server")
+JANITOR_PERIOD = 300.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problems_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.add_routes(agent.routes)
+    app.add_routes(admin.routes)
+    app.add_routes(ops.routes)
+    if settings.bench_echo:
+        app.router.add_post("/bench/echo", ops.bench_echo)
+    app.cleanup_ctx.append(signing_keys)
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(janitor)
+    return app
+
+
+async def signing_keys(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    keyring = Keyring(settings.keys_dir, settings.key_passphrase)
+    app[KEYRING] = keyring
+    app[SIGNER] = TokenSigner(keyring.signer(), settings.public_url)
+    yield
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    db = open_database(settings.database_url, pool_size=settings.pool_size)
+    app[SERVICES] = Services(db=db, activations=ActivationService(db), licensing=LicensingService(db))
+    yield
+    await db.close()
+
+
+def purge_expired(conn: Connection, now: datetime) -> None:
+    conn.execute(delete(RequestNonce).where(RequestNonce.expires_at < now))
+    conn.execute(delete(AuthFailure).where(AuthFailure.window_start < now - THROTTLE_WINDOW))
+
+
+async def janitor(app: web.Application) -> AsyncIterator[None]:
+    """Drops spent nonces and old throttle windows; idempotent, so every process may run it."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(JANITOR_PERIOD)
+            try:
+                await app[SERVICES].db.run(purge_expired, datetime.now(UTC))
+            except DatabaseUnavailable:
+                log.warning("janitor: database unavailable, will retry")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,129 @@
+"""tessera-server: serve | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.clikit import CliError, fail, print_result
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="database URL (sqlite:///PATH or postgresql://…); env TESSERA_DB")
+    parser.add_argument("--config", type=Path, help="TOML settings file; env TESSERA_CONFIG")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera-server", description="Tessera licence server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve HTTP")
+    _common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--keys-dir", type=Path, help="signing keyring; env TESSERA_KEYS_DIR")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _common(migrate)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from server.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(config_file=args.config, database_url=args.db, **extra)
+    except SettingsError as exc:
+        raise CliError(exc.code, str(exc)) from exc
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from server.db.migrate import current_revision, upgrade
+
+    settings = _settings(args)
+    _ensure_sqlite_dir(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+        revision = current_revision(settings.database_url)
+    except Exception as exc:  # a bad URL, an unreachable server, a read-only file
+        raise CliError("migrate-failed", f"cannot migrate {settings.database_url}: {exc}") from exc
+    print_result(args.json, {"database": settings.database_url, "revision": revision}, f"schema at {revision}")
+    return 0
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(
+        args, host=args.host, port=args.port, keys_dir=args.keys_dir, workers=args.workers
+    )
+    if settings.workers > 1 and not args.reuse_port:
+        return _supervise(settings.workers)
+    import asyncio
+
+    from aiohttp import web
+
+    from server.app import create_app
+
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop = asyncio.new_event_loop()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=args.reuse_port or None,
+        access_log=None,
+        print=lambda text: logging.getLogger("tessera.server").info(
+            "pid %d listening on %s:%d", os.getpid(), settings.host, settings.port
+        ),
+        loop=loop,
+        handle_signals=True,
+        shutdown_timeout=10.0,
+    )
+    return 0
+
+
+def _supervise(workers: int) -> int:
+    """Start N copies of this server on one port; the kernel spreads connections (SO_REUSEPORT)."""
+    argv = [a for a in sys.argv[1:] if not a.startswith("--workers")]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "server.cli", *argv, "--workers", "1", "--reuse-port"])  # noqa: S603
+        for _ in range(workers)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"serve": cmd_serve, "migrate": cmd_migrate}[args.command](args)
+    except CliError as exc:
+        return fail(args.json, exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Running units of work against SQLite or PostgreSQL.
+
+A unit of work is a plain function ``fn(conn, *args)`` over a synchronous
+SQLAlchemy ``Connection``; services are written once and run on both stores:
+
+* PostgreSQL: an asyncpg pool; ``AsyncConnection.run_sync`` runs the function
+  on the event loop through SQLAlchemy's greenlet bridge (no thread hop), one
+  transaction per unit.
+* SQLite: one writer thread owns one connection. Units queue up and run in
+  batches inside a single ``BEGIN IMMEDIATE`` transaction with one durable
+  commit (group commit), then the loop is woken once per batch. If any unit in
+  a batch raises, the batch is rolled back and its units are run again one
+  transaction each, so every unit gets its own outcome and a failed unit
+  leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+T = TypeVar("T")
+Unit = Callable[..., Any]
+
+BATCH_LIMIT = 256
+
+
+class DatabaseUnavailable(Exception):
+    """The store cannot be reached or written (a 503, not a 500)."""
+
+
+def normalise_url(url: str) -> URL:
+    """Accept the URLs people write (``sqlite:///f.db``, ``postgresql://…``) and pick our drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+def sqlite_engine(url: URL) -> Any:
+    engine = create_engine(url, poolclass=None)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # durable: an acknowledged activation survives power loss
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")  # other processes on the same file
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Take the write lock up front: reads and the writes that depend on them are one decision.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, url: URL) -> None:
+        self._engine = sqlite_engine(url)
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._ensure_started()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(fn, args, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._started:
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._engine.dispose()
+
+    # -- the writer thread ----------------------------------------------
+    def _serve(self) -> None:
+        conn: Connection | None = None
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            try:
+                if conn is None:
+                    conn = self._engine.connect()
+                self._run_batch(conn, batch)
+            except (OperationalError, DBAPIError) as exc:
+                # The file is gone, locked too long, read-only or the disk is full.
+                failure = DatabaseUnavailable(f"database unavailable: {exc.orig}")
+                for job in batch:
+                    if not job.outcome[0]:
+                        job.outcome = (False, failure)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            self._deliver(batch)
+        if conn is not None:
+            conn.close()
+
+    def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        if len(batch) > 1:
+            try:
+                with conn.begin():
+                    results = [job.fn(conn, *job.args) for job in batch]
+            except OperationalError as exc:
+                if _is_unavailable(exc):
+                    raise
+            except Exception:  # noqa: S110 - one unit failed: rerun each on its own below
+                pass
+            else:
+                for job, result in zip(batch, results, strict=True):
+                    job.outcome = (True, result)
+                return
+        for job in batch:
+            try:
+                with conn.begin():
+                    job.outcome = (True, job.fn(conn, *job.args))
+            except OperationalError as exc:
+                if _is_unavailable(exc):
+                    raise
+                job.outcome = (False, exc)
+            except Exception as exc:
+                job.outcome = (False, exc)
+
+    @staticmethod
+    def _deliver(batch: list[_Job]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in batch:
+            by_loop.setdefault(job.future.get_loop(), []).append(job)
+        for loop, jobs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, jobs)
+            except RuntimeError:  # that loop has closed; nobody is waiting
+                pass
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        ok, value = job.outcome
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+def _is_unavailable(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in ("locked", "readonly", "read-only", "disk", "unable to open", "i/o", "full")
+    )
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, url: URL, *, pool_size: int = 20) -> None:
+        self._engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        except (OSError, ConnectionError) as exc:
+            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _pg_unavailable(exc):
+                raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _pg_unavailable(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", "")
+    return str(sqlstate).startswith(("08", "57", "53"))
+
+
+def open_database(url: str, *, pool_size: int = 20) -> Database:
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return SQLiteDatabase(parsed)
+    return PostgresDatabase(parsed, pool_size=pool_size)

@@ -1,0 +1,221 @@
+"""The schema. Created and changed only by Alembic migrations (server/db/migrations)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no offset, so it is restored on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database: times are UTC and aware (rule 9)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), date: Date, dict[str, Any]: JSON}
+
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class Release(Base):
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("product_id", "version"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
+    version: Mapped[str] = mapped_column(String(64))
+    released_on: Mapped[date]
+    end_of_support: Mapped[date | None]
+
+
+class Plan(Base):
+    """A licence policy. Plans are data, not code (DESIGN section 2)."""
+
+    __tablename__ = "plans"
+    __table_args__ = (
+        CheckConstraint("kind IN ('perpetual', 'subscription')", name="kind"),
+        CheckConstraint("model IN ('activation', 'host-id', 'dongle')", name="model"),
+        CheckConstraint("lease_days > 0 AND tolerance >= 0 AND grace_days >= 0", name="durations"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    model: Mapped[str] = mapped_column(String(20))
+    lease_days: Mapped[int] = mapped_column(default=30)
+    tolerance: Mapped[int] = mapped_column(default=1)
+    grace_days: Mapped[int] = mapped_column(default=0)
+    term_months: Mapped[int] = mapped_column(default=12)
+    allow_virtual: Mapped[bool] = mapped_column(default=True)
+    deactivations_per_term: Mapped[int | None]
+    free_host_changes_per_term: Mapped[int] = mapped_column(default=1)
+    price_cents: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    notice_months: Mapped[int] = mapped_column(default=3)
+    features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dongle_usb_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # "vvvv:pppp"
+    created_at: Mapped[datetime]
+
+
+class Reseller(Base):
+    __tablename__ = "resellers"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
+    created_at: Mapped[datetime]
+
+
+class Licence(Base):
+    __tablename__ = "licences"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended', 'revoked')", name="status"),
+        # The seat invariant lives in the database: no code path can over-allocate.
+        CheckConstraint("seats_in_use >= 0 AND seats_in_use <= seats", name="seats_in_use"),
+        CheckConstraint("seats > 0", name="seats"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hint: Mapped[str] = mapped_column(String(8))
+    fingerprint_salt: Mapped[str] = mapped_column(String(64))
+    seats: Mapped[int]
+    seats_in_use: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime]
+
+
+class MaintenanceTerm(Base):
+    __tablename__ = "maintenance_terms"
+    __table_args__ = (
+        CheckConstraint("starts_at < ends_at", name="span"),
+        CheckConstraint(
+            "origin IN ('included', 'renewal', 'reinstatement', 'subscription')", name="origin"
+        ),
+        Index("ix_maintenance_terms_licence_end", "licence_id", "ends_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    origin: Mapped[str] = mapped_column(String(20))
+    auto_renew: Mapped[bool] = mapped_column(default=True)
+    cancelled_at: Mapped[datetime | None]
+
+
+class Activation(Base):
+    __tablename__ = "activations"
+    __table_args__ = (
+        Index("ix_activations_licence_live", "licence_id", "ended_at"),
+        Index("ix_activations_dongle", "licence_id", "dongle_serial"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    host_components: Mapped[list[list[str]]] = mapped_column(JSON)
+    host_match: Mapped[int]
+    virtualisation: Mapped[str | None] = mapped_column(String(32))
+    dongle_serial: Mapped[str | None] = mapped_column(String(128))
+    agent_key: Mapped[str] = mapped_column(String(64))  # raw Ed25519 public key, b64u
+    hostname: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    refreshed_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ActivationDigest(Base):
+    """Component digests of live seats, so a returning host is found by index, not by a scan."""
+
+    __tablename__ = "activation_digests"
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(100), primary_key=True)
+    activation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("activations.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class RequestNonce(Base):
+    """Nonces of signed agent requests already seen: a replay hits the primary key."""
+
+    __tablename__ = "request_nonces"
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    activation_id: Mapped[uuid.UUID]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuthFailure(Base):
+    """Failed licence-key attempts per client address, for throttling across processes."""
+
+    __tablename__ = "auth_failures"
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime]
+    failures: Mapped[int]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'support', 'reseller', 'customer-admin', 'customer-user')", name="role"
+        ),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    owner_id: Mapped[uuid.UUID | None]
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

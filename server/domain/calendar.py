@@ -1,0 +1,14 @@
+"""Calendar arithmetic (rule 9: "month" follows the calendar)."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """31 January + 1 month is the last day of February, as people count."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)

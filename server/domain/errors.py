@@ -1,0 +1,166 @@
+"""Every refusal the server can give, each with a stable code (a public contract: never rename)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    code: ClassVar[str] = "domain-error"
+    title: ClassVar[str] = "Request refused"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class ValidationFailed(DomainError):
+    code = "validation-error"
+    title = "Invalid request"
+
+
+class MalformedBody(ValidationFailed):
+    title = "Malformed JSON"
+
+
+class BodyTooLarge(ValidationFailed):
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(ValidationFailed):
+    title = "Unsupported media type"
+
+
+class NotFound(DomainError):
+    code = "not-found"
+    title = "Not found"
+
+
+class LicenceNotFound(NotFound):
+    code = "licence-not-found"
+    title = "Licence not found"
+
+
+class ActivationNotFound(NotFound):
+    code = "activation-not-found"
+    title = "Activation not found"
+
+
+class LicenceSuspended(DomainError):
+    code = "licence-suspended"
+    title = "Licence suspended"
+
+
+class LicenceRevoked(DomainError):
+    code = "licence-revoked"
+    title = "Licence revoked"
+
+
+class LicenceExpired(DomainError):
+    code = "licence-expired"
+    title = "Licence expired"
+
+
+class SeatsExhausted(DomainError):
+    code = "seats-exhausted"
+    title = "Seats exhausted"
+
+
+class TransferRequired(DomainError):
+    code = "transfer-required"
+    title = "Transfer required"
+
+
+class DongleRequired(DomainError):
+    code = "dongle-required"
+    title = "Dongle required"
+
+
+class VirtualMachineRefused(DomainError):
+    code = "virtual-machine-refused"
+    title = "Virtual machines not allowed"
+
+
+class ActivationEnded(DomainError):
+    code = "activation-ended"
+    title = "Activation ended"
+
+
+class InvalidSignature(DomainError):
+    code = "invalid-signature"
+    title = "Invalid signature"
+
+
+class StaleRequest(DomainError):
+    code = "stale-request"
+    title = "Request too old or from the future"
+
+
+class ReplayedRequest(DomainError):
+    code = "replayed-request"
+    title = "Request replayed"
+
+
+class InvalidAgentKey(ValidationFailed):
+    code = "invalid-agent-key"
+    title = "Invalid agent key"
+
+
+class TooManyAttempts(DomainError):
+    code = "too-many-attempts"
+    title = "Too many failed attempts"
+
+
+class Unauthorised(DomainError):
+    code = "unauthorised"
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    title = "Not allowed"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class ServiceUnavailable(DomainError):
+    code = "service-unavailable"
+    title = "Service unavailable"
+
+
+# One table maps refusals to HTTP; a test asserts that every subclass has a row.
+HTTP_STATUS: dict[type[DomainError], int] = {
+    DomainError: 400,
+    ValidationFailed: 422,
+    MalformedBody: 400,
+    BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidAgentKey: 422,
+    NotFound: 404,
+    LicenceNotFound: 404,
+    ActivationNotFound: 404,
+    LicenceSuspended: 403,
+    LicenceRevoked: 403,
+    LicenceExpired: 403,
+    SeatsExhausted: 409,
+    TransferRequired: 409,
+    DongleRequired: 422,
+    VirtualMachineRefused: 403,
+    ActivationEnded: 409,
+    InvalidSignature: 401,
+    StaleRequest: 401,
+    ReplayedRequest: 409,
+    TooManyAttempts: 429,
+    Unauthorised: 401,
+    Forbidden: 403,
+    Conflict: 409,
+    ServiceUnavailable: 503,
+}
+
+
+def http_status(error: DomainError) -> int:
+    return HTTP_STATUS[type(error)]

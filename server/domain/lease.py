@@ -1,0 +1,50 @@
+"""How long a token may live (DESIGN section 4, rules 2 and 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from server.domain.errors import LicenceExpired, LicenceRevoked, LicenceSuspended
+
+
+@dataclass(frozen=True, slots=True)
+class TermSpan:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    issued: datetime
+    expires: datetime
+    maint_until: datetime | None
+    use_until: datetime | None
+
+
+def check_status(status: str) -> None:
+    if status == "suspended":
+        raise LicenceSuspended("this licence is suspended: contact your vendor")
+    if status == "revoked":
+        raise LicenceRevoked("this licence has been revoked")
+
+
+def lease_for(
+    *,
+    kind: str,
+    lease_days: int,
+    grace_days: int,
+    maint_until: datetime | None,
+    use_until: datetime | None,
+    now: datetime,
+) -> Lease:
+    """The token's lifetime: the plan's lease, never past a subscription's paid term plus grace (rule 3)."""
+    expires = now + timedelta(days=lease_days)
+    if kind == "subscription":
+        if use_until is None:
+            raise LicenceExpired("this subscription has no paid term")
+        hard_end = use_until + timedelta(days=grace_days)
+        if hard_end <= now:
+            raise LicenceExpired(f"the subscription ended on {use_until.date().isoformat()}")
+        expires = min(expires, hard_end)
+    return Lease(issued=now, expires=expires, maint_until=maint_until, use_until=use_until)

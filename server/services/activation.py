@@ -1,0 +1,442 @@
+"""Activation, refresh and deactivation: one unit of work each, signing after the decision."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from keys.ed25519_point import is_acceptable_public_key
+from keys.keyring import b64u_decode
+from server.db.database import Database
+from server.db.models import (
+    Activation,
+    ActivationDigest,
+    AuthFailure,
+    Licence,
+    MaintenanceTerm,
+    Plan,
+    Product,
+    RequestNonce,
+)
+from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, decide_activation
+from server.domain.errors import (
+    ActivationEnded,
+    ActivationNotFound,
+    InvalidAgentKey,
+    InvalidSignature,
+    LicenceNotFound,
+    ReplayedRequest,
+    SeatsExhausted,
+    StaleRequest,
+    TooManyAttempts,
+    ValidationFailed,
+)
+from server.domain.hosts import HostRecord, key_hash, required_matches
+from server.domain.lease import check_status, lease_for
+from server.services.requests import (
+    ActivationRequest,
+    OfflineActivationRequest,
+    ProofClaims,
+)
+from server.signing import SeatGrant
+
+REFRESH_PROOF = "tessera-refresh+jwt"
+DEACTIVATE_PROOF = "tessera-deactivate+jwt"
+OFFLINE_ACTIVATION = "tessera-offline-activation+jwt"
+OFFLINE_DEACTIVATION = "tessera-offline-deactivate+jwt"
+
+PROOF_WINDOW = timedelta(seconds=300)
+THROTTLE_WINDOW = timedelta(minutes=10)
+THROTTLE_LIMIT = 10
+
+_jws = jwt.PyJWS(options={"verify_signature": True})
+
+_latest_term_end = (
+    select(func.max(MaintenanceTerm.ends_at))
+    .where(MaintenanceTerm.licence_id == Licence.id)
+    .correlate(Licence)
+    .scalar_subquery()
+)
+
+_LICENCE_COLUMNS = (
+    Licence.id,
+    Licence.status,
+    Licence.seats,
+    Licence.seats_in_use,
+    Licence.fingerprint_salt,
+    Plan.kind,
+    Plan.model,
+    Plan.lease_days,
+    Plan.grace_days,
+    Plan.tolerance,
+    Plan.allow_virtual,
+    Plan.features,
+    Product.code,
+    _latest_term_end.label("maint_until"),
+)
+
+_licence_by_key = (
+    select(*_LICENCE_COLUMNS)
+    .join(Plan, Plan.id == Licence.plan_id)
+    .join(Product, Product.id == Licence.product_id)
+    .with_for_update(of=Licence)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Deactivated:
+    activation_id: str
+    ended_at: datetime
+
+
+def _check_agent_key(request: ActivationRequest) -> bytes:
+    raw = b64u_decode(request.agent_key.x)
+    if not is_acceptable_public_key(raw):
+        raise InvalidAgentKey("agent_key is not a usable Ed25519 public key")
+    return raw
+
+
+def _grant(
+    row: Any,
+    *,
+    activation_id: uuid.UUID,
+    components: list[list[str]],
+    match: int,
+    dongle_serial: str | None,
+    agent_key: str,
+    now: datetime,
+    created: bool,
+) -> SeatGrant:
+    maint_until = row.maint_until
+    lease = lease_for(
+        kind=row.kind,
+        lease_days=row.lease_days,
+        grace_days=row.grace_days,
+        maint_until=maint_until,
+        use_until=maint_until if row.kind == "subscription" else None,
+        now=now,
+    )
+    return SeatGrant(
+        activation_id=str(activation_id),
+        licence_id=str(row.id),
+        product=row.code,
+        kind=row.kind,
+        model=row.model,
+        seats=row.seats,
+        features=list(row.features),
+        salt=row.fingerprint_salt,
+        components=components,
+        match=match,
+        dongle_serial=dongle_serial if row.model == "dongle" else None,
+        agent_key=agent_key,
+        issued=lease.issued,
+        expires=lease.expires,
+        maint_until=lease.maint_until,
+        use_until=lease.use_until,
+        created=created,
+    )
+
+
+def _check_throttle(conn: Connection, address: str, now: datetime) -> None:
+    row = conn.execute(
+        select(AuthFailure.failures, AuthFailure.window_start).where(AuthFailure.address == address)
+    ).first()
+    if row is not None and row.failures >= THROTTLE_LIMIT and now < row.window_start + THROTTLE_WINDOW:
+        retry = int((row.window_start + THROTTLE_WINDOW - now).total_seconds()) + 1
+        raise TooManyAttempts(
+            "too many failed licence-key attempts from this address", retry_after=retry
+        )
+
+
+def record_failure(conn: Connection, address: str, now: datetime) -> None:
+    row = conn.execute(
+        select(AuthFailure.failures, AuthFailure.window_start)
+        .where(AuthFailure.address == address)
+        .with_for_update()
+    ).first()
+    if row is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(AuthFailure).values(address=address, window_start=now, failures=1))
+            return
+        except IntegrityError:  # another process counted the first failure at the same moment
+            pass
+        row = conn.execute(
+            select(AuthFailure.failures, AuthFailure.window_start).where(AuthFailure.address == address)
+        ).one()
+    if now >= row.window_start + THROTTLE_WINDOW:
+        values: dict[str, Any] = {"window_start": now, "failures": 1}
+    else:
+        values = {"failures": AuthFailure.failures + 1}
+    conn.execute(update(AuthFailure).where(AuthFailure.address == address).values(**values))
+
+
+def activate_unit(
+    conn: Connection, request: ActivationRequest, agent_key: str, address: str, now: datetime
+) -> SeatGrant:
+    _check_throttle(conn, address, now)
+    row = conn.execute(_licence_by_key.where(Licence.key_hash == key_hash(request.licence_key))).first()
+    if row is None or row.code != request.product:
+        # A wrong product answers exactly like an unknown key: no key enumeration.
+        raise LicenceNotFound("no licence with this key for this product")
+    presented = [(c.kind, c.digest) for c in request.fingerprint.components]
+    dongle = request.dongle_serial if row.model == "dongle" else None
+    candidates = _candidates(conn, row.id, presented, dongle)
+    licence = LicenceSnapshot(
+        id=row.id,
+        status=row.status,
+        seats=row.seats,
+        seats_in_use=row.seats_in_use,
+        kind=row.kind,
+        model=row.model,
+        allow_virtual=row.allow_virtual,
+    )
+    decision = decide_activation(
+        licence,
+        presented,
+        dongle_serial=dongle,
+        virtualisation=request.fingerprint.virtualisation,
+        candidates=candidates,
+    )
+    components = [list(c) for c in presented]
+    match = required_matches(len(components), row.tolerance)
+    host_values = {
+        "host_components": components,
+        "host_match": match,
+        "virtualisation": request.fingerprint.virtualisation,
+        "agent_key": agent_key,
+        "hostname": request.hostname,
+        "refreshed_at": now,
+    }
+    # Check the lease (a lapsed subscription) before writing anything.
+    grant_args = dict(components=components, match=match, dongle_serial=dongle, agent_key=agent_key, now=now)
+    if isinstance(decision, Reuse):
+        activation_id = decision.activation_id
+        grant = _grant(row, activation_id=activation_id, created=False, **grant_args)  # type: ignore[arg-type]
+        conn.execute(update(Activation).where(Activation.id == activation_id).values(**host_values))
+        conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
+    else:
+        assert isinstance(decision, NewSeat)
+        activation_id = uuid.uuid4()
+        grant = _grant(row, activation_id=activation_id, created=True, **grant_args)  # type: ignore[arg-type]
+        taken = conn.execute(
+            update(Licence)
+            .where(Licence.id == row.id, Licence.seats_in_use < Licence.seats)
+            .values(seats_in_use=Licence.seats_in_use + 1)
+        )
+        if taken.rowcount != 1:
+            raise SeatsExhausted(f"all {row.seats} seats are in use", seats=row.seats)
+        conn.execute(
+            insert(Activation).values(
+                id=activation_id, licence_id=row.id, dongle_serial=dongle, created_at=now, **host_values
+            )
+        )
+    conn.execute(
+        insert(ActivationDigest),
+        [{"licence_id": row.id, "digest": d, "activation_id": activation_id} for _, d in presented],
+    )
+    return grant
+
+
+def _candidates(
+    conn: Connection, licence_id: uuid.UUID, presented: Sequence[tuple[str, str]], dongle: str | None
+) -> list[LiveSeat]:
+    query = select(Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial)
+    if dongle is not None:
+        query = query.where(
+            Activation.licence_id == licence_id,
+            Activation.dongle_serial == dongle,
+            Activation.ended_at.is_(None),
+        )
+    else:
+        query = query.where(
+            Activation.id.in_(
+                select(ActivationDigest.activation_id).where(
+                    ActivationDigest.licence_id == licence_id,
+                    ActivationDigest.digest.in_([d for _, d in presented]),
+                )
+            ),
+            Activation.ended_at.is_(None),
+        )
+    return [
+        LiveSeat(
+            id=r.id,
+            host=HostRecord(frozenset((k, d) for k, d in r.host_components), r.host_match),
+            dongle_serial=r.dongle_serial,
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# -- signed agent requests -------------------------------------------------
+
+_ACTIVATION_BY_ID = (
+    select(
+        Activation.id.label("activation_id"),
+        Activation.agent_key,
+        Activation.ended_at,
+        Activation.host_components,
+        Activation.host_match,
+        Activation.dongle_serial,
+        *_LICENCE_COLUMNS,
+    )
+    .join(Licence, Licence.id == Activation.licence_id)
+    .join(Plan, Plan.id == Licence.plan_id)
+    .join(Product, Product.id == Licence.product_id)
+)
+
+
+def parse_activation_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise ActivationNotFound("no such activation") from exc
+
+
+def verify_signed(signed: str, proof_type: str, public_key: bytes) -> bytes:
+    """The signed payload, or one opaque refusal for a bad signature, wrong type or wrong key."""
+    try:
+        decoded = _jws.decode_complete(signed, Ed25519PublicKey.from_public_bytes(public_key), algorithms=["EdDSA"])
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise InvalidSignature("the request is not signed by this activation's agent key") from exc
+    if decoded["header"].get("typ") != proof_type:
+        raise InvalidSignature("the request is not signed by this activation's agent key")
+    payload: bytes = decoded["payload"]
+    return payload
+
+
+def verify_proof(proof: str, proof_type: str, public_key: bytes) -> ProofClaims:
+    payload = verify_signed(proof, proof_type, public_key)
+    try:
+        return ProofClaims.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ValidationFailed(f"the signed request is malformed: {exc.errors()[0]['msg']}") from exc
+
+
+def _unverified_payload(signed: str) -> bytes:
+    try:
+        payload: bytes = _jws.decode_complete(signed, options={"verify_signature": False})["payload"]
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise InvalidSignature("not a valid signed request") from exc
+    return payload
+
+
+def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, expires: datetime) -> None:
+    nonce_hash = hashlib.sha256(f"{activation_id}\x00{claims.nonce}".encode()).hexdigest()
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(RequestNonce).values(nonce_hash=nonce_hash, activation_id=activation_id, expires_at=expires)
+            )
+    except IntegrityError as exc:
+        raise ReplayedRequest("this signed request was already used") from exc
+
+
+def _signed_unit(
+    conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime, *, windowed: bool
+) -> tuple[Any, ProofClaims]:
+    row = conn.execute(_ACTIVATION_BY_ID.where(Activation.id == activation_id)).first()
+    if row is None:
+        raise ActivationNotFound("no such activation")
+    claims = verify_proof(proof, proof_type, b64u_decode(row.agent_key))
+    if claims.sub != str(activation_id):
+        raise InvalidSignature("the request is signed for another activation")
+    if windowed:
+        signed_at = datetime.fromtimestamp(claims.iat, now.tzinfo)
+        if abs(signed_at - now) > PROOF_WINDOW:
+            raise StaleRequest("the request's time is more than 5 minutes from the server's clock")
+        _use_nonce(conn, activation_id, claims, signed_at + 2 * PROOF_WINDOW)
+    if row.ended_at is not None:
+        raise ActivationEnded("this activation has ended: activate again")
+    return row, claims
+
+
+def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: datetime) -> SeatGrant:
+    row, _ = _signed_unit(conn, activation_id, proof, REFRESH_PROOF, now, windowed=True)
+    check_status(row.status)
+    grant = _grant(
+        row,
+        activation_id=row.activation_id,
+        components=row.host_components,
+        match=row.host_match,
+        dongle_serial=row.dongle_serial,
+        agent_key=row.agent_key,
+        now=now,
+        created=False,
+    )
+    conn.execute(update(Activation).where(Activation.id == activation_id).values(refreshed_at=now))
+    return grant
+
+
+def end_activation(conn: Connection, activation_id: uuid.UUID, licence_id: uuid.UUID, reason: str, now: datetime) -> None:
+    ended = conn.execute(
+        update(Activation)
+        .where(Activation.id == activation_id, Activation.ended_at.is_(None))
+        .values(ended_at=now, end_reason=reason)
+    )
+    if ended.rowcount != 1:
+        raise ActivationEnded("this activation has already ended")
+    conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
+    conn.execute(
+        update(Licence).where(Licence.id == licence_id).values(seats_in_use=Licence.seats_in_use - 1)
+    )
+
+
+def deactivate_unit(
+    conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime
+) -> Deactivated:
+    row, _ = _signed_unit(conn, activation_id, proof, proof_type, now, windowed=proof_type == DEACTIVATE_PROOF)
+    end_activation(conn, activation_id, row.id, "deactivated" if proof_type == DEACTIVATE_PROOF else "offline-deactivated", now)
+    return Deactivated(str(activation_id), now)
+
+
+# -- the service surface (async, used by the HTTP handlers) -----------------
+
+
+class ActivationService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def activate(self, request: ActivationRequest, *, address: str, now: datetime) -> SeatGrant:
+        _check_agent_key(request)
+        try:
+            return await self.db.run(activate_unit, request, request.agent_key.x, address, now)
+        except LicenceNotFound:
+            await self.db.run(record_failure, address, now)
+            raise
+
+    async def activate_offline(self, signed: str, *, address: str, now: datetime) -> SeatGrant:
+        """An air-gapped agent's request, carried here by any connected machine."""
+        try:
+            body = OfflineActivationRequest.model_validate_json(_unverified_payload(signed))
+        except ValidationError as exc:
+            raise ValidationFailed(f"the offline request is malformed: {exc.errors()[0]['msg']}") from exc
+        # Proof of possession: the request is signed by the key it asks to bind.
+        verify_signed(signed, OFFLINE_ACTIVATION, _check_agent_key(body))
+        request = ActivationRequest.model_validate(body.model_dump(exclude={"nonce", "iat"}))
+        return await self.activate(request, address=address, now=now)
+
+    async def refresh(self, activation_id: str, proof: str, *, now: datetime) -> SeatGrant:
+        return await self.db.run(refresh_unit, parse_activation_id(activation_id), proof, now)
+
+    async def deactivate(self, activation_id: str, proof: str, *, now: datetime) -> Deactivated:
+        return await self.db.run(deactivate_unit, parse_activation_id(activation_id), proof, DEACTIVATE_PROOF, now)
+
+    async def deactivate_offline(self, proof: str, *, now: datetime) -> Deactivated:
+        try:
+            claims = orjson.loads(_unverified_payload(proof))
+            activation_id = parse_activation_id(str(claims["sub"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidSignature("the deactivation proof is not a valid signed request") from exc
+        return await self.db.run(deactivate_unit, activation_id, proof, OFFLINE_DEACTIVATION, now)
