@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from server.api.context import SETTINGS
 from server.db.database import DatabaseUnavailable
 from server.domain.errors import (
     BodyTooLarge,
@@ -79,8 +80,8 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise UnsupportedMediaType(f"send {JSON}, not {request.content_type or 'no content type'}")
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise BodyTooLarge(f"the body is larger than {exc.max_size} bytes") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"the body is larger than {request.app[SETTINGS].max_body_bytes} bytes") from None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
