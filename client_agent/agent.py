@@ -7,6 +7,7 @@ installs a token only after verifying it exactly as a check would.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,7 +92,9 @@ class Agent:
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
-            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
+            raise AgentError(
+                "state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}"
+            ) from None
         assert key is not None
         return key
 
@@ -101,7 +104,9 @@ class Agent:
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
-            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
+            raise AgentError(
+                "state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}"
+            ) from None
 
     def _dongle_serial(self, ids: str | None) -> str | None:
         if ids is None:
@@ -125,7 +130,9 @@ class Agent:
                 jwks_raw = handle.read()
             claims = verify(token, Jwks.from_bytes(jwks_raw))
         except OSError as exc:
-            raise AgentError("jwks-unavailable", f"cannot read the trusted JWKS {self.config.jwks}: {exc.strerror}") from None
+            raise AgentError(
+                "jwks-unavailable", f"cannot read the trusted JWKS {self.config.jwks}: {exc.strerror}"
+            ) from None
         except (TokenError, JwksError) as exc:
             raise AgentError(exc.code, f"the server's token was refused: {exc.detail}") from None
         if claims.cnf_x != key.x:
@@ -144,8 +151,16 @@ class Agent:
             "activation_id": claims.jti,
         }
 
-    def _install(self, answer: dict[str, Any], key: AgentKey, *, product: str | None, server: str | None,
-                 dongle_ids: str | None, activated: bool) -> State:
+    def _install(
+        self,
+        answer: dict[str, Any],
+        key: AgentKey,
+        *,
+        product: str | None,
+        server: str | None,
+        dongle_ids: str | None,
+        activated: bool,
+    ) -> State:
         token = answer.get("token")
         if not isinstance(token, str):
             raise AgentError("bad-response", "the answer carries no token")
@@ -174,14 +189,16 @@ class Agent:
 
     # ------------------------------------------------------------ online
 
-    def activate(self, licence_key: str, product: str, *, dongle_ids: str | None = None,
-                 label: str | None = None) -> State:
+    def activate(
+        self, licence_key: str, product: str, *, dongle_ids: str | None = None, label: str | None = None
+    ) -> State:
         server = self._server()
         state = self._load()
         if state.token is not None and state.revoked is None and state.product not in (None, product):
             raise AgentError(
                 "already-activated",
-                f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
+                f"this agent holds a seat of {state.product!r}: deactivate it first "
+                "(one licence per state directory)",
             )
         key = self._key()
         request = {
@@ -196,7 +213,9 @@ class Agent:
             answer = server_api.activate(server, request)
         except server_api.ServerError as exc:
             raise AgentError(exc.code, exc.detail) from None
-        return self._install(answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
+        return self._install(
+            answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True
+        )
 
     def refresh(self) -> State:
         state = self._load()
@@ -211,8 +230,9 @@ class Agent:
         except server_api.ServerError as exc:
             self._record_failure(exc, state.activation_id)
             raise AgentError(exc.code, exc.detail) from None
-        return self._install(answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids,
-                             activated=False)
+        return self._install(
+            answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids, activated=False
+        )
 
     def _record_failure(self, exc: server_api.ServerError, activation_id: str) -> None:
         now = _now()
@@ -224,10 +244,8 @@ class Agent:
             if exc.code in ENDED_BY_SERVER:
                 state.revoked = exc.code  # the seat is gone: stop answering "entitled"
 
-        try:
+        with contextlib.suppress(AgentError):
             self._update(change)
-        except AgentError:
-            pass
 
     def deactivate(self) -> dict[str, Any]:
         state = self._load()
@@ -250,8 +268,15 @@ class Agent:
 
     # ------------------------------------------------------------ offline
 
-    def offline_request(self, licence_key: str, product: str, out_path: str, *,
-                        dongle_ids: str | None = None, label: str | None = None) -> dict[str, Any]:
+    def offline_request(
+        self,
+        licence_key: str,
+        product: str,
+        out_path: str,
+        *,
+        dongle_ids: str | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
         key = self._key()
         now = _now()
         payload = {
@@ -287,10 +312,18 @@ class Agent:
         state = self._load()
         key = self.store.agent_key()
         if key is None:
-            raise AgentError("token-mismatch", "this agent made no offline request: run offline-request first")
+            raise AgentError(
+                "token-mismatch", "this agent made no offline request: run offline-request first"
+            )
         pending = state.pending_offline or {}
-        return self._install(answer, key, product=pending.get("product"), server=None,
-                             dongle_ids=pending.get("dongle_ids"), activated=True)
+        return self._install(
+            answer,
+            key,
+            product=pending.get("product"),
+            server=None,
+            dongle_ids=pending.get("dongle_ids"),
+            activated=True,
+        )
 
     def offline_deactivate(self, out_path: str) -> dict[str, Any]:
         state = self._load()

@@ -88,6 +88,7 @@ class Checker:
         self._dongle_path: str | None = None
         self._high_water = 0
         self._persisted_high_water = 0
+        self._own_write: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ snapshot
 
@@ -102,7 +103,7 @@ class Checker:
         # Stat before loading: a change racing the load shows up next time.
         key = (self.store.stat_signature(), self._stat(self.jwks_path))
         if key != self._key:
-            self._own_write: tuple[int, int, int] | None = None
+            self._own_write = None
             self._snapshot = self._load()
             # Our own write of the verification record must not force another load.
             self._key = key if self._own_write is None else (self._own_write, key[1])
@@ -123,7 +124,9 @@ class Checker:
                 jwks_raw = handle.read()
         except OSError as exc:
             return _Snapshot(
-                loaded, None, Verdict(JWKS_UNAVAILABLE, f"cannot read the trusted JWKS {self.jwks_path}: {exc.strerror}")
+                loaded,
+                None,
+                Verdict(JWKS_UNAVAILABLE, f"cannot read the trusted JWKS {self.jwks_path}: {exc.strerror}"),
             )
         record = {
             "token_sha256": hashlib.sha256(state.token.encode()).hexdigest(),
@@ -146,7 +149,9 @@ class Checker:
             self._record_verification(state.token, record)
         if claims.cnf_x != loaded.agent_x:
             return _Snapshot(
-                loaded, None, Verdict(STATE_TAMPERED, "the token is bound to another agent key than this state's")
+                loaded,
+                None,
+                Verdict(STATE_TAMPERED, "the token is bound to another agent key than this state's"),
             )
         return _Snapshot(loaded, claims, None)
 
@@ -266,9 +271,17 @@ class Checker:
         else:
             self._key = None  # someone else changed the state meanwhile: reload
 
-    def check_dict(self, product: str, version: str, released: date | str, *, now: datetime | None = None) -> dict[str, Any]:
+    def check_dict(
+        self, product: str, version: str, released: date | str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
         verdict = self.check(product, version, released, now=now)
         return {**verdict.as_dict(), "product": product, "version": version, "released": str(released)}
+
+    def current_claims(self) -> Claims | None:
+        """The verified claims of the usable token, if any (for the refresher)."""
+        with self._lock:
+            snapshot = self._current()
+        return snapshot.claims if snapshot.failure is None else None
 
     # ------------------------------------------------------------ status
 

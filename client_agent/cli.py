@@ -37,7 +37,9 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
     parser.add_argument(
         "--state-dir",
-        default=default(env("TESSERA_AGENT_STATE_DIR") or (os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR)),
+        default=default(
+            env("TESSERA_AGENT_STATE_DIR") or (os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR)
+        ),
         help="where the agent keeps its key and state (TESSERA_AGENT_STATE_DIR)",
     )
     parser.add_argument(
@@ -46,14 +48,18 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="root under which /etc, /sys, /proc are read (TESSERA_AGENT_SYSROOT)",
     )
     parser.add_argument(
-        "--jwks", default=default(env("TESSERA_AGENT_JWKS") or DEFAULT_JWKS),
+        "--jwks",
+        default=default(env("TESSERA_AGENT_JWKS") or DEFAULT_JWKS),
         help="trusted public keys of the server (TESSERA_AGENT_JWKS)",
     )
     parser.add_argument(
-        "--server", default=default(env("TESSERA_AGENT_SERVER")), help="licence server URL (TESSERA_AGENT_SERVER)"
+        "--server",
+        default=default(env("TESSERA_AGENT_SERVER")),
+        help="licence server URL (TESSERA_AGENT_SERVER)",
     )
     parser.add_argument(
-        "--socket", default=default(env("TESSERA_AGENT_SOCKET") or DEFAULT_SOCKET),
+        "--socket",
+        default=default(env("TESSERA_AGENT_SOCKET") or DEFAULT_SOCKET),
         help="the daemon's Unix socket (TESSERA_AGENT_SOCKET)",
     )
 
@@ -71,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("activate", "activate a seat of a licence on this machine")
     sub.add_argument("licence_key", metavar="KEY")
     sub.add_argument("--product", required=True, help="product code, e.g. cad-pro")
-    sub.add_argument("--dongle", metavar="VENDOR:PRODUCT", help="bind to the USB dongle with these IDs (dongle licences)")
+    sub.add_argument(
+        "--dongle", metavar="VENDOR:PRODUCT", help="bind to the USB dongle with these IDs (dongle licences)"
+    )
     sub.add_argument("--label", help="hostname label shown to administrators")
 
     command("status", "show the seat, its lease and maintenance (no secrets)")
@@ -87,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("serve", "run the daemon: local HTTP API on a Unix socket, background refresh")
     sub.add_argument("--socket-mode", default="0666", help="mode of a socket the daemon creates itself")
 
-    sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
+    sub = command(
+        "fingerprint", "show this machine's fingerprint components (digested) and what was unreadable"
+    )
     sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
 
     sub = command("offline-request", "write a signed activation request for an air-gapped machine")
@@ -130,8 +140,15 @@ def _error(as_json: bool, code: str, detail: str) -> int:
 def _agent(args: argparse.Namespace) -> Any:
     from client_agent.agent import Agent, Config
 
-    return Agent(Config(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, server=args.server,
-                        socket_path=args.socket))
+    return Agent(
+        Config(
+            state_dir=args.state_dir,
+            jwks=args.jwks,
+            sysroot=args.sysroot,
+            server=args.server,
+            socket_path=args.socket,
+        )
+    )
 
 
 def _lines(result: dict[str, Any]) -> str:
@@ -174,8 +191,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if answer is None:
         from client_agent.checker import Checker
 
-        checker = Checker(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot,
-                          persist=os.access(args.state_dir, os.W_OK))
+        checker = Checker(
+            state_dir=args.state_dir,
+            jwks=args.jwks,
+            sysroot=args.sysroot,
+            persist=os.access(args.state_dir, os.W_OK),
+        )
         answer = checker.check_dict(args.product, args.version, args.released)
     _emit(args, answer, f"{answer['code']}: {answer['detail']}")
     return EXIT_OK if answer.get("entitled") is True else EXIT_REFUSED
@@ -244,9 +265,14 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_offline_request(args: argparse.Namespace) -> int:
-    result = _agent(args).offline_request(args.licence_key, args.product, args.out, dongle_ids=args.dongle,
-                                          label=args.label)
-    _emit(args, result, f"wrote {args.out}: upload it with `tessera-agent offline-submit` on a connected machine")
+    result = _agent(args).offline_request(
+        args.licence_key, args.product, args.out, dongle_ids=args.dongle, label=args.label
+    )
+    _emit(
+        args,
+        result,
+        f"wrote {args.out}: upload it with `tessera-agent offline-submit` on a connected machine",
+    )
     return EXIT_OK
 
 
@@ -279,9 +305,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
-        raise CommandError("validation-error", f"--socket-mode must be octal, not {args.socket_mode!r}") from None
-    return run(DaemonSettings(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, server=args.server,
-                              socket_path=args.socket, socket_mode=mode))
+        raise CommandError(
+            "validation-error", f"--socket-mode must be octal, not {args.socket_mode!r}"
+        ) from None
+    return run(
+        DaemonSettings(
+            state_dir=args.state_dir,
+            jwks=args.jwks,
+            sysroot=args.sysroot,
+            server=args.server,
+            socket_path=args.socket,
+            socket_mode=mode,
+        )
+    )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

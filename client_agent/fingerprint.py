@@ -160,10 +160,10 @@ def cpu_model(cpuinfo: str) -> str | None:
         if sep:
             fields.setdefault(name.strip().lower(), value.strip())
     for key in ("model name", "hardware", "cpu model", "processor", "uarch", "cpu"):
-        value = fields.get(key)
+        found = fields.get(key)
         # On x86 "processor" is the CPU index; a bare number is not a model.
-        if value and not value.isdigit():
-            return _clean(value)
+        if found and not found.isdigit():
+            return _clean(found)
     return None
 
 
@@ -186,7 +186,12 @@ def virtualisation_from(
     if containerenv:
         return "podman"
     if cgroup:
-        for needle, name in (("docker", "docker"), ("kubepods", "kubernetes"), ("lxc", "lxc"), ("libpod", "podman")):
+        for needle, name in (
+            ("docker", "docker"),
+            ("kubepods", "kubernetes"),
+            ("lxc", "lxc"),
+            ("libpod", "podman"),
+        ):
             if needle in cgroup:
                 return name
     if osrelease and "microsoft" in osrelease.lower():

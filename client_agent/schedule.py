@@ -16,7 +16,13 @@ IDLE_POLL = 60.0  # no token: look again for a new activation this often
 
 
 def refresh_delay(
-    *, iat: float | None, exp: float | None, now: float, failures: int, rand: float, retry_after: float | None = None
+    *,
+    iat: float | None,
+    exp: float | None,
+    now: float,
+    failures: int,
+    rand: float,
+    retry_after: float | None = None,
 ) -> float:
     """Seconds to wait before the next refresh attempt; `rand` is uniform in [0, 1)."""
     if iat is None or exp is None:
@@ -28,7 +34,7 @@ def refresh_delay(
     remaining = exp - now
     # Leave room for several tries before the lease ends; never hammer the server.
     cap = min(RETRY_CAP, max(RETRY_BASE, remaining / 4)) if remaining > 0 else RETRY_CAP
-    backoff = min(cap, RETRY_BASE * 2 ** min(failures - 1, 16))
+    backoff = min(cap, RETRY_BASE * float(2 ** min(failures - 1, 16)))
     delay = backoff * (0.5 + 0.5 * rand)  # "equal jitter": at least half the back-off
     if retry_after is not None:
         delay = max(delay, retry_after)

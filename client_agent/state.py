@@ -135,7 +135,9 @@ class State:
         known = {k: v for k, v in body.items() if k in names}
         state = cls(**known)
         state.extra = {k: v for k, v in body.items() if k not in names and k != "agent_x"}
-        if not isinstance(state.high_water, int) or (state.token is not None and not isinstance(state.token, str)):
+        if not isinstance(state.high_water, int) or (
+            state.token is not None and not isinstance(state.token, str)
+        ):
             raise StateError("the state file has fields of the wrong type")
         return state
 
@@ -212,7 +214,9 @@ class StateStore:
             return Loaded(State(), None, signature)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise StateError(f"no permission to read {self.state_path}: ask the daemon's socket instead") from None
+                raise StateError(
+                    f"no permission to read {self.state_path}: ask the daemon's socket instead"
+                ) from None
             raise StateError(f"cannot read {self.state_path}: {exc.strerror}") from None
         try:
             document = json.loads(raw)
@@ -247,7 +251,11 @@ class StateStore:
     def _write(self, state: State, key: AgentKey) -> None:
         body = state.to_body()
         body["agent_x"] = key.x
-        document = {"format": FORMAT, "body": body, "sig": b64u_encode(key.sign(_SIGNING_PREFIX + canonical_json(body)))}
+        document = {
+            "format": FORMAT,
+            "body": body,
+            "sig": b64u_encode(key.sign(_SIGNING_PREFIX + canonical_json(body))),
+        }
         atomic_write(self.state_path, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
         self.last_written = self.stat_signature()
 

@@ -22,7 +22,7 @@ from client_agent.verdict import BAD_SIGNATURE, JWKS_UNAVAILABLE, Claims, Claims
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-TOKEN_TYP = "tessera-activation+jwt"
+TOKEN_TYP = "tessera-activation+jwt"  # noqa: S105 (a media type, not a secret)
 ALGORITHMS = ("EdDSA", "Ed25519")
 
 

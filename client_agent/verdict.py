@@ -14,7 +14,7 @@ from typing import Any
 
 # Stable reason codes: public contract, never rename.
 ENTITLED = "entitled"
-NO_TOKEN = "no-token"
+NO_TOKEN = "no-token"  # noqa: S105 (a reason code)
 BAD_SIGNATURE = "bad-signature"
 WRONG_PRODUCT = "wrong-product"
 LEASE_EXPIRED = "lease-expired"
@@ -148,8 +148,10 @@ def claims_from_payload(payload: dict[str, Any]) -> Claims:
         raise ClaimsError("claim 'host.components' must be a non-empty list")
     components = set()
     for item in raw_components:
-        if not isinstance(item, dict) or not isinstance(item.get("kind"), str) or not isinstance(
-            item.get("digest"), str
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("kind"), str)
+            or not isinstance(item.get("digest"), str)
         ):
             raise ClaimsError("claim 'host.components' entries need 'kind' and 'digest'")
         components.add((item["kind"], item["digest"]))
@@ -228,7 +230,9 @@ def decide(
         return Verdict(WRONG_PRODUCT, f"the token is for {claims.aud!r}, not {product!r}")
     floor = max(high_water, claims.iat)
     if now < floor - ROLLBACK_TOLERANCE:
-        return Verdict(CLOCK_ROLLBACK, f"the clock reads {_iso(now)}, but the agent already saw {_iso(floor)}")
+        return Verdict(
+            CLOCK_ROLLBACK, f"the clock reads {_iso(now)}, but the agent already saw {_iso(floor)}"
+        )
     if revoked is not None:
         return Verdict(REVOKED, f"the server ended this seat ({revoked})")
     if claims.model == "dongle":

@@ -51,7 +51,9 @@ class FakeMachine:
 
         shutil.rmtree(self.root / f"sys/class/net/{name}")
 
-    def add_disk(self, name: str, serial: str | None, *, removable: bool = False, source: str = "device/serial") -> None:
+    def add_disk(
+        self, name: str, serial: str | None, *, removable: bool = False, source: str = "device/serial"
+    ) -> None:
         self.write(f"sys/block/{name}/removable", "1\n" if removable else "0\n")
         (self.root / f"sys/block/{name}/device").mkdir(parents=True, exist_ok=True)
         if serial is not None:
@@ -151,7 +153,9 @@ class Vendor:
         path.write_text(json.dumps(self.jwks()))
         return path
 
-    def sign(self, header: dict[str, Any], payload: dict[str, Any], key: Ed25519PrivateKey | None = None) -> str:
+    def sign(
+        self, header: dict[str, Any], payload: dict[str, Any], key: Ed25519PrivateKey | None = None
+    ) -> str:
         head = b64u(json.dumps(header).encode())
         body = b64u(json.dumps(payload).encode())
         signature = (key or self.key).sign(f"{head}.{body}".encode())
@@ -251,7 +255,9 @@ def vendor() -> Vendor:
 def install(tmp_path: Path, machine: FakeMachine, vendor: Vendor) -> Callable[..., Installed]:
     """Put a token minted for `machine` into a fresh state directory."""
 
-    def _install(*, state_dir: Path | None = None, header: dict[str, Any] | None = None, **claim_args: Any) -> Installed:
+    def _install(
+        *, state_dir: Path | None = None, header: dict[str, Any] | None = None, **claim_args: Any
+    ) -> Installed:
         target = state_dir or tmp_path / "state"
         jwks = vendor.write_jwks(tmp_path / "jwks.json")
         key = agent_key_for(target)

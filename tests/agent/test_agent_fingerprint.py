@@ -83,7 +83,9 @@ def test_raw_values_never_appear_in_digests(machine: FakeMachine) -> None:
         pytest.param("eth4", "00:00:00:00:00:00", True, "0", False, id="all-zero"),
     ],
 )
-def test_which_nics_count(tmp_path: Path, name: str, mac: str, physical: bool, assign_type: str | None, counted: bool) -> None:
+def test_which_nics_count(
+    tmp_path: Path, name: str, mac: str, physical: bool, assign_type: str | None, counted: bool
+) -> None:
     machine = build_machine(tmp_path / "m", macs=())
     machine.add_nic(name, mac, physical=physical, assign_type=assign_type)
     macs = [c.value for c in machine.facts().components if c.kind == "mac"]
@@ -103,7 +105,9 @@ def test_which_nics_count(tmp_path: Path, name: str, mac: str, physical: bool, a
         pytest.param("sdd", "To be filled by O.E.M.", False, "device/serial", False, id="placeholder"),
     ],
 )
-def test_which_disks_count(tmp_path: Path, name: str, serial: str | None, removable: bool, source: str, counted: bool) -> None:
+def test_which_disks_count(
+    tmp_path: Path, name: str, serial: str | None, removable: bool, source: str, counted: bool
+) -> None:
     machine = build_machine(tmp_path / "m", disks=())
     machine.add_disk(name, serial, removable=removable, source=source)
     serials = [c.value for c in machine.facts().components if c.kind == "disk-serial"]
@@ -142,8 +146,12 @@ def test_firmware_placeholders_are_not_identity(tmp_path: Path, value: str, kept
     ("cpuinfo", "model"),
     [
         pytest.param("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n", "AMD EPYC 7B13", id="x86"),
-        pytest.param("processor\t: 0\nBogoMIPS\t: 108.00\nHardware\t: BCM2835\n", "BCM2835", id="arm-hardware"),
-        pytest.param("cpu\t\t: POWER9 (raw), altivec supported\n", "POWER9 (raw), altivec supported", id="power"),
+        pytest.param(
+            "processor\t: 0\nBogoMIPS\t: 108.00\nHardware\t: BCM2835\n", "BCM2835", id="arm-hardware"
+        ),
+        pytest.param(
+            "cpu\t\t: POWER9 (raw), altivec supported\n", "POWER9 (raw), altivec supported", id="power"
+        ),
         pytest.param("processor\t: 0\nprocessor\t: 1\n", None, id="only-indexes"),
         pytest.param("", None, id="empty"),
     ],

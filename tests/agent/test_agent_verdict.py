@@ -77,26 +77,60 @@ def ask(claims_payload: dict[str, Any] | None, **kw: Any) -> str:
             "entitled",
             id="subscription-running-includes-maintenance",
         ),
-        pytest.param(payload(), {"machine": frozenset({A, B, C})}, "entitled", id="one-component-changed-within-tolerance"),
-        pytest.param(payload(), {"machine": frozenset({A, B})}, "host-mismatch", id="two-changed-beyond-tolerance"),
+        pytest.param(
+            payload(),
+            {"machine": frozenset({A, B, C})},
+            "entitled",
+            id="one-component-changed-within-tolerance",
+        ),
+        pytest.param(
+            payload(), {"machine": frozenset({A, B})}, "host-mismatch", id="two-changed-beyond-tolerance"
+        ),
         pytest.param(payload(), {"machine": frozenset()}, "host-mismatch", id="another-machine"),
-        pytest.param(payload(model="dongle", dongle="SN1"), {"dongle_present": False}, "dongle-missing", id="dongle-unplugged"),
+        pytest.param(
+            payload(model="dongle", dongle="SN1"),
+            {"dongle_present": False},
+            "dongle-missing",
+            id="dongle-unplugged",
+        ),
         pytest.param(
             payload(model="dongle", dongle="SN1"),
             {"dongle_present": True, "machine": frozenset()},
             "entitled",
             id="dongle-present-any-host",
         ),
-        pytest.param(payload(), {"released": release_to_unix(date(2027, 1, 2))}, "release-not-entitled", id="after-maint"),
-        pytest.param(payload(), {"released": release_to_unix(date(2027, 1, 1))}, "entitled", id="on-maint-end-day"),
-        pytest.param(payload(maint_until=None), {}, "release-not-entitled", id="never-had-maintenance"),
-        pytest.param(payload(), {"now": NOW - DAY * 3, "high_water": NOW}, "clock-rollback", id="clock-set-back"),
         pytest.param(
-            payload(), {"now": NOW - ROLLBACK_TOLERANCE + 1, "high_water": NOW}, "entitled", id="small-step-back-tolerated"
+            payload(),
+            {"released": release_to_unix(date(2027, 1, 2))},
+            "release-not-entitled",
+            id="after-maint",
         ),
-        pytest.param(payload(iat=NOW + DAY, nbf=NOW + DAY), {"high_water": 0}, "clock-rollback", id="clock-behind-issue"),
+        pytest.param(
+            payload(), {"released": release_to_unix(date(2027, 1, 1))}, "entitled", id="on-maint-end-day"
+        ),
+        pytest.param(payload(maint_until=None), {}, "release-not-entitled", id="never-had-maintenance"),
+        pytest.param(
+            payload(), {"now": NOW - DAY * 3, "high_water": NOW}, "clock-rollback", id="clock-set-back"
+        ),
+        pytest.param(
+            payload(),
+            {"now": NOW - ROLLBACK_TOLERANCE + 1, "high_water": NOW},
+            "entitled",
+            id="small-step-back-tolerated",
+        ),
+        pytest.param(
+            payload(iat=NOW + DAY, nbf=NOW + DAY),
+            {"high_water": 0},
+            "clock-rollback",
+            id="clock-behind-issue",
+        ),
         pytest.param(payload(), {"revoked": "licence-revoked"}, "revoked", id="revoked"),
-        pytest.param(payload(), {"now": NOW - 5 * DAY, "product": "cad-lite"}, "wrong-product", id="product-checked-first"),
+        pytest.param(
+            payload(),
+            {"now": NOW - 5 * DAY, "product": "cad-lite"},
+            "wrong-product",
+            id="product-checked-first",
+        ),
     ],
 )
 def test_decide(claims: dict[str, Any] | None, kw: dict[str, Any], code: str) -> None:
@@ -106,8 +140,16 @@ def test_decide(claims: dict[str, Any] | None, kw: dict[str, Any], code: str) ->
 def test_every_code_is_listed_once() -> None:
     assert len(CODES) == len(set(CODES))
     assert {
-        "no-token", "bad-signature", "wrong-product", "lease-expired", "subscription-ended", "host-mismatch",
-        "dongle-missing", "release-not-entitled", "clock-rollback", "revoked",
+        "no-token",
+        "bad-signature",
+        "wrong-product",
+        "lease-expired",
+        "subscription-ended",
+        "host-mismatch",
+        "dongle-missing",
+        "release-not-entitled",
+        "clock-rollback",
+        "revoked",
     } <= set(CODES)
 
 
@@ -131,8 +173,14 @@ def test_host_matching(machine: set[tuple[str, str]], match: int, matches: bool)
     [
         pytest.param({"host": None}, "host", id="no-host"),
         pytest.param({"host": {"salt": "s", "components": [], "match": 1}}, "components", id="no-components"),
-        pytest.param({"host": {"salt": "s", "components": [{"kind": "mac"}], "match": 1}}, "digest", id="no-digest"),
-        pytest.param({"host": {"salt": "s", "components": [{"kind": "a", "digest": "b"}], "match": 0}}, "match", id="match-0"),
+        pytest.param(
+            {"host": {"salt": "s", "components": [{"kind": "mac"}], "match": 1}}, "digest", id="no-digest"
+        ),
+        pytest.param(
+            {"host": {"salt": "s", "components": [{"kind": "a", "digest": "b"}], "match": 0}},
+            "match",
+            id="match-0",
+        ),
         pytest.param({"cnf": None}, "cnf", id="no-cnf"),
         pytest.param({"exp": "tomorrow"}, "exp", id="exp-string"),
         pytest.param({"iat": True}, "iat", id="iat-bool"),
@@ -172,8 +220,9 @@ LEASE = 30 * DAY
 def test_refresh_schedule(
     now: float, failures: int, rand: float, retry_after: float | None, low: float, high: float
 ) -> None:
-    delay = schedule.refresh_delay(iat=NOW - DAY, exp=NOW - DAY + LEASE, now=now, failures=failures, rand=rand,
-                                   retry_after=retry_after)
+    delay = schedule.refresh_delay(
+        iat=NOW - DAY, exp=NOW - DAY + LEASE, now=now, failures=failures, rand=rand, retry_after=retry_after
+    )
     assert low <= delay <= high
 
 

@@ -1,0 +1,34 @@
+"""Tessera client agent: fingerprint, offline entitlement check, local API, daemon.
+
+For Python products, the in-process check:
+
+    from client_agent import Checker
+    verdict = Checker(state_dir="/var/lib/tessera-agent", jwks="/etc/tessera/jwks.json").check(
+        "cad-pro", "5.2", "2026-03-01")
+    if not verdict.ok:
+        sys.exit(f"licence: {verdict.code}: {verdict.detail}")
+
+Names are imported lazily so that `import client_agent` costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client_agent.checker import Checker
+    from client_agent.verdict import Verdict
+
+__all__ = ["Checker", "Verdict"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Checker":
+        from client_agent.checker import Checker
+
+        return Checker
+    if name == "Verdict":
+        from client_agent.verdict import Verdict
+
+        return Verdict
+    raise AttributeError(f"module 'client_agent' has no attribute {name!r}")

@@ -1,0 +1,310 @@
+"""`tessera-agent serve`: the local HTTP API on a Unix socket, and the lease refresher.
+
+- `GET /v1/check?product=&version=&released=` → the Checker's verdict (200
+  when entitled, 403 when refused, 400 for a malformed question);
+- `GET /v1/status` → the redacted seat status plus the daemon's own health.
+
+systemd integration is written by hand, without a dependency: the socket
+handed over by socket activation (`LISTEN_FDS`/`LISTEN_PID`, fd 3), and
+`sd_notify` datagrams (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) to `$NOTIFY_SOCKET`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import stat
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from client_agent.agent import Agent, AgentError, Config
+from client_agent.checker import Checker
+from client_agent.schedule import refresh_delay
+
+log = logging.getLogger("tessera.agent")
+
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    state_dir: str
+    jwks: str
+    sysroot: str = "/"
+    server: str | None = None
+    socket_path: str = "/run/tessera/agent.sock"
+    socket_mode: int = 0o666
+    refresh: bool = True
+
+
+@dataclass
+class RefreshStatus:
+    failures: int = 0
+    next_at: float | None = None
+    last_error: str | None = None
+    last_success: float | None = None
+    started: float = field(default_factory=time.time)
+
+
+SETTINGS = web.AppKey("settings", DaemonSettings)
+CHECKER = web.AppKey("checker", Checker)
+AGENT = web.AppKey("agent", Agent)
+REFRESH = web.AppKey("refresh", RefreshStatus)
+
+
+# ------------------------------------------------------------------ systemd
+
+
+def sd_notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send one notification to systemd; False when not run under a notify service."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify to %s failed: %s", address, exc)
+        return False
+    return True
+
+
+def listen_fds(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> list[int]:
+    """File descriptors systemd passed us (socket activation), else []."""
+    if environ.get("LISTEN_PID") != str(pid if pid is not None else os.getpid()):
+        return []
+    try:
+        count = int(environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + max(count, 0)))
+
+
+def watchdog_interval(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> float | None:
+    """Seconds between WATCHDOG=1 pings: half of WatchdogSec, None when not asked."""
+    usec = environ.get("WATCHDOG_USEC")
+    watchdog_pid = environ.get("WATCHDOG_PID")
+    if not usec or (watchdog_pid and watchdog_pid != str(pid if pid is not None else os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 1e6 / 2, 0.01)
+    except ValueError:
+        return None
+
+
+def open_listener(settings: DaemonSettings) -> tuple[socket.socket, bool]:
+    """The listening socket and whether we created it (then we remove it at exit)."""
+    fds = listen_fds()
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for our children
+    if fds:
+        sock = socket.socket(fileno=fds[0])
+        if sock.family != socket.AF_UNIX:
+            log.info("socket-activated on a %s socket", sock.family.name)
+        return sock, False
+    path = settings.socket_path
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale: nobody listens
+            else:
+                raise AgentError("already-running", f"another agent already answers on {path}")
+            finally:
+                probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    # Products run as any local user; the socket only answers questions.
+    os.chmod(path, settings.socket_mode)
+    sock.listen(512)
+    return sock, True
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def _problem(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response(
+        {
+            "type": f"https://tessera.dev/problems/{code}",
+            "title": code.replace("-", " ").capitalize(),
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+async def handle_check(request: web.Request) -> web.Response:
+    query = request.rel_url.query
+    product, version, released = query.get("product"), query.get("version"), query.get("released")
+    if not product or not version or not released:
+        return _problem(400, "invalid-request", "product, version and released (YYYY-MM-DD) are required")
+    result = request.app[CHECKER].check_dict(product, version, released)
+    if result["code"] == "invalid-request":
+        return _problem(400, "invalid-request", result["detail"])
+    return web.json_response(result, status=200 if result["entitled"] else 403)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def handle_status(request: web.Request) -> web.Response:
+    status = request.app[CHECKER].status()
+    refresh = request.app[REFRESH]
+    status["daemon"] = {
+        "pid": os.getpid(),
+        "rss_bytes": _rss_bytes(),
+        "uptime_s": round(time.time() - refresh.started, 1),
+        "refresh": {
+            "failures": refresh.failures,
+            "next_at": _iso(refresh.next_at),
+            "last_error": refresh.last_error,
+            "last_success": _iso(refresh.last_success),
+        },
+    }
+    return web.json_response(status)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# ------------------------------------------------------------------ refresher
+
+
+async def refresh_loop(app: web.Application) -> None:
+    checker, agent, status = app[CHECKER], app[AGENT], app[REFRESH]
+    retry_after: float | None = None
+    while True:
+        claims = checker.current_claims()
+        now = time.time()
+        delay = refresh_delay(
+            iat=claims.iat if claims else None,
+            exp=claims.exp if claims else None,
+            now=now,
+            failures=status.failures,
+            rand=random.random(),  # noqa: S311 (jitter, not a secret)
+            retry_after=retry_after,
+        )
+        status.next_at = now + delay
+        await asyncio.sleep(delay)
+        if checker.current_claims() is None:
+            continue  # nothing to refresh (yet): a new activation shows up here
+        try:
+            await asyncio.to_thread(agent.refresh)
+        except AgentError as exc:
+            status.failures += 1
+            status.last_error = f"{exc.code}: {exc.detail}"
+            retry_after = None
+            log.warning("lease refresh failed (%s), attempt %d", exc.code, status.failures)
+            if exc.code in ("revoked", "no-token"):
+                status.failures = 0  # nothing more to try until the state changes
+        else:
+            status.failures, status.last_error, status.last_success = 0, None, time.time()
+            log.info("lease refreshed")
+
+
+async def refresher(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(refresh_loop(app)) if app[SETTINGS].refresh else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: DaemonSettings) -> web.Application:
+    """The daemon's application; opens nothing (the refresher starts in cleanup_ctx)."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[CHECKER] = Checker(state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot)
+    app[AGENT] = Agent(
+        Config(
+            state_dir=settings.state_dir,
+            jwks=settings.jwks,
+            sysroot=settings.sysroot,
+            server=settings.server,
+            socket_path=settings.socket_path,
+        )
+    )
+    app[REFRESH] = RefreshStatus()
+    app.router.add_get("/v1/check", handle_check)
+    app.router.add_get("/v1/status", handle_status)
+    app.cleanup_ctx.append(refresher)
+    return app
+
+
+# ------------------------------------------------------------------ running
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def serve(settings: DaemonSettings) -> int:
+    app = create_app(settings)
+    app[CHECKER].status()  # load and verify the token before saying READY
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock, created = open_listener(settings)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app[CHECKER].invalidate)
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
+    sd_notify(
+        f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}"
+    )
+    log.info("tessera-agent ready (pid %d)", os.getpid())
+    try:
+        await stop.wait()
+    finally:
+        sd_notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await runner.cleanup()
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(settings.socket_path)
+    return 0
+
+
+def run(settings: DaemonSettings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))
