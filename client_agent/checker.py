@@ -86,6 +86,7 @@ class Checker:
         self._facts_at = 0.0
         self._digests: dict[str, frozenset[tuple[str, str]]] = {}
         self._dongle_path: str | None = None
+        self._dongle_stat: tuple[int, int, int] | None = None
         self._high_water = 0
         self._persisted_high_water = 0
         self._own_write: tuple[int, int, int] | None = None
@@ -97,7 +98,7 @@ class Checker:
             st = os.stat(path)
         except OSError:
             return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _current(self) -> _Snapshot:
         # Stat before loading: a change racing the load shows up next time.
@@ -192,11 +193,14 @@ class Checker:
     def _dongle_present(self, serial: str | None, ids: str | None) -> bool:
         if serial is None:
             return False
-        if self._dongle_path is not None and os.path.isdir(self._dongle_path):
+        # A stat of the dongle's serial file per check: unplugging removes it, a
+        # different dongle in the same port is a new file (inode, times).
+        if self._dongle_path is not None and self._stat(self._dongle_path) == self._dongle_stat:
             return True
         wanted = dongle.parse_ids(ids) if ids else None
         found = dongle.find_serial(self.sysroot, serial, wanted)
-        self._dongle_path = found.path if found else None
+        self._dongle_path = os.path.join(found.path, "serial") if found else None
+        self._dongle_stat = self._stat(self._dongle_path) if self._dongle_path else None
         return found is not None
 
     def invalidate(self) -> None:

@@ -76,8 +76,12 @@ def test_wrong_product_and_invalid_questions(install: Callable[..., Installed]) 
 
 def test_lease_and_subscription_end(install: Callable[..., Installed]) -> None:
     now = time.time()
-    installed = install(now=now, kind="subscription", maint_until=None,
-                        use_until=datetime.fromtimestamp(now + 10 * DAY, UTC).isoformat())
+    installed = install(
+        now=now,
+        kind="subscription",
+        maint_until=None,
+        use_until=datetime.fromtimestamp(now + 10 * DAY, UTC).isoformat(),
+    )
     check = checker_for(installed).check
     at = datetime.fromtimestamp(now, UTC)
     assert check("cad-pro", "1", RELEASED, now=at + timedelta(days=5)).code == "entitled"
@@ -93,7 +97,9 @@ def test_clock_set_back_is_detected_and_remembered(install: Callable[..., Instal
     # A fresh process (the CLI) sees the persisted high-water mark.
     fresh = checker_for(installed)
     assert fresh.check("cad-pro", "1", RELEASED, now=now + timedelta(days=1)).code == "clock-rollback"
-    assert StateStore(str(installed.state_dir)).load().state.high_water >= int((now + timedelta(days=3)).timestamp())
+    assert StateStore(str(installed.state_dir)).load().state.high_water >= int(
+        (now + timedelta(days=3)).timestamp()
+    )
 
 
 def test_high_water_is_not_written_on_every_check(install: Callable[..., Installed]) -> None:
@@ -124,7 +130,9 @@ def test_token_by_an_unknown_key_is_refused(install: Callable[..., Installed]) -
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "bad-signature"
 
 
-def test_a_token_bound_to_another_agent_key_is_refused(install: Callable[..., Installed], vendor: Vendor) -> None:
+def test_a_token_bound_to_another_agent_key_is_refused(
+    install: Callable[..., Installed], vendor: Vendor
+) -> None:
     installed = install()
     put_token(installed.state_dir, vendor.mint(claims_for(installed.machine.facts(), "someone-elses-key")))
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "state-tampered"
@@ -215,7 +223,9 @@ def test_dongle_unplugged_and_plugged_back(install: Callable[..., Installed], ma
     assert check.check("cad-pro", "1", RELEASED).code == "dongle-missing"
 
 
-def test_fingerprint_is_read_once_then_on_ttl(install: Callable[..., Installed], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fingerprint_is_read_once_then_on_ttl(
+    install: Callable[..., Installed], monkeypatch: pytest.MonkeyPatch
+) -> None:
     installed = install()
     check = checker_for(installed)
     reads = []
