@@ -102,7 +102,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _supervise(workers: int) -> int:
     """Start N copies of this server on one port; the kernel spreads connections (SO_REUSEPORT)."""
-    argv = [a for a in sys.argv[1:] if not a.startswith("--workers")]
+    argv: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            argv.append(arg)
     children = [
         subprocess.Popen([sys.executable, "-m", "server.cli", *argv, "--workers", "1", "--reuse-port"])  # noqa: S603
         for _ in range(workers)

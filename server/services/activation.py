@@ -13,10 +13,10 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from keys.ed25519_point import is_acceptable_public_key
+from keys.points import is_acceptable_public_key
 from keys.keyring import b64u_decode
 from server.db.database import Database
 from server.db.models import (
@@ -86,12 +86,50 @@ _LICENCE_COLUMNS = (
     _latest_term_end.label("maint_until"),
 )
 
-_licence_by_key = (
-    select(*_LICENCE_COLUMNS)
+# The hot path runs statements built once, with bound parameters, so SQLAlchemy's
+# compiled cache is hit and no expression is rebuilt per request.
+_recent_failures = (
+    select(AuthFailure.failures)
+    .where(AuthFailure.address == bindparam("address"), AuthFailure.window_start > bindparam("since"))
+    .scalar_subquery()
+)
+_LICENCE_BY_KEY = (
+    select(*_LICENCE_COLUMNS, _recent_failures.label("recent_failures"))
     .join(Plan, Plan.id == Licence.plan_id)
     .join(Product, Product.id == Licence.product_id)
+    .where(Licence.key_hash == bindparam("key_hash"))
     .with_for_update(of=Licence)
 )
+_RECENT_FAILURES = select(AuthFailure.failures, AuthFailure.window_start).where(
+    AuthFailure.address == bindparam("address")
+)
+_CANDIDATES_BY_DIGEST = select(
+    Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial
+).where(
+    Activation.id.in_(
+        select(ActivationDigest.activation_id).where(
+            ActivationDigest.licence_id == bindparam("licence_id"),
+            ActivationDigest.digest.in_(bindparam("digests", expanding=True)),
+        )
+    ),
+    Activation.ended_at.is_(None),
+)
+_CANDIDATES_BY_DONGLE = select(
+    Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial
+).where(
+    Activation.licence_id == bindparam("licence_id"),
+    Activation.dongle_serial == bindparam("dongle"),
+    Activation.ended_at.is_(None),
+)
+_TAKE_SEAT = (
+    update(Licence)
+    .where(Licence.id == bindparam("licence_id"), Licence.seats_in_use < Licence.seats)
+    .values(seats_in_use=Licence.seats_in_use + 1)
+)
+_INSERT_ACTIVATION = insert(Activation)
+_INSERT_DIGESTS = insert(ActivationDigest)
+_REBIND = update(Activation).where(Activation.id == bindparam("activation_id"))
+_DROP_DIGESTS = delete(ActivationDigest).where(ActivationDigest.activation_id == bindparam("activation_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,15 +186,16 @@ def _grant(
     )
 
 
+def _throttled(failures: int | None, window_start: datetime, now: datetime) -> None:
+    if failures is not None and failures >= THROTTLE_LIMIT:
+        retry = max(int((window_start + THROTTLE_WINDOW - now).total_seconds()) + 1, 1)
+        raise TooManyAttempts("too many failed licence-key attempts from this address", retry_after=retry)
+
+
 def _check_throttle(conn: Connection, address: str, now: datetime) -> None:
-    row = conn.execute(
-        select(AuthFailure.failures, AuthFailure.window_start).where(AuthFailure.address == address)
-    ).first()
-    if row is not None and row.failures >= THROTTLE_LIMIT and now < row.window_start + THROTTLE_WINDOW:
-        retry = int((row.window_start + THROTTLE_WINDOW - now).total_seconds()) + 1
-        raise TooManyAttempts(
-            "too many failed licence-key attempts from this address", retry_after=retry
-        )
+    row = conn.execute(_RECENT_FAILURES, {"address": address}).first()
+    if row is not None and now < row.window_start + THROTTLE_WINDOW:
+        _throttled(row.failures, row.window_start, now)
 
 
 def record_failure(conn: Connection, address: str, now: datetime) -> None:
@@ -185,9 +224,14 @@ def record_failure(conn: Connection, address: str, now: datetime) -> None:
 def activate_unit(
     conn: Connection, request: ActivationRequest, agent_key: str, address: str, now: datetime
 ) -> SeatGrant:
-    _check_throttle(conn, address, now)
-    row = conn.execute(_licence_by_key.where(Licence.key_hash == key_hash(request.licence_key))).first()
-    if row is None or row.code != request.product:
+    params = {"key_hash": key_hash(request.licence_key), "address": address, "since": now - THROTTLE_WINDOW}
+    row = conn.execute(_LICENCE_BY_KEY, params).first()
+    if row is None:
+        _check_throttle(conn, address, now)
+        raise LicenceNotFound("no licence with this key for this product")
+    if row.recent_failures:
+        _check_throttle(conn, address, now)
+    if row.code != request.product:
         # A wrong product answers exactly like an unknown key: no key enumeration.
         raise LicenceNotFound("no licence with this key for this product")
     presented = [(c.kind, c.digest) for c in request.fingerprint.components]
@@ -211,6 +255,18 @@ def activate_unit(
     )
     components = [list(c) for c in presented]
     match = required_matches(len(components), row.tolerance)
+    activation_id = decision.activation_id if isinstance(decision, Reuse) else uuid.uuid4()
+    # The lease is decided (a lapsed subscription refused) before anything is written.
+    grant = _grant(
+        row,
+        activation_id=activation_id,
+        components=components,
+        match=match,
+        dongle_serial=dongle,
+        agent_key=agent_key,
+        now=now,
+        created=isinstance(decision, NewSeat),
+    )
     host_values = {
         "host_components": components,
         "host_match": match,
@@ -219,31 +275,27 @@ def activate_unit(
         "hostname": request.hostname,
         "refreshed_at": now,
     }
-    # Check the lease (a lapsed subscription) before writing anything.
-    grant_args = dict(components=components, match=match, dongle_serial=dongle, agent_key=agent_key, now=now)
     if isinstance(decision, Reuse):
-        activation_id = decision.activation_id
-        grant = _grant(row, activation_id=activation_id, created=False, **grant_args)  # type: ignore[arg-type]
-        conn.execute(update(Activation).where(Activation.id == activation_id).values(**host_values))
-        conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
+        # The same host (or dongle) again, perhaps with a new agent key: the seat is rebound to it.
+        conn.execute(_REBIND, {"activation_id": activation_id, **host_values})
+        conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
     else:
-        assert isinstance(decision, NewSeat)
-        activation_id = uuid.uuid4()
-        grant = _grant(row, activation_id=activation_id, created=True, **grant_args)  # type: ignore[arg-type]
-        taken = conn.execute(
-            update(Licence)
-            .where(Licence.id == row.id, Licence.seats_in_use < Licence.seats)
-            .values(seats_in_use=Licence.seats_in_use + 1)
-        )
-        if taken.rowcount != 1:
+        if conn.execute(_TAKE_SEAT, {"licence_id": row.id}).rowcount != 1:
             raise SeatsExhausted(f"all {row.seats} seats are in use", seats=row.seats)
         conn.execute(
-            insert(Activation).values(
-                id=activation_id, licence_id=row.id, dongle_serial=dongle, created_at=now, **host_values
-            )
+            _INSERT_ACTIVATION,
+            {
+                "id": activation_id,
+                "licence_id": row.id,
+                "dongle_serial": dongle,
+                "created_at": now,
+                "ended_at": None,
+                "end_reason": None,
+                **host_values,
+            },
         )
     conn.execute(
-        insert(ActivationDigest),
+        _INSERT_DIGESTS,
         [{"licence_id": row.id, "digest": d, "activation_id": activation_id} for _, d in presented],
     )
     return grant
@@ -252,30 +304,17 @@ def activate_unit(
 def _candidates(
     conn: Connection, licence_id: uuid.UUID, presented: Sequence[tuple[str, str]], dongle: str | None
 ) -> list[LiveSeat]:
-    query = select(Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial)
     if dongle is not None:
-        query = query.where(
-            Activation.licence_id == licence_id,
-            Activation.dongle_serial == dongle,
-            Activation.ended_at.is_(None),
-        )
+        rows = conn.execute(_CANDIDATES_BY_DONGLE, {"licence_id": licence_id, "dongle": dongle})
     else:
-        query = query.where(
-            Activation.id.in_(
-                select(ActivationDigest.activation_id).where(
-                    ActivationDigest.licence_id == licence_id,
-                    ActivationDigest.digest.in_([d for _, d in presented]),
-                )
-            ),
-            Activation.ended_at.is_(None),
-        )
+        rows = conn.execute(_CANDIDATES_BY_DIGEST, {"licence_id": licence_id, "digests": [d for _, d in presented]})
     return [
         LiveSeat(
             id=r.id,
             host=HostRecord(frozenset((k, d) for k, d in r.host_components), r.host_match),
             dongle_serial=r.dongle_serial,
         )
-        for r in conn.execute(query)
+        for r in rows
     ]
 
 
@@ -294,7 +333,10 @@ _ACTIVATION_BY_ID = (
     .join(Licence, Licence.id == Activation.licence_id)
     .join(Plan, Plan.id == Licence.plan_id)
     .join(Product, Product.id == Licence.product_id)
+    .where(Activation.id == bindparam("activation_id"))
 )
+_INSERT_NONCE = insert(RequestNonce)
+_TOUCH = update(Activation).where(Activation.id == bindparam("activation_id")).values(refreshed_at=bindparam("now"))
 
 
 def parse_activation_id(text: str) -> uuid.UUID:
@@ -335,10 +377,8 @@ def _unverified_payload(signed: str) -> bytes:
 def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, expires: datetime) -> None:
     nonce_hash = hashlib.sha256(f"{activation_id}\x00{claims.nonce}".encode()).hexdigest()
     try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(RequestNonce).values(nonce_hash=nonce_hash, activation_id=activation_id, expires_at=expires)
-            )
+        # No savepoint needed: a duplicate refuses the whole unit anyway.
+        conn.execute(_INSERT_NONCE, {"nonce_hash": nonce_hash, "activation_id": activation_id, "expires_at": expires})
     except IntegrityError as exc:
         raise ReplayedRequest("this signed request was already used") from exc
 
@@ -346,7 +386,7 @@ def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, 
 def _signed_unit(
     conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime, *, windowed: bool
 ) -> tuple[Any, ProofClaims]:
-    row = conn.execute(_ACTIVATION_BY_ID.where(Activation.id == activation_id)).first()
+    row = conn.execute(_ACTIVATION_BY_ID, {"activation_id": activation_id}).first()
     if row is None:
         raise ActivationNotFound("no such activation")
     claims = verify_proof(proof, proof_type, b64u_decode(row.agent_key))
@@ -375,7 +415,7 @@ def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: da
         now=now,
         created=False,
     )
-    conn.execute(update(Activation).where(Activation.id == activation_id).values(refreshed_at=now))
+    conn.execute(_TOUCH, {"activation_id": activation_id, "now": now})
     return grant
 
 

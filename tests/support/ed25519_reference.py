@@ -1,9 +1,6 @@
-"""Validate Ed25519 public keys before trusting them.
+"""An independent, pure-Python Ed25519 point check: the oracle the tests hold keys/points.py against.
 
-``cryptography`` (OpenSSL) loads any 32 bytes as an Ed25519 public key and,
-for small-order points such as the identity, a forged signature verifies
-(DESIGN section 4). A key is accepted only when it is a canonical encoding of
-a point on the curve whose order is not small: ``[8]P`` is not the identity.
+It decodes the point per RFC 8032 5.1.3 and multiplies by the cofactor; slow (about 120 µs) but plain.
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""The pure rules, table-driven."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from server.domain import errors
+from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, decide_activation
+from server.domain.calendar import add_months
+from server.domain.hosts import HostRecord, fingerprint_salt, key_hash, required_matches
+from server.domain.lease import lease_for
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def test_every_domain_error_has_an_http_status_and_a_distinct_code() -> None:
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    every = subclasses(errors.DomainError)
+    assert set(every) == set(errors.HTTP_STATUS)
+    assert all(400 <= status < 600 for status in errors.HTTP_STATUS.values())
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expected"),
+    [
+        pytest.param(datetime(2027, 1, 31, tzinfo=UTC), 1, datetime(2027, 2, 28, tzinfo=UTC), id="31-jan-plus-1"),
+        pytest.param(datetime(2028, 1, 31, tzinfo=UTC), 1, datetime(2028, 2, 29, tzinfo=UTC), id="leap-february"),
+        pytest.param(datetime(2028, 2, 29, tzinfo=UTC), 12, datetime(2029, 2, 28, tzinfo=UTC), id="leap-day-plus-year"),
+        pytest.param(datetime(2026, 11, 22, tzinfo=UTC), 12, datetime(2027, 11, 22, tzinfo=UTC), id="plain-year"),
+        pytest.param(datetime(2026, 12, 15, tzinfo=UTC), 1, datetime(2027, 1, 15, tzinfo=UTC), id="year-wrap"),
+    ],
+)
+def test_add_months_follows_the_calendar(start: datetime, months: int, expected: datetime) -> None:
+    assert add_months(start, months) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "tolerance", "required"),
+    [(5, 1, 4), (5, 0, 5), (1, 1, 1), (3, 10, 1), (4, -1, 4)],
+)
+def test_required_matches(count: int, tolerance: int, required: int) -> None:
+    assert required_matches(count, tolerance) == required
+
+
+def test_keys_are_normalised_before_hashing_and_salting() -> None:
+    assert key_hash(" tsr-abcde ") == key_hash("TSR-ABCDE")
+    assert fingerprint_salt("tsr-abcde") == fingerprint_salt("TSR-ABCDE")
+    assert fingerprint_salt("TSR-ABCDE") != fingerprint_salt("TSR-ABCDF")
+    assert key_hash("TSR-ABCDE") != fingerprint_salt("TSR-ABCDE")
+
+
+def snapshot(**overrides: object) -> LicenceSnapshot:
+    values: dict = dict(id=uuid.uuid4(), status="active", seats=2, seats_in_use=0, kind="perpetual",
+                        model="activation", allow_virtual=True)  # fmt: skip
+    return LicenceSnapshot(**(values | overrides))
+
+
+HOST = [("machine-id", "a" * 22), ("mac", "b" * 22), ("disk-serial", "c" * 22)]
+SEAT = LiveSeat(uuid.uuid4(), HostRecord(frozenset(HOST), 2), None)
+
+
+@pytest.mark.parametrize(
+    ("licence", "presented", "dongle", "virt", "candidates", "outcome"),
+    [
+        pytest.param(snapshot(), HOST, None, "none", [], NewSeat(), id="first-seat"),
+        pytest.param(snapshot(seats_in_use=2), HOST, None, None, [SEAT], Reuse(SEAT.id, False), id="same-host-full"),
+        pytest.param(snapshot(), HOST[:2] + [("disk-serial", "z" * 22)], None, None, [SEAT],
+                     Reuse(SEAT.id, False), id="one-part-changed"),
+        pytest.param(snapshot(), HOST[:1], None, None, [SEAT], NewSeat(), id="two-parts-changed"),
+        pytest.param(snapshot(seats_in_use=2), HOST[:1], None, None, [SEAT], errors.SeatsExhausted, id="full"),
+        pytest.param(snapshot(seats_in_use=2, model="host-id"), HOST[:1], None, None, [SEAT],
+                     errors.TransferRequired, id="host-id-full"),
+        pytest.param(snapshot(status="suspended"), HOST, None, None, [], errors.LicenceSuspended, id="suspended"),
+        pytest.param(snapshot(status="revoked"), HOST, None, None, [], errors.LicenceRevoked, id="revoked"),
+        pytest.param(snapshot(allow_virtual=False), HOST, None, "kvm", [], errors.VirtualMachineRefused, id="vm"),
+        pytest.param(snapshot(allow_virtual=False), HOST, None, "none", [], NewSeat(), id="bare-metal"),
+        pytest.param(snapshot(model="dongle"), HOST, None, None, [], errors.DongleRequired, id="no-dongle"),
+        pytest.param(snapshot(model="dongle", seats_in_use=2), HOST, "SN1", None,
+                     [LiveSeat(SEAT.id, SEAT.host, "SN1")], Reuse(SEAT.id, True), id="dongle-moves"),
+        pytest.param(snapshot(model="dongle", seats_in_use=2), HOST, "SN2", None,
+                     [LiveSeat(SEAT.id, SEAT.host, "SN1")], errors.SeatsExhausted, id="other-dongle-full"),
+    ],
+)
+def test_decide_activation(licence, presented, dongle, virt, candidates, outcome) -> None:
+    if isinstance(outcome, type):
+        with pytest.raises(outcome):
+            decide_activation(licence, presented, dongle_serial=dongle, virtualisation=virt, candidates=candidates)
+    else:
+        got = decide_activation(licence, presented, dongle_serial=dongle, virtualisation=virt, candidates=candidates)
+        assert got == outcome
+
+
+@pytest.mark.parametrize(
+    ("kind", "lease_days", "grace", "use_until", "expires"),
+    [
+        pytest.param("perpetual", 30, 0, None, NOW + timedelta(days=30), id="perpetual-lease"),
+        pytest.param("subscription", 30, 0, NOW + timedelta(days=100), NOW + timedelta(days=30), id="sub-long-term"),
+        pytest.param("subscription", 30, 0, NOW + timedelta(days=5), NOW + timedelta(days=5), id="sub-ends-first"),
+        pytest.param("subscription", 30, 7, NOW + timedelta(days=5), NOW + timedelta(days=12), id="sub-grace"),
+        pytest.param("subscription", 30, 7, NOW - timedelta(days=3), NOW + timedelta(days=4), id="in-grace"),
+        pytest.param("subscription", 30, 0, NOW - timedelta(seconds=1), errors.LicenceExpired, id="ended"),
+        pytest.param("subscription", 30, 0, NOW, errors.LicenceExpired, id="ends-now-half-open"),
+        pytest.param("subscription", 30, 0, None, errors.LicenceExpired, id="no-paid-term"),
+    ],
+)
+def test_lease(kind: str, lease_days: int, grace: int, use_until: datetime | None, expires) -> None:
+    def run():
+        return lease_for(kind=kind, lease_days=lease_days, grace_days=grace, maint_until=use_until,
+                         use_until=use_until, now=NOW)  # fmt: skip
+
+    if isinstance(expires, type):
+        with pytest.raises(expires):
+            run()
+    else:
+        assert run().expires == expires
