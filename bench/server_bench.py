@@ -94,7 +94,7 @@ def server(db: str, keys: Path, workers: int, log: Path) -> Iterator[int]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
                     break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
@@ -118,7 +118,9 @@ def activation_payloads(port: int, licences: list[dict[str, Any]], count: int) -
     return payloads, agents
 
 
-async def measure(port: int, licences: list[dict[str, Any]], duration: float, concurrency: int, count: int) -> dict[str, Result]:
+async def measure(
+    port: int, licences: list[dict[str, Any]], duration: float, concurrency: int, count: int
+) -> dict[str, Result]:
     echo_body = orjson.dumps(FakeAgent().activation_body(licences[0]["key"], licences[0]["product"]))
     echo = [build_request("127.0.0.1", port, "/bench/echo", echo_body)] * 10_000_000
     await run_load("warm-up", "127.0.0.1", port, echo, concurrency=concurrency, duration=1.0)
@@ -133,11 +135,15 @@ async def measure(port: int, licences: list[dict[str, Any]], duration: float, co
         build_request("127.0.0.1", port, f"/v1/activations/{aid}/refresh", orjson.dumps({"proof": agent.proof(aid)}))
         for agent, aid in ids
     ]
-    results["refresh"] = await run_load("refresh", "127.0.0.1", port, refreshes, concurrency=concurrency, duration=duration)
+    results["refresh"] = await run_load(
+        "refresh", "127.0.0.1", port, refreshes, concurrency=concurrency, duration=duration
+    )
     return results
 
 
-async def _activation_ids(port: int, licences: list[dict[str, Any]], agents: list[FakeAgent]) -> list[tuple[FakeAgent, str]]:
+async def _activation_ids(
+    port: int, licences: list[dict[str, Any]], agents: list[FakeAgent]
+) -> list[tuple[FakeAgent, str]]:
     import aiohttp
 
     out: list[tuple[FakeAgent, str]] = []
@@ -179,7 +185,9 @@ def main() -> int:
     import uvloop
 
     backends = args.backends.split(",")
-    if "postgres" in backends and not (os.environ.get("TESSERA_BENCH_POSTGRES_URL") or os.environ.get("TESSERA_TEST_POSTGRES_URL")):
+    if "postgres" in backends and not (
+        os.environ.get("TESSERA_BENCH_POSTGRES_URL") or os.environ.get("TESSERA_TEST_POSTGRES_URL")
+    ):
         print("PostgreSQL skipped: set TESSERA_BENCH_POSTGRES_URL (or TESSERA_TEST_POSTGRES_URL)")
         backends.remove("postgres")
     print(f"server bench: {args.concurrency} connections, {args.duration:.0f} s per phase, {os.cpu_count()} CPUs")

@@ -153,8 +153,11 @@ class Keyring:
         """A new key signs from now on; the old signer stays published for verification."""
         new = self.generate(now=now, plaintext=plaintext)
         entries = [
-            replace(e, state="active") if e.kid == new.kid
-            else replace(e, state="published") if e.state == "active" else e
+            replace(e, state="active")
+            if e.kid == new.kid
+            else replace(e, state="published")
+            if e.state == "active"
+            else e
             for e in self.entries()
         ]
         self._save(entries)
@@ -188,17 +191,13 @@ class Keyring:
     def signer(self) -> SigningKey:
         active = [e for e in self.entries() if e.state == "active"]
         if not active:
-            raise KeyringMissing(
-                f"no active signing key in {self.directory}: run `tessera-admin keys generate`"
-            )
+            raise KeyringMissing(f"no active signing key in {self.directory}: run `tessera-admin keys generate`")
         return SigningKey(active[0].kid, self._load_private(active[0].kid))
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every non-retired key, for verification and the JWKS."""
         return {
-            e.kid: Ed25519PublicKey.from_public_bytes(b64u_decode(e.x))
-            for e in self.entries()
-            if e.state != "retired"
+            e.kid: Ed25519PublicKey.from_public_bytes(b64u_decode(e.x)) for e in self.entries() if e.state != "retired"
         }
 
     def jwks(self) -> dict[str, Any]:

@@ -65,9 +65,7 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(
-        args, host=args.host, port=args.port, keys_dir=args.keys_dir, workers=args.workers
-    )
+    settings = _settings(args, host=args.host, port=args.port, keys_dir=args.keys_dir, workers=args.workers)
     if settings.workers > 1 and not args.reuse_port:
         return _supervise(settings.workers)
     import asyncio

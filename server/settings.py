@@ -56,7 +56,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             number = int(value)
-            if number <= 0 and name != "port" or not 0 <= number <= 65535 and name == "port":
+            if (number <= 0 and name != "port") or (not 0 <= number <= 65535 and name == "port"):
                 raise ValueError(value)
             return number
         if kind == "bool":

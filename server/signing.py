@@ -11,7 +11,8 @@ import orjson
 
 from keys.keyring import SigningKey
 
-TOKEN_TYPE = "tessera-activation+jwt"
+TOKEN_TYPE = "tessera-activation+jwt"  # noqa: S105 - a media type, not a secret
+
 
 @dataclass(frozen=True, slots=True)
 class SeatGrant:
@@ -35,8 +36,10 @@ class SeatGrant:
     use_until: datetime | None
     created: bool
 
+
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 def claims_for(grant: SeatGrant, issuer: str) -> dict[str, Any]:
     issued = int(grant.issued.timestamp())
@@ -66,6 +69,7 @@ def claims_for(grant: SeatGrant, issuer: str) -> dict[str, Any]:
     if grant.use_until is not None:
         claims["use_until"] = _rfc3339(grant.use_until)
     return claims
+
 
 class TokenSigner:
     def __init__(self, key: SigningKey, issuer: str) -> None:

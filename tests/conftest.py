@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib.request
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "test-passphrase-" + secrets.token_hex(4)
@@ -119,7 +119,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:

@@ -7,7 +7,8 @@ import uuid
 from datetime import date
 
 import pytest
-from joserfc import jws, jwt as jose_jwt
+from joserfc import jws
+from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import LiveServer, issue_demo_licence
@@ -192,8 +193,11 @@ def test_small_order_agent_key_is_refused(live_server: LiveServer) -> None:
         pytest.param(lambda b: b.update(seats=5), 422, id="unknown-field"),
         pytest.param(lambda b: b.update(hostname=12), 422, id="wrong-type"),
         pytest.param(lambda b: b["fingerprint"].update(components=[]), 422, id="no-components"),
-        pytest.param(lambda b: b["fingerprint"]["components"].append(b["fingerprint"]["components"][0]), 422,
-                     id="duplicate-component"),
+        pytest.param(
+            lambda b: b["fingerprint"]["components"].append(b["fingerprint"]["components"][0]),
+            422,
+            id="duplicate-component",
+        ),
         pytest.param(lambda b: b["agent_key"].update(crv="P-256"), 422, id="wrong-curve"),
         pytest.param(lambda b: b.update(licence_key="x" * 5000), 422, id="huge-key"),
         pytest.param(lambda b: b.update(hostname="bad\nname"), 422, id="control-characters"),

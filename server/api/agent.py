@@ -37,9 +37,7 @@ async def create_activation(request: web.Request) -> web.Response:
     body = await read_model(request, ActivationRequest)
     outcome = "error"
     try:
-        grant = await request.app[SERVICES].activations.activate(
-            body, address=client_address(request), now=utcnow()
-        )
+        grant = await request.app[SERVICES].activations.activate(body, address=client_address(request), now=utcnow())
         outcome = "created" if grant.created else "existing"
     finally:
         request.app[METRICS].count_activation(outcome)

@@ -82,8 +82,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "summary": summary,
             "responses": {
-                **{status: {"description": "OK", "content": {"application/json": {"schema": ok}}}
-                   for status in codes.get("ok", "200").split(",")},
+                **{
+                    status: {"description": "OK", "content": {"application/json": {"schema": ok}}}
+                    for status in codes.get("ok", "200").split(",")
+                },
                 "default": {"description": "problem", "content": problem},
             },
         }
@@ -107,9 +109,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "info": {"title": "Tessera licence server", "version": "1"},
         "servers": [{"url": server_url}],
         "paths": {
-            "/v1/activations": {
-                "post": op("Activate a seat", "ActivationRequest", grant, {"ok": "200,201"})
-            },
+            "/v1/activations": {"post": op("Activate a seat", "ActivationRequest", grant, {"ok": "200,201"})},
             "/v1/activations/{activation_id}/refresh": {
                 "post": {**op("Refresh a token", "SignedProof", grant, {}), "parameters": [activation_path]}
             },

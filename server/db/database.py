@@ -17,6 +17,7 @@ SQLAlchemy ``Connection``; services are written once and run on both stores:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -181,10 +182,8 @@ class SQLiteDatabase:
         for job in batch:
             by_loop.setdefault(job.future.get_loop(), []).append(job)
         for loop, jobs in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop has closed; nobody is waiting
                 loop.call_soon_threadsafe(_settle, jobs)
-            except RuntimeError:  # that loop has closed; nobody is waiting
-                pass
 
 
 def _settle(jobs: list[_Job]) -> None:
@@ -201,8 +200,7 @@ def _settle(jobs: list[_Job]) -> None:
 def _is_unavailable(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
     return any(
-        marker in text
-        for marker in ("locked", "readonly", "read-only", "disk", "unable to open", "i/o", "full")
+        marker in text for marker in ("locked", "readonly", "read-only", "disk", "unable to open", "i/o", "full")
     )
 
 

@@ -142,9 +142,7 @@ class MaintenanceTerm(Base):
     __tablename__ = "maintenance_terms"
     __table_args__ = (
         CheckConstraint("starts_at < ends_at", name="span"),
-        CheckConstraint(
-            "origin IN ('included', 'renewal', 'reinstatement', 'subscription')", name="origin"
-        ),
+        CheckConstraint("origin IN ('included', 'renewal', 'reinstatement', 'subscription')", name="origin"),
         Index("ix_maintenance_terms_licence_end", "licence_id", "ends_at"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -182,9 +180,7 @@ class ActivationDigest(Base):
     __tablename__ = "activation_digests"
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"), primary_key=True)
     digest: Mapped[str] = mapped_column(String(100), primary_key=True)
-    activation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("activations.id", ondelete="CASCADE"), primary_key=True
-    )
+    activation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activations.id", ondelete="CASCADE"), primary_key=True)
 
 
 class RequestNonce(Base):
@@ -208,9 +204,7 @@ class AuthFailure(Base):
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('admin', 'support', 'reseller', 'customer-admin', 'customer-user')", name="role"
-        ),
+        CheckConstraint("role IN ('admin', 'support', 'reseller', 'customer-admin', 'customer-user')", name="role"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from keys.points import is_acceptable_public_key
 from keys.keyring import b64u_decode
+from keys.points import is_acceptable_public_key
 from server.db.database import Database
 from server.db.models import (
     Activation,
@@ -200,9 +200,7 @@ def _check_throttle(conn: Connection, address: str, now: datetime) -> None:
 
 def record_failure(conn: Connection, address: str, now: datetime) -> None:
     row = conn.execute(
-        select(AuthFailure.failures, AuthFailure.window_start)
-        .where(AuthFailure.address == address)
-        .with_for_update()
+        select(AuthFailure.failures, AuthFailure.window_start).where(AuthFailure.address == address).with_for_update()
     ).first()
     if row is None:
         try:
@@ -419,7 +417,9 @@ def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: da
     return grant
 
 
-def end_activation(conn: Connection, activation_id: uuid.UUID, licence_id: uuid.UUID, reason: str, now: datetime) -> None:
+def end_activation(
+    conn: Connection, activation_id: uuid.UUID, licence_id: uuid.UUID, reason: str, now: datetime
+) -> None:
     ended = conn.execute(
         update(Activation)
         .where(Activation.id == activation_id, Activation.ended_at.is_(None))
@@ -428,16 +428,16 @@ def end_activation(conn: Connection, activation_id: uuid.UUID, licence_id: uuid.
     if ended.rowcount != 1:
         raise ActivationEnded("this activation has already ended")
     conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
-    conn.execute(
-        update(Licence).where(Licence.id == licence_id).values(seats_in_use=Licence.seats_in_use - 1)
-    )
+    conn.execute(update(Licence).where(Licence.id == licence_id).values(seats_in_use=Licence.seats_in_use - 1))
 
 
 def deactivate_unit(
     conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime
 ) -> Deactivated:
     row, _ = _signed_unit(conn, activation_id, proof, proof_type, now, windowed=proof_type == DEACTIVATE_PROOF)
-    end_activation(conn, activation_id, row.id, "deactivated" if proof_type == DEACTIVATE_PROOF else "offline-deactivated", now)
+    end_activation(
+        conn, activation_id, row.id, "deactivated" if proof_type == DEACTIVATE_PROOF else "offline-deactivated", now
+    )
     return Deactivated(str(activation_id), now)
 
 

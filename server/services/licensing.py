@@ -78,7 +78,9 @@ def _insert_unique(conn: Connection, model: Any, values: dict[str, Any], what: s
 
 def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[str, Any]:
     product_id = uuid.uuid4()
-    _insert_unique(conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}")
+    _insert_unique(
+        conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
+    )
     return {"id": str(product_id), "code": code, "name": name}
 
 
@@ -149,9 +151,7 @@ def add_customer(conn: Connection, name: str, reseller: str | None, now: datetim
     return {"id": str(customer_id), "name": name, "reseller": reseller}
 
 
-def issue_licence(
-    conn: Connection, customer: str, product: str, plan: str, seats: int, now: datetime
-) -> IssuedLicence:
+def issue_licence(conn: Connection, customer: str, product: str, plan: str, seats: int, now: datetime) -> IssuedLicence:
     if seats < 1 or seats > 1_000_000:
         raise ValidationFailed("seats must be between 1 and 1,000,000")
     customer_row = _one(conn, Customer, Customer.name, customer, "customer")
@@ -215,9 +215,7 @@ def show_licence(conn: Connection, licence_id: str) -> dict[str, Any]:
         raise NotFound(f"no licence {licence_id!r}")
     licence = row
     terms = conn.execute(
-        select(MaintenanceTerm.__table__)
-        .where(MaintenanceTerm.licence_id == lid)
-        .order_by(MaintenanceTerm.starts_at)
+        select(MaintenanceTerm.__table__).where(MaintenanceTerm.licence_id == lid).order_by(MaintenanceTerm.starts_at)
     )
     activations = conn.execute(
         select(Activation.__table__).where(Activation.licence_id == lid).order_by(Activation.created_at)
@@ -231,9 +229,7 @@ def show_licence(conn: Connection, licence_id: str) -> dict[str, Any]:
         "seats": licence.seats,
         "seats_in_use": licence.seats_in_use,
         "key_hint": "…" + licence.key_hint,
-        "terms": [
-            {"start": t.starts_at.isoformat(), "end": t.ends_at.isoformat(), "origin": t.origin} for t in terms
-        ],
+        "terms": [{"start": t.starts_at.isoformat(), "end": t.ends_at.isoformat(), "origin": t.origin} for t in terms],
         "activations": [
             {
                 "id": str(a.id),
@@ -281,9 +277,7 @@ def set_licence_status(conn: Connection, licence_id: str, status: str) -> dict[s
     return {"id": licence_id, "status": status}
 
 
-def create_api_token(
-    conn: Connection, role: str, owner: str | None, label: str, now: datetime
-) -> dict[str, Any]:
+def create_api_token(conn: Connection, role: str, owner: str | None, label: str, now: datetime) -> dict[str, Any]:
     if role not in ROLES:
         raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
     owner_id: uuid.UUID | None = None

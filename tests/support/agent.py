@@ -67,10 +67,19 @@ class FakeAgent:
         }
 
     def proof(
-        self, activation_id: str, typ: str = "tessera-refresh+jwt", *, iat: int | None = None,
-        nonce: str | None = None, key: Ed25519PrivateKey | None = None,
+        self,
+        activation_id: str,
+        typ: str = "tessera-refresh+jwt",
+        *,
+        iat: int | None = None,
+        nonce: str | None = None,
+        key: Ed25519PrivateKey | None = None,
     ) -> str:
-        payload = {"sub": activation_id, "nonce": nonce or b64u(secrets.token_bytes(16)), "iat": iat or int(time.time())}
+        payload = {
+            "sub": activation_id,
+            "nonce": nonce or b64u(secrets.token_bytes(16)),
+            "iat": iat or int(time.time()),
+        }
         return jwt.encode(payload, key or self.key, algorithm="EdDSA", headers={"typ": typ})
 
     def offline_request(self, licence_key: str, product: str) -> str:

@@ -9,13 +9,20 @@ from typing import Any
 
 
 def request(
-    method: str, url: str, body: Any = None, *, raw: bytes | None = None,
-    content_type: str = "application/json", headers: dict[str, str] | None = None,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type, **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
-        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, dict(response.headers), _decode(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), _decode(exc.read())

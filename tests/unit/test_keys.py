@@ -65,7 +65,7 @@ def test_keyring_generate_rotate_retire(tmp_path: Path) -> None:
     ring = Keyring(tmp_path / "keys", b"passphrase")
     first = ring.generate(now=NOW)
     assert first.state == "active"
-    pem = (tmp_path / "keys" / f"{first.kid}.pem")
+    pem = tmp_path / "keys" / f"{first.kid}.pem"
     assert stat.S_IMODE(pem.stat().st_mode) == 0o600
     assert b"ENCRYPTED" in pem.read_bytes()
     assert stat.S_IMODE((tmp_path / "keys" / "keyring.json").stat().st_mode) == 0o600
@@ -82,7 +82,9 @@ def test_keyring_generate_rotate_retire(tmp_path: Path) -> None:
         ring.retire("nope")
     # The JWKS's x is the signer's real public key.
     x = ring.jwks()["keys"][0]["x"]
-    raw = ring.signer().private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = (
+        ring.signer().private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
     assert base64.urlsafe_b64decode(x + "=") == raw
 
 
