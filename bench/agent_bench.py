@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,22 +54,46 @@ def mint_setup(directory: Path, sysroot: str) -> tuple[Path, Path]:
 
     vendor = Ed25519PrivateKey.generate()
     jwks = directory / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "bench", "alg": "EdDSA",
-                                          "use": "sig", "x": b64u(vendor.public_key().public_bytes_raw())}]}))
+    jwks.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "OKP",
+                        "crv": "Ed25519",
+                        "kid": "bench",
+                        "alg": "EdDSA",
+                        "use": "sig",
+                        "x": b64u(vendor.public_key().public_bytes_raw()),
+                    }
+                ]
+            }
+        )
+    )
     state_dir = directory / "state"
     store = StateStore(str(state_dir))
     store.update(lambda _s, _k: None)
     agent_key = store.agent_key()
     assert agent_key is not None
     salt = fingerprint.licence_salt("TSR-BENCH-00000")
-    components = [{"kind": k, "digest": d}
-                  for k, d in fingerprint.digest_components(fingerprint.read_facts(sysroot), salt)]
+    components = [
+        {"kind": k, "digest": d} for k, d in fingerprint.digest_components(fingerprint.read_facts(sysroot), salt)
+    ]
     now = int(time.time())
     claims = {
-        "iss": "http://127.0.0.1:8400", "aud": PRODUCT, "sub": "bench-licence", "jti": "bench-activation",
-        "iat": now, "nbf": now, "exp": now + 30 * 86400, "kind": "perpetual", "model": "activation",
+        "iss": "http://127.0.0.1:8400",
+        "aud": PRODUCT,
+        "sub": "bench-licence",
+        "jti": "bench-activation",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 30 * 86400,
+        "kind": "perpetual",
+        "model": "activation",
         "host": {"salt": salt, "components": components, "match": max(1, len(components) - 1)},
-        "maint_until": "2027-01-01T00:00:00Z", "features": [], "seats": 1,
+        "maint_until": "2027-01-01T00:00:00Z",
+        "features": [],
+        "seats": 1,
         "cnf": {"jwk": agent_key.public_jwk()},
     }
     head = b64u(json.dumps({"alg": "EdDSA", "kid": "bench", "typ": "tessera-activation+jwt"}).encode())
@@ -199,6 +222,11 @@ def main() -> int:
         echo_server(args.echo_server)
         return 0
 
+    # An installed package ships compiled bytecode; a checkout run with
+    # PYTHONDONTWRITEBYTECODE would recompile the agent on every CLI start.
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "client_agent"), quiet=1)
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     results: dict[str, Any] = {}
     try:
@@ -206,14 +234,20 @@ def main() -> int:
             state_dir, jwks = Path(args.state_dir), Path(args.jwks)
         else:
             state_dir, jwks = mint_setup(work, args.sysroot)
-        env = os.environ | {"TESSERA_AGENT_STATE_DIR": str(state_dir), "TESSERA_AGENT_JWKS": str(jwks),
-                            "TESSERA_AGENT_SYSROOT": args.sysroot}
+        env = os.environ | {
+            "TESSERA_AGENT_STATE_DIR": str(state_dir),
+            "TESSERA_AGENT_JWKS": str(jwks),
+            "TESSERA_AGENT_SYSROOT": args.sysroot,
+        }
         query = f"/v1/check?product={args.product}&version={VERSION}&released={RELEASED}"
 
         # fresh fingerprint: every source read again, then digested
         salt = fingerprint.licence_salt("TSR-BENCH-00000")
-        samples = time_calls(lambda: fingerprint.digest_components(fingerprint.read_facts(args.sysroot), salt),
-                             min(args.calls, 500), warmup=20)
+        samples = time_calls(
+            lambda: fingerprint.digest_components(fingerprint.read_facts(args.sysroot), salt),
+            min(args.calls, 500),
+            warmup=20,
+        )
         results["fingerprint_p50_us"] = percentiles(samples)[0] * 1e6
 
         # in-process
@@ -228,8 +262,9 @@ def main() -> int:
         echo_path, daemon_path = str(work / "echo.sock"), str(work / "agent.sock")
         echo = subprocess.Popen([sys.executable, __file__, "--echo-server", echo_path], env=env)
         agent_bin = shutil.which("tessera-agent", path=str(Path(sys.executable).parent)) or "tessera-agent"
-        daemon = subprocess.Popen([agent_bin, "serve", "--socket", daemon_path], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [agent_bin, "serve", "--socket", daemon_path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_for_socket(echo_path, echo)
             wait_for_socket(daemon_path, daemon)
@@ -270,14 +305,17 @@ def main() -> int:
     }
     budgets = [
         ("in-process check p50", f"{r['inprocess_p50_us']:.1f} µs", r["inprocess_p50_us"] <= 20, "≤ 20 µs"),
-        ("socket check p50 / echo p50", f"{ratios['socket_vs_echo']:.2f}×", ratios["socket_vs_echo"] <= 1.5, "≤ 1.5×"),
-        ("CLI check p50 / python -c pass", f"{ratios['cli_vs_python']:.2f}×", ratios["cli_vs_python"] <= 3, "≤ 3×"),
+        ("socket check p50 / echo p50", f"{ratios['socket_vs_echo']:.2f}x", ratios["socket_vs_echo"] <= 1.5, "≤ 1.5x"),
+        ("CLI check p50 / python -c pass", f"{ratios['cli_vs_python']:.2f}x", ratios["cli_vs_python"] <= 3, "≤ 3x"),
         ("fresh fingerprint p50", f"{r['fingerprint_p50_us']:.0f} µs", r["fingerprint_p50_us"] <= 1000, "≤ 1 ms"),
         ("daemon RSS", f"{r['daemon_rss_mb']:.1f} MB", r["daemon_rss_mb"] <= 50, "≤ 50 MB"),
     ]
     if args.json:
-        print(json.dumps({"results": results, "ratios": ratios,
-                          "budgets": {name: ok for name, _, ok, _ in budgets}}, indent=1))
+        print(
+            json.dumps(
+                {"results": results, "ratios": ratios, "budgets": {name: ok for name, _, ok, _ in budgets}}, indent=1
+            )
+        )
     else:
         print(f"{'measure':<34}{'p50':>12}{'p99':>12}")
         rows = [

@@ -19,9 +19,8 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from client_agent import dongle, fingerprint
 from client_agent.state import Loaded, State, StateError, StateStore
@@ -45,8 +44,7 @@ DEFAULT_STATE_DIR = "/var/lib/tessera-agent"
 DEFAULT_JWKS = "/etc/tessera/jwks.json"
 
 
-@dataclass(frozen=True)
-class _Snapshot:
+class _Snapshot(NamedTuple):
     """What the current state and JWKS files say, verified."""
 
     loaded: Loaded | None

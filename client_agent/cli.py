@@ -64,13 +64,27 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Swallows the arguments of commands not being run (see build_parser)."""
+
+    def add_argument(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with `only` one command's arguments spelled out.
+
+    Building all eleven sub-parsers costs several milliseconds, and `check`
+    runs on every start of a product.
+    """
     parser = argparse.ArgumentParser(prog="tessera-agent", description="Tessera licence agent")
     _common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str) -> Any:
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            return _Unused()
         _common(sub, suppress=True)
         return sub
 
@@ -335,8 +349,27 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_VALUE_OPTIONS = frozenset({"--state-dir", "--sysroot", "--jwks", "--server", "--socket"})
+
+
+def _command_in(argv: list[str]) -> str | None:
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _VALUE_OPTIONS:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    only = _command_in(argv)
+    args = build_parser(
+        only if only is not None and "-h" not in argv and "--help" not in argv else None
+    ).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except CommandError as exc:

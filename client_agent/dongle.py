@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _ID = re.compile(r"^[0-9a-f]{4}$")
 
@@ -17,8 +17,7 @@ class DongleSpecError(ValueError):
     code = "validation-error"
 
 
-@dataclass(frozen=True, slots=True)
-class UsbDevice:
+class UsbDevice(NamedTuple):
     vendor: str  # 4 lowercase hex digits
     product: str
     serial: str

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 KINDS = (
     "machine-id",
@@ -95,14 +95,12 @@ _DMI_VIRT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Component:
+class Component(NamedTuple):
     kind: str
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
+class Facts(NamedTuple):
     """What could be read about one machine, raw (never sent anywhere)."""
 
     components: tuple[Component, ...]

@@ -19,14 +19,12 @@ escape to the product.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from client_agent.util import atomic_write, b64u_decode, b64u_encode, canonical_json
 from client_agent.verdict import STATE_CORRUPT, STATE_TAMPERED
@@ -105,36 +103,69 @@ def verify_with_x(x: str, signature: bytes, message: bytes) -> bool:
     return True
 
 
-@dataclass
 class State:
-    """Everything the agent remembers. Times are unix seconds (int)."""
+    """Everything the agent remembers. Times are unix seconds (int).
 
-    high_water: int = 0
-    token: str | None = None
-    product: str | None = None
-    server: str | None = None
-    activation_id: str | None = None
-    licence_id: str | None = None
-    dongle_ids: str | None = None  # "vvvv:pppp" the dongle was found under
-    verified: dict[str, str] | None = None  # {"token_sha256", "jwks_sha256"} last full verification
-    revoked: str | None = None  # the server's code when it ended the seat
-    activated_at: int | None = None
-    refreshed_at: int | None = None
-    last_error: dict[str, Any] | None = None  # last failed refresh: {"code", "detail", "at"}
-    pending_offline: dict[str, Any] | None = None  # an offline request waiting for its answer
-    extra: dict[str, Any] = field(default_factory=dict)
+    A plain class (no dataclasses import: see verdict.Verdict); FIELDS is the
+    signed body's schema, unknown fields from a newer agent survive in `extra`.
+    """
+
+    FIELDS: tuple[str, ...] = (
+        "high_water",
+        "token",
+        "product",
+        "server",
+        "activation_id",
+        "licence_id",
+        "dongle_ids",  # "vvvv:pppp" the dongle was found under
+        "verified",  # {"token_sha256", "jwks_sha256"} of the last full verification
+        "revoked",  # the server's code when it ended the seat
+        "activated_at",
+        "refreshed_at",
+        "last_error",  # last failed refresh: {"code", "detail", "at"}
+        "pending_offline",  # an offline request waiting for its answer
+    )
+    _SEAT = (
+        "token",
+        "activation_id",
+        "licence_id",
+        "verified",
+        "revoked",
+        "activated_at",
+        "refreshed_at",
+        "last_error",
+        "dongle_ids",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        self.high_water: int = 0
+        self.token: str | None = None
+        self.product: str | None = None
+        self.server: str | None = None
+        self.activation_id: str | None = None
+        self.licence_id: str | None = None
+        self.dongle_ids: str | None = None
+        self.verified: dict[str, str] | None = None
+        self.revoked: str | None = None
+        self.activated_at: int | None = None
+        self.refreshed_at: int | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.pending_offline: dict[str, Any] | None = None
+        self.extra: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in self.FIELDS:
+                raise TypeError(f"State has no field {name!r}")
+            setattr(self, name, value)
 
     def to_body(self) -> dict[str, Any]:
-        body = dataclasses.asdict(self)
-        body.update(body.pop("extra"))
+        body = {name: getattr(self, name) for name in self.FIELDS}
+        body.update(self.extra)
         return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> State:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in body.items() if k in names}
-        state = cls(**known)
-        state.extra = {k: v for k, v in body.items() if k not in names and k != "agent_x"}
+        state = cls(**{k: v for k, v in body.items() if k in cls.FIELDS})
+        state.extra = {k: v for k, v in body.items() if k not in cls.FIELDS and k != "agent_x"}
         if not isinstance(state.high_water, int) or (
             state.token is not None and not isinstance(state.token, str)
         ):
@@ -143,25 +174,14 @@ class State:
 
     def clear_seat(self) -> None:
         """Forget the token and seat; keep the clock high-water mark."""
-        for name in (
-            "token",
-            "activation_id",
-            "licence_id",
-            "verified",
-            "revoked",
-            "activated_at",
-            "refreshed_at",
-            "last_error",
-            "dongle_ids",
-        ):
+        for name in self._SEAT:
             setattr(self, name, None)
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(NamedTuple):
     state: State
     agent_x: str | None  # public key the state was signed with (None: no state yet)
-    signature: tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino) of state.json, 0s when absent
+    signature: tuple[int, int, int]  # stat signature of state.json, 0s when absent
 
 
 class StateStore:
@@ -188,6 +208,23 @@ class StateStore:
             return AgentKey.from_jwk(json.loads(raw))
         except (ValueError, AttributeError) as exc:
             raise StateError(f"the agent key {path} is damaged: {exc}") from None
+
+    def _read_key_x(self, path: str) -> str | None:
+        """The public half only: reading the state needs no private key operation."""
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read the agent key {path}: {exc.strerror}") from None
+        try:
+            x = json.loads(raw)["x"]
+        except (ValueError, KeyError, TypeError):
+            x = None
+        if not isinstance(x, str):
+            raise StateError(f"the agent key {path} is damaged")
+        return x
 
     def agent_key(self) -> AgentKey | None:
         return self._read_key(self.key_path)
@@ -233,16 +270,16 @@ class StateStore:
                 "move it away and activate again"
             ) from None
         message = _SIGNING_PREFIX + canonical_json(body)
-        key = self._read_key(self.key_path)
-        if key is None or key.x != agent_x:
+        key_x = self._read_key_x(self.key_path)
+        if key_x != agent_x:
             # A key rotation may have been cut short after the state was written.
             pending = self._read_key(self.next_key_path)
             if pending is not None and pending.x == agent_x and verify_with_x(agent_x, sig, message):
                 os.replace(self.next_key_path, self.key_path)
-                key = pending
-        if key is None:
+                key_x = pending.x
+        if key_x is None:
             raise StateError(f"the agent key {self.key_path} is missing: the state cannot be trusted")
-        if key.x != agent_x or not verify_with_x(agent_x, sig, message):
+        if key_x != agent_x or not verify_with_x(agent_x, sig, message):
             raise StateError(f"{self.state_path} was changed outside the agent", code=STATE_TAMPERED)
         return Loaded(State.from_body(body), agent_x, signature)
 
