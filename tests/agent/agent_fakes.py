@@ -153,9 +153,7 @@ class Vendor:
         path.write_text(json.dumps(self.jwks()))
         return path
 
-    def sign(
-        self, header: dict[str, Any], payload: dict[str, Any], key: Ed25519PrivateKey | None = None
-    ) -> str:
+    def sign(self, header: dict[str, Any], payload: dict[str, Any], key: Ed25519PrivateKey | None = None) -> str:
         head = b64u(json.dumps(header).encode())
         body = b64u(json.dumps(payload).encode())
         signature = (key or self.key).sign(f"{head}.{body}".encode())

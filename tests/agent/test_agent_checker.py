@@ -97,9 +97,7 @@ def test_clock_set_back_is_detected_and_remembered(install: Callable[..., Instal
     # A fresh process (the CLI) sees the persisted high-water mark.
     fresh = checker_for(installed)
     assert fresh.check("cad-pro", "1", RELEASED, now=now + timedelta(days=1)).code == "clock-rollback"
-    assert StateStore(str(installed.state_dir)).load().state.high_water >= int(
-        (now + timedelta(days=3)).timestamp()
-    )
+    assert StateStore(str(installed.state_dir)).load().state.high_water >= int((now + timedelta(days=3)).timestamp())
 
 
 def test_high_water_is_not_written_on_every_check(install: Callable[..., Installed]) -> None:
@@ -130,9 +128,7 @@ def test_token_by_an_unknown_key_is_refused(install: Callable[..., Installed]) -
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "bad-signature"
 
 
-def test_a_token_bound_to_another_agent_key_is_refused(
-    install: Callable[..., Installed], vendor: Vendor
-) -> None:
+def test_a_token_bound_to_another_agent_key_is_refused(install: Callable[..., Installed], vendor: Vendor) -> None:
     installed = install()
     put_token(installed.state_dir, vendor.mint(claims_for(installed.machine.facts(), "someone-elses-key")))
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "state-tampered"

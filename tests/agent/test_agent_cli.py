@@ -35,26 +35,15 @@ def test_check_exit_code_and_json(
     code: str,
 ) -> None:
     installed = install()
-    rc = main(
-        args_for(
-            installed, "check", "--product", "cad-pro", "--version", "5", "--released", released, "--json"
-        )
-    )
+    rc = main(args_for(installed, "check", "--product", "cad-pro", "--version", "5", "--released", released, "--json"))
     out = json.loads(capsys.readouterr().out)
     assert (rc, out["code"], out["entitled"]) == (exit_code, code, exit_code == 0)
 
 
-def test_check_plain_text_names_the_code(
-    install: Callable[..., Installed], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_plain_text_names_the_code(install: Callable[..., Installed], capsys: pytest.CaptureFixture[str]) -> None:
     installed = install()
     assert (
-        main(
-            args_for(
-                installed, "check", "--product", "cad-lite", "--version", "1", "--released", "2026-01-01"
-            )
-        )
-        == 1
+        main(args_for(installed, "check", "--product", "cad-lite", "--version", "1", "--released", "2026-01-01")) == 1
     )
     assert capsys.readouterr().out.startswith("wrong-product: ")
 

@@ -119,9 +119,7 @@ def running_daemon(
         notify.close()
 
 
-def test_answers_like_the_in_process_check_and_stops_cleanly(
-    install: Callable[..., Installed], tmp_path: Path
-) -> None:
+def test_answers_like_the_in_process_check_and_stops_cleanly(install: Callable[..., Installed], tmp_path: Path) -> None:
     installed = install(maint_until="2026-12-31T00:00:00Z")
     in_process = Checker(
         state_dir=str(installed.state_dir), jwks=str(installed.jwks), sysroot=str(installed.machine.root)

@@ -146,12 +146,8 @@ def test_firmware_placeholders_are_not_identity(tmp_path: Path, value: str, kept
     ("cpuinfo", "model"),
     [
         pytest.param("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n", "AMD EPYC 7B13", id="x86"),
-        pytest.param(
-            "processor\t: 0\nBogoMIPS\t: 108.00\nHardware\t: BCM2835\n", "BCM2835", id="arm-hardware"
-        ),
-        pytest.param(
-            "cpu\t\t: POWER9 (raw), altivec supported\n", "POWER9 (raw), altivec supported", id="power"
-        ),
+        pytest.param("processor\t: 0\nBogoMIPS\t: 108.00\nHardware\t: BCM2835\n", "BCM2835", id="arm-hardware"),
+        pytest.param("cpu\t\t: POWER9 (raw), altivec supported\n", "POWER9 (raw), altivec supported", id="power"),
         pytest.param("processor\t: 0\nprocessor\t: 1\n", None, id="only-indexes"),
         pytest.param("", None, id="empty"),
     ],

@@ -70,13 +70,9 @@ def _edit_body(path: Path, **changes: object) -> None:
         ),
         pytest.param(lambda p: _edit_body(p, high_water=0), "state-tampered", id="high-water-reset"),
         pytest.param(lambda p: _edit_body(p, token="other.to.ken"), "state-tampered", id="token-swapped"),
-        pytest.param(
-            lambda p: _edit_body(p, revoked=None, extra_field=1), "state-tampered", id="field-added"
-        ),
+        pytest.param(lambda p: _edit_body(p, revoked=None, extra_field=1), "state-tampered", id="field-added"),
         pytest.param(lambda p: (p.parent / "agent.key").unlink(), "state-corrupt", id="agent-key-deleted"),
-        pytest.param(
-            lambda p: (p.parent / "agent.key").write_text("{"), "state-corrupt", id="agent-key-damaged"
-        ),
+        pytest.param(lambda p: (p.parent / "agent.key").write_text("{"), "state-corrupt", id="agent-key-damaged"),
     ],
 )
 def test_damage_is_an_error_code_never_a_crash(tmp_path: Path, damage: object, code: str) -> None:

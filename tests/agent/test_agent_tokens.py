@@ -124,9 +124,7 @@ def test_bad_tokens_are_refused(vendor: Vendor, claims: dict[str, Any], make: An
             None,
             id="short-x",
         ),
-        pytest.param(
-            {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64u(b"\x01" * 32)}]}, None, id="no-kid"
-        ),
+        pytest.param({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64u(b"\x01" * 32)}]}, None, id="no-kid"),
         pytest.param({"nokeys": []}, None, id="no-keys-list"),
         pytest.param(
             {"keys": ["junk", {"kty": "OKP", "crv": "Ed25519", "kid": "ok", "x": b64u(b"\x02" * 32)}]},

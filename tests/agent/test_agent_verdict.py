@@ -83,9 +83,7 @@ def ask(claims_payload: dict[str, Any] | None, **kw: Any) -> str:
             "entitled",
             id="one-component-changed-within-tolerance",
         ),
-        pytest.param(
-            payload(), {"machine": frozenset({A, B})}, "host-mismatch", id="two-changed-beyond-tolerance"
-        ),
+        pytest.param(payload(), {"machine": frozenset({A, B})}, "host-mismatch", id="two-changed-beyond-tolerance"),
         pytest.param(payload(), {"machine": frozenset()}, "host-mismatch", id="another-machine"),
         pytest.param(
             payload(model="dongle", dongle="SN1"),
@@ -105,13 +103,9 @@ def ask(claims_payload: dict[str, Any] | None, **kw: Any) -> str:
             "release-not-entitled",
             id="after-maint",
         ),
-        pytest.param(
-            payload(), {"released": release_to_unix(date(2027, 1, 1))}, "entitled", id="on-maint-end-day"
-        ),
+        pytest.param(payload(), {"released": release_to_unix(date(2027, 1, 1))}, "entitled", id="on-maint-end-day"),
         pytest.param(payload(maint_until=None), {}, "release-not-entitled", id="never-had-maintenance"),
-        pytest.param(
-            payload(), {"now": NOW - DAY * 3, "high_water": NOW}, "clock-rollback", id="clock-set-back"
-        ),
+        pytest.param(payload(), {"now": NOW - DAY * 3, "high_water": NOW}, "clock-rollback", id="clock-set-back"),
         pytest.param(
             payload(),
             {"now": NOW - ROLLBACK_TOLERANCE + 1, "high_water": NOW},
@@ -173,9 +167,7 @@ def test_host_matching(machine: set[tuple[str, str]], match: int, matches: bool)
     [
         pytest.param({"host": None}, "host", id="no-host"),
         pytest.param({"host": {"salt": "s", "components": [], "match": 1}}, "components", id="no-components"),
-        pytest.param(
-            {"host": {"salt": "s", "components": [{"kind": "mac"}], "match": 1}}, "digest", id="no-digest"
-        ),
+        pytest.param({"host": {"salt": "s", "components": [{"kind": "mac"}], "match": 1}}, "digest", id="no-digest"),
         pytest.param(
             {"host": {"salt": "s", "components": [{"kind": "a", "digest": "b"}], "match": 0}},
             "match",

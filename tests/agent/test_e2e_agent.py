@@ -42,9 +42,7 @@ class Agent:
         }
 
     def run(self, *args: str, ok: bool | None = True) -> tuple[int, Any, Any]:
-        done = subprocess.run(
-            [*AGENT, *args, "--json"], env=self.env(), capture_output=True, text=True, timeout=60
-        )
+        done = subprocess.run([*AGENT, *args, "--json"], env=self.env(), capture_output=True, text=True, timeout=60)
         out = json.loads(done.stdout) if done.stdout.strip() else None
         err = json.loads(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else None
         if ok is True:
@@ -54,17 +52,13 @@ class Agent:
         return done.returncode, out, err
 
     def check(self, product: str, released: str = "2025-01-15", version: str = "1.0") -> str:
-        code, out, err = self.run(
-            "check", "--product", product, "--version", version, "--released", released, ok=None
-        )
+        code, out, err = self.run("check", "--product", product, "--version", version, "--released", released, ok=None)
         assert out is not None, err
         assert (code == 0) == (out["code"] == "entitled")
         return str(out["code"])
 
     def checker(self) -> Checker:
-        return Checker(
-            state_dir=str(self.state_dir), jwks=str(self.server.jwks_path), sysroot=str(self.machine.root)
-        )
+        return Checker(state_dir=str(self.state_dir), jwks=str(self.server.jwks_path), sysroot=str(self.machine.root))
 
 
 @pytest.fixture
@@ -162,9 +156,7 @@ def test_token_copied_to_another_machine_is_host_mismatch(
     assert a.check(licence["product"]) == "entitled"
 
 
-def test_a_replaced_nic_stays_within_tolerance(
-    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
-) -> None:
+def test_a_replaced_nic_stays_within_tolerance(live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path) -> None:
     licence = issue_demo_licence(live_server, tolerance=1, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
@@ -175,19 +167,14 @@ def test_a_replaced_nic_stays_within_tolerance(
     assert a.check(licence["product"]) == "host-mismatch"
 
 
-def test_clock_set_back_is_clock_rollback(
-    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
-) -> None:
+def test_clock_set_back_is_clock_rollback(live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path) -> None:
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
     now = datetime.now(UTC)
     checker = a.checker()
     assert checker.check(licence["product"], "1.0", "2025-01-15", now=now).code == "entitled"
-    assert (
-        checker.check(licence["product"], "1.0", "2025-01-15", now=now - timedelta(days=2)).code
-        == "clock-rollback"
-    )
+    assert checker.check(licence["product"], "1.0", "2025-01-15", now=now - timedelta(days=2)).code == "clock-rollback"
 
     # The agent saw a later time (its clock ran ahead, then was set back): the CLI refuses too.
     def saw_the_future(state: State, _key: object) -> None:
@@ -197,9 +184,7 @@ def test_clock_set_back_is_clock_rollback(
     assert a.check(licence["product"]) == "clock-rollback"
 
 
-def test_release_dates_against_maint_until(
-    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
-) -> None:
+def test_release_dates_against_maint_until(live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path) -> None:
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
@@ -211,9 +196,7 @@ def test_release_dates_against_maint_until(
     assert a.check(licence["product"], released=after, version="9.0") == "release-not-entitled"
 
 
-def test_tampered_token_byte_is_bad_signature(
-    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
-) -> None:
+def test_tampered_token_byte_is_bad_signature(live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path) -> None:
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
@@ -333,9 +316,7 @@ def test_a_replayed_offline_request_cannot_retake_a_freed_seat(
     (tmp_path / "answer.json").write_text(json.dumps(answer))
     air.run("offline-install", str(tmp_path / "answer.json"))
     air.run("offline-deactivate", "--out", str(tmp_path / "proof.json"))
-    status, _ = _post(
-        live_server.url + "/v1/offline/deactivations", json.loads((tmp_path / "proof.json").read_text())
-    )
+    status, _ = _post(live_server.url + "/v1/offline/deactivations", json.loads((tmp_path / "proof.json").read_text()))
     assert status == 200
     # Whoever kept a copy of the old request file replays it: the nonce was spent.
     status, replay = _post(live_server.url + "/v1/offline/activations", request)
@@ -363,9 +344,7 @@ def test_offline_submit_helper_writes_the_answer(
     assert air.check(licence["product"]) == "entitled"
     # An answer meant for another agent key is not installed.
     other = Agent(live_server, machine_a, tmp_path / "other")
-    other.run(
-        "offline-request", licence["key"], "--product", licence["product"], "--out", str(tmp_path / "r2.json")
-    )
+    other.run("offline-request", licence["key"], "--product", licence["product"], "--out", str(tmp_path / "r2.json"))
     _, _, err = other.run("offline-install", str(tmp_path / "answer.json"), ok=False)
     assert err["code"] == "token-mismatch"
 
@@ -375,8 +354,37 @@ def test_unknown_licence_key_is_refused_by_the_server(
 ) -> None:
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
-    _, _, err = a.run(
-        "activate", "TSR-00000-00000-00000-00000-00000", "--product", licence["product"], ok=False
-    )
+    _, _, err = a.run("activate", "TSR-00000-00000-00000-00000-00000", "--product", licence["product"], ok=False)
     assert err["code"] == "licence-not-found"
     assert a.check(licence["product"]) == "no-token"
+
+
+def test_a_revoked_licence_stops_at_the_next_refresh(
+    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
+) -> None:
+    licence = issue_demo_licence(live_server, released_versions=RELEASES)
+    a = Agent(live_server, machine_a, tmp_path / "state-a")
+    a.run("activate", licence["key"], "--product", licence["product"])
+    live_server.admin("licence", "revoke", licence["id"])
+    assert a.check(licence["product"]) == "entitled"  # offline, the agent cannot know yet
+    _, _, err = a.run("refresh", ok=False)
+    assert err["code"] in ("licence-revoked", "activation-ended")
+    assert a.check(licence["product"]) == "revoked"
+    _, status, _ = a.run("status")
+    assert status["revoked"] == err["code"]
+
+
+def test_dongle_licence(live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path) -> None:
+    licence = issue_demo_licence(
+        live_server, model="dongle", released_versions=RELEASES, plan_options=("--dongle-usb-id", "20a0:4108")
+    )
+    a = Agent(live_server, machine_a, tmp_path / "state-a")
+    _, _, err = a.run("activate", licence["key"], "--product", licence["product"], "--dongle", "20a0:4108", ok=False)
+    assert err["code"] == "dongle-missing"  # nothing plugged in yet
+    machine_a.plug_dongle("1-1.2", "20a0", "4108", "DNG-000123")
+    a.run("activate", licence["key"], "--product", licence["product"], "--dongle", "20a0:4108")
+    assert a.check(licence["product"]) == "entitled"
+    machine_a.unplug("1-1.2")
+    assert a.check(licence["product"]) == "dongle-missing"
+    machine_a.plug_dongle("1-3", "20a0", "4108", "DNG-000123")
+    assert a.check(licence["product"]) == "entitled"
