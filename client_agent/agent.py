@@ -92,9 +92,7 @@ class Agent:
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
-            raise AgentError(
-                "state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}"
-            ) from None
+            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
         assert key is not None
         return key
 
@@ -104,9 +102,7 @@ class Agent:
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
-            raise AgentError(
-                "state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}"
-            ) from None
+            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
 
     def _dongle_serial(self, ids: str | None) -> str | None:
         if ids is None:
@@ -197,8 +193,7 @@ class Agent:
         if state.token is not None and state.revoked is None and state.product not in (None, product):
             raise AgentError(
                 "already-activated",
-                f"this agent holds a seat of {state.product!r}: deactivate it first "
-                "(one licence per state directory)",
+                f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
             )
         key = self._key()
         request = {
@@ -213,9 +208,7 @@ class Agent:
             answer = server_api.activate(server, request)
         except server_api.ServerError as exc:
             raise AgentError(exc.code, exc.detail) from None
-        return self._install(
-            answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True
-        )
+        return self._install(answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
 
     def refresh(self) -> State:
         state = self._load()
@@ -312,9 +305,7 @@ class Agent:
         state = self._load()
         key = self.store.agent_key()
         if key is None:
-            raise AgentError(
-                "token-mismatch", "this agent made no offline request: run offline-request first"
-            )
+            raise AgentError("token-mismatch", "this agent made no offline request: run offline-request first")
         pending = state.pending_offline or {}
         return self._install(
             answer,

@@ -211,9 +211,7 @@ class Checker:
 
     # ------------------------------------------------------------ the check
 
-    def check(
-        self, product: str, version: str, released: date | str, *, now: datetime | None = None
-    ) -> Verdict:
+    def check(self, product: str, version: str, released: date | str, *, now: datetime | None = None) -> Verdict:
         try:
             released_at = release_to_unix(parse_released(released))
         except (TypeError, ValueError):
@@ -272,6 +270,14 @@ class Checker:
             self._key = (self.store.last_written, self._key[1])
         else:
             self._key = None  # someone else changed the state meanwhile: reload
+
+    def observe_time(self, *, now: datetime | None = None) -> None:
+        """Advance the clock high-water mark without a check (the daemon does this every minute)."""
+        now_ts = int(time.time() if now is None else now.timestamp())
+        with self._lock:
+            self._current()
+            if now_ts > self._high_water:
+                self._advance_high_water(now_ts)
 
     def check_dict(
         self, product: str, version: str, released: date | str, *, now: datetime | None = None

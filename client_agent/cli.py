@@ -37,9 +37,7 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
     parser.add_argument(
         "--state-dir",
-        default=default(
-            env("TESSERA_AGENT_STATE_DIR") or (os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR)
-        ),
+        default=default(env("TESSERA_AGENT_STATE_DIR") or (os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR)),
         help="where the agent keeps its key and state (TESSERA_AGENT_STATE_DIR)",
     )
     parser.add_argument(
@@ -109,9 +107,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = command("serve", "run the daemon: local HTTP API on a Unix socket, background refresh")
     sub.add_argument("--socket-mode", default="0666", help="mode of a socket the daemon creates itself")
 
-    sub = command(
-        "fingerprint", "show this machine's fingerprint components (digested) and what was unreadable"
-    )
+    sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
     sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
 
     sub = command("offline-request", "write a signed activation request for an air-gapped machine")
@@ -319,9 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
-        raise CommandError(
-            "validation-error", f"--socket-mode must be octal, not {args.socket_mode!r}"
-        ) from None
+        raise CommandError("validation-error", f"--socket-mode must be octal, not {args.socket_mode!r}") from None
     return run(
         DaemonSettings(
             state_dir=args.state_dir,
@@ -367,9 +361,9 @@ def _command_in(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = _command_in(argv)
-    args = build_parser(
-        only if only is not None and "-h" not in argv and "--help" not in argv else None
-    ).parse_args(argv)
+    args = build_parser(only if only is not None and "-h" not in argv and "--help" not in argv else None).parse_args(
+        argv
+    )
     try:
         return COMMANDS[args.command](args)
     except CommandError as exc:

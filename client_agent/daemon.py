@@ -32,6 +32,7 @@ from client_agent.schedule import refresh_delay
 log = logging.getLogger("tessera.agent")
 
 SD_LISTEN_FDS_START = 3
+HIGH_WATER_TICK = 60.0
 
 
 @dataclass(frozen=True)
@@ -228,10 +229,19 @@ async def refresh_loop(app: web.Application) -> None:
             log.info("lease refreshed")
 
 
+async def clock_loop(app: web.Application) -> None:
+    """Keep the rollback high-water mark moving even when no product asks."""
+    while True:
+        app[CHECKER].observe_time()
+        await asyncio.sleep(HIGH_WATER_TICK)
+
+
 async def refresher(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(refresh_loop(app)) if app[SETTINGS].refresh else None
+    tasks = [asyncio.create_task(clock_loop(app))]
+    if app[SETTINGS].refresh:
+        tasks.append(asyncio.create_task(refresh_loop(app)))
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -282,9 +292,7 @@ async def serve(settings: DaemonSettings) -> int:
     loop.add_signal_handler(signal.SIGHUP, app[CHECKER].invalidate)
     interval = watchdog_interval()
     watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
-    sd_notify(
-        f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}"
-    )
+    sd_notify(f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}")
     log.info("tessera-agent ready (pid %d)", os.getpid())
     try:
         await stop.wait()

@@ -271,9 +271,7 @@ def read_facts(root: str = "/") -> Facts:
         if value:
             components.append(Component(kind, value))
 
-    machine_id = reader.text("etc/machine-id", "machine-id") or reader.text(
-        "var/lib/dbus/machine-id", "machine-id"
-    )
+    machine_id = reader.text("etc/machine-id", "machine-id") or reader.text("var/lib/dbus/machine-id", "machine-id")
     if machine_id and machine_id != "uninitialized":
         add("machine-id", _clean(machine_id.lower()))
     else:

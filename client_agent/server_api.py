@@ -27,9 +27,7 @@ USER_AGENT = "tessera-agent/0.1"
 
 
 class ServerError(Exception):
-    def __init__(
-        self, code: str, detail: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, code: str, detail: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
@@ -59,9 +57,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def post(
-    server: str, path: str, body: dict[str, Any], *, timeout: float = TIMEOUT
-) -> tuple[int, dict[str, Any]]:
+def post(server: str, path: str, body: dict[str, Any], *, timeout: float = TIMEOUT) -> tuple[int, dict[str, Any]]:
     url = server.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
         raise ServerError("validation-error", f"the server URL must be http(s), not {server!r}")

@@ -166,9 +166,7 @@ class State:
     def from_body(cls, body: dict[str, Any]) -> State:
         state = cls(**{k: v for k, v in body.items() if k in cls.FIELDS})
         state.extra = {k: v for k, v in body.items() if k not in cls.FIELDS and k != "agent_x"}
-        if not isinstance(state.high_water, int) or (
-            state.token is not None and not isinstance(state.token, str)
-        ):
+        if not isinstance(state.high_water, int) or (state.token is not None and not isinstance(state.token, str)):
             raise StateError("the state file has fields of the wrong type")
         return state
 
@@ -251,9 +249,7 @@ class StateStore:
             return Loaded(State(), None, signature)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise StateError(
-                    f"no permission to read {self.state_path}: ask the daemon's socket instead"
-                ) from None
+                raise StateError(f"no permission to read {self.state_path}: ask the daemon's socket instead") from None
             raise StateError(f"cannot read {self.state_path}: {exc.strerror}") from None
         try:
             document = json.loads(raw)

@@ -228,9 +228,7 @@ def decide(
         return Verdict(WRONG_PRODUCT, f"the token is for {claims.aud!r}, not {product!r}")
     floor = max(high_water, claims.iat)
     if now < floor - ROLLBACK_TOLERANCE:
-        return Verdict(
-            CLOCK_ROLLBACK, f"the clock reads {_iso(now)}, but the agent already saw {_iso(floor)}"
-        )
+        return Verdict(CLOCK_ROLLBACK, f"the clock reads {_iso(now)}, but the agent already saw {_iso(floor)}")
     if revoked is not None:
         return Verdict(REVOKED, f"the server ended this seat ({revoked})")
     if claims.model == "dongle":

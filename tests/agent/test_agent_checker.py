@@ -255,3 +255,13 @@ def test_warm_in_process_check_is_fast(install: Callable[..., Installed]) -> Non
         samples.append(time.perf_counter() - started)
     samples.sort()
     assert samples[len(samples) // 2] < 100e-6  # budget 20 µs (see bench/); loose against noisy CI
+
+
+def test_observing_time_without_checks_moves_the_high_water_mark(install: Callable[..., Installed]) -> None:
+    installed = install()
+    later = datetime.now(UTC) + timedelta(hours=2)
+    checker_for(installed).observe_time(now=later)
+    assert StateStore(str(installed.state_dir)).load().state.high_water == int(later.timestamp())
+    assert (
+        checker_for(installed).check("cad-pro", "1", RELEASED, now=later - timedelta(hours=1)).code == "clock-rollback"
+    )
