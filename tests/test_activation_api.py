@@ -251,3 +251,37 @@ def test_openapi_health_and_metrics(live_server: LiveServer) -> None:
     activate(live_server, FakeAgent(), licence)
     status, text = get(live_server.url + "/metrics")
     assert status == 200 and 'tessera_activations_total{outcome="created"} 1.0' in text
+
+
+def test_offline_activation_is_used_once(live_server: LiveServer) -> None:
+    licence = issue_demo_licence(live_server, seats=1)
+    agent = FakeAgent()
+    signed = agent.offline_request(licence["key"], licence["product"])
+    status, first = post(live_server.url + "/v1/offline/activations", {"request": signed})
+    assert status == 201, first
+    status, again = post(live_server.url + "/v1/offline/activations", {"request": signed})
+    assert status == 200 and again["activation_id"] == first["activation_id"]  # uploaded twice: idempotent
+    aid = first["activation_id"]
+    status, ended = post(
+        live_server.url + "/v1/offline/deactivations", {"proof": agent.proof(aid, "tessera-offline-deactivate+jwt")}
+    )
+    assert status == 200, ended
+    status, replay = post(live_server.url + "/v1/offline/activations", {"request": signed})
+    assert (status, replay["code"]) == (409, "replayed-request")
+    assert seats_in_use(live_server, licence) == 0
+    # Someone else's key cannot sign a request for this agent key.
+    forged = FakeAgent()
+    body = agent.activation_body(licence["key"], licence["product"]) | {"nonce": "n" * 22, "iat": int(time.time())}
+    import jwt
+
+    bad = jwt.encode(body, forged.key, algorithm="EdDSA", headers={"typ": "tessera-offline-activation+jwt"})
+    status, problem = post(live_server.url + "/v1/offline/activations", {"request": bad})
+    assert (status, problem["code"]) == (401, "invalid-signature")
+    old = jwt.encode(
+        body | {"iat": int(time.time()) - 40 * 86400},
+        agent.key,
+        algorithm="EdDSA",
+        headers={"typ": "tessera-offline-activation+jwt"},
+    )
+    status, problem = post(live_server.url + "/v1/offline/activations", {"request": old})
+    assert (status, problem["code"]) == (401, "stale-request")

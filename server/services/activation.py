@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import orjson
@@ -56,7 +56,9 @@ DEACTIVATE_PROOF = "tessera-deactivate+jwt"
 OFFLINE_ACTIVATION = "tessera-offline-activation+jwt"
 OFFLINE_DEACTIVATION = "tessera-offline-deactivate+jwt"
 
+T = TypeVar("T")
 PROOF_WINDOW = timedelta(seconds=300)
+OFFLINE_WINDOW = timedelta(days=30)  # an air-gapped request may travel for a while, not for ever
 THROTTLE_WINDOW = timedelta(minutes=10)
 THROTTLE_LIMIT = 10
 
@@ -316,6 +318,34 @@ def _candidates(
     ]
 
 
+def offline_activate_unit(
+    conn: Connection,
+    request: ActivationRequest,
+    agent_key: str,
+    address: str,
+    now: datetime,
+    nonce: str,
+    signed_at: datetime,
+) -> SeatGrant:
+    """An offline request is used once: uploading it again while its seat is held is idempotent,
+    but after that seat was released (offline-deactivate) a replay must not take a seat again."""
+    nonce_hash = hashlib.sha256(f"offline\x00{agent_key}\x00{nonce}".encode()).hexdigest()
+    seen = conn.execute(_NONCE_OWNER, {"nonce_hash": nonce_hash}).first()
+    if seen is not None and seen.ended_at is not None:
+        raise ReplayedRequest("this offline request was already used and its seat released: make a new request")
+    grant = activate_unit(conn, request, agent_key, address, now)
+    if seen is None:
+        conn.execute(
+            _INSERT_NONCE,
+            {
+                "nonce_hash": nonce_hash,
+                "activation_id": uuid.UUID(grant.activation_id),
+                "expires_at": signed_at + OFFLINE_WINDOW + PROOF_WINDOW,
+            },
+        )
+    return grant
+
+
 # -- signed agent requests -------------------------------------------------
 
 _ACTIVATION_BY_ID = (
@@ -334,6 +364,11 @@ _ACTIVATION_BY_ID = (
     .where(Activation.id == bindparam("activation_id"))
 )
 _INSERT_NONCE = insert(RequestNonce)
+_NONCE_OWNER = (
+    select(RequestNonce.activation_id, Activation.ended_at)
+    .join(Activation, Activation.id == RequestNonce.activation_id)
+    .where(RequestNonce.nonce_hash == bindparam("nonce_hash"))
+)
 _TOUCH = update(Activation).where(Activation.id == bindparam("activation_id")).values(refreshed_at=bindparam("now"))
 
 
@@ -450,8 +485,11 @@ class ActivationService:
 
     async def activate(self, request: ActivationRequest, *, address: str, now: datetime) -> SeatGrant:
         _check_agent_key(request)
+        return await self._counting_failures(address, now, activate_unit, request, request.agent_key.x, address, now)
+
+    async def _counting_failures(self, address: str, now: datetime, unit: Callable[..., T], *args: Any) -> T:
         try:
-            return await self.db.run(activate_unit, request, request.agent_key.x, address, now)
+            return await self.db.run(unit, *args)
         except LicenceNotFound:
             await self.db.run(record_failure, address, now)
             raise
@@ -464,8 +502,13 @@ class ActivationService:
             raise ValidationFailed(f"the offline request is malformed: {exc.errors()[0]['msg']}") from exc
         # Proof of possession: the request is signed by the key it asks to bind.
         verify_signed(signed, OFFLINE_ACTIVATION, _check_agent_key(body))
+        signed_at = datetime.fromtimestamp(body.iat, now.tzinfo)
+        if not now - OFFLINE_WINDOW <= signed_at <= now + PROOF_WINDOW:
+            raise StaleRequest("the offline request is more than 30 days old (or from the future): make a new one")
         request = ActivationRequest.model_validate(body.model_dump(exclude={"nonce", "iat"}))
-        return await self.activate(request, address=address, now=now)
+        return await self._counting_failures(
+            address, now, offline_activate_unit, request, body.agent_key.x, address, now, body.nonce, signed_at
+        )
 
     async def refresh(self, activation_id: str, proof: str, *, now: datetime) -> SeatGrant:
         return await self.db.run(refresh_unit, parse_activation_id(activation_id), proof, now)
