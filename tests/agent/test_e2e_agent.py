@@ -298,11 +298,6 @@ def test_offline_activation_round_trip(
     assert other.check(product) == "entitled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: POST /v1/offline/activations ignores the request's nonce and iat, "
-    "so an old request replayed after offline-deactivate takes the freed seat again",
-)
 def test_a_replayed_offline_request_cannot_retake_a_freed_seat(
     live_server: LiveServer, machine_a: FakeMachine, machine_b: FakeMachine, tmp_path: Path
 ) -> None:
