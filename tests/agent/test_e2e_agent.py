@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import FakeMachine, Vendor, build_machine, claims_for, put_token
+from agent_fakes import FakeMachine, Vendor, claims_for, put_token
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_agent import Checker
@@ -62,22 +62,13 @@ class Agent:
 
 
 @pytest.fixture
-def machine_a(tmp_path: Path) -> FakeMachine:
-    return build_machine(tmp_path / "machine-a")
+def machine_a(machine: FakeMachine) -> FakeMachine:
+    return machine
 
 
 @pytest.fixture
-def machine_b(tmp_path: Path) -> FakeMachine:
-    return build_machine(
-        tmp_path / "machine-b",
-        machine_id="9a1f0c7e2b3d4e5f8a9b0c1d2e3f4a5b",
-        product_uuid="8F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
-        board_serial="PF2ABCD1",
-        macs=("a4:bb:6d:01:02:03",),
-        disks=("WD-WX12A3456789",),
-        cpu="AMD Ryzen 7 5800X 8-Core Processor",
-        hostname="ws-13",
-    )
+def machine_b(other_machine: FakeMachine) -> FakeMachine:
+    return other_machine
 
 
 def seats_in_use(server: LiveServer, licence_id: str) -> int:
