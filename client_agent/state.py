@@ -194,7 +194,9 @@ class StateStore:
 
     # -------------------------------------------------------------- keys
 
-    def _read_key(self, path: str) -> AgentKey | None:
+    @staticmethod
+    def _read_key_json(path: str) -> Any:
+        """The key file's JSON, None when there is no key; unreadable or unparsable is a StateError."""
         try:
             with open(path, "rb") as handle:
                 raw = handle.read()
@@ -203,23 +205,25 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot read the agent key {path}: {exc.strerror}") from None
         try:
-            return AgentKey.from_jwk(json.loads(raw))
-        except (ValueError, AttributeError) as exc:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise StateError(f"the agent key {path} is damaged: {exc}") from None
+
+    def _read_key(self, path: str) -> AgentKey | None:
+        jwk = self._read_key_json(path)
+        if jwk is None:
+            return None
+        try:
+            return AgentKey.from_jwk(jwk)
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
             raise StateError(f"the agent key {path} is damaged: {exc}") from None
 
     def _read_key_x(self, path: str) -> str | None:
         """The public half only: reading the state needs no private key operation."""
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
+        jwk = self._read_key_json(path)
+        if jwk is None:
             return None
-        except OSError as exc:
-            raise StateError(f"cannot read the agent key {path}: {exc.strerror}") from None
-        try:
-            x = json.loads(raw)["x"]
-        except (ValueError, KeyError, TypeError):
-            x = None
+        x = jwk.get("x") if isinstance(jwk, dict) else None
         if not isinstance(x, str):
             raise StateError(f"the agent key {path} is damaged")
         return x

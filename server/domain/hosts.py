@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 Component = tuple[str, str]  # (kind, digest)
@@ -37,6 +37,3 @@ class HostRecord:
     def matches(self, presented: Iterable[Component]) -> bool:
         return len(self.components.intersection(presented)) >= self.match
 
-
-def same_host(known: HostRecord, presented: Sequence[Component]) -> bool:
-    return known.matches(presented)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.db.database import Database
@@ -308,10 +308,6 @@ def authenticate(conn: Connection, token: str) -> Principal:
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorised("unknown or revoked API token")
     return Principal(row.id, row.role, row.owner_id)
-
-
-def count_seats(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.sum(Licence.seats_in_use), 0))).scalar_one())
 
 
 class LicensingService:
