@@ -4,9 +4,8 @@
   when entitled, 403 when refused, 400 for a malformed question);
 - `GET /v1/status` → the redacted seat status plus the daemon's own health.
 
-systemd integration is written by hand, without a dependency: the socket
-handed over by socket activation (`LISTEN_FDS`/`LISTEN_PID`, fd 3), and
-`sd_notify` datagrams (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) to `$NOTIFY_SOCKET`.
+systemd integration (socket activation, `sd_notify`, the watchdog) is the one
+copy in `tessera_common.systemd`, shared with the server.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,10 +27,10 @@ from aiohttp import web
 from client_agent.agent import Agent, AgentError, Config
 from client_agent.checker import Checker
 from client_agent.schedule import refresh_delay
+from tessera_common.systemd import listen_fds, sd_notify, watchdog_interval, watchdog_pings
 
 log = logging.getLogger("tessera.agent")
 
-SD_LISTEN_FDS_START = 3
 HIGH_WATER_TICK = 60.0
 
 
@@ -62,46 +61,6 @@ REFRESH = web.AppKey("refresh", RefreshStatus)
 
 
 # ------------------------------------------------------------------ systemd
-
-
-def sd_notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Send one notification to systemd; False when not run under a notify service."""
-    address = environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):  # abstract namespace
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-    except OSError as exc:
-        log.warning("sd_notify to %s failed: %s", address, exc)
-        return False
-    return True
-
-
-def listen_fds(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> list[int]:
-    """File descriptors systemd passed us (socket activation), else []."""
-    if environ.get("LISTEN_PID") != str(pid if pid is not None else os.getpid()):
-        return []
-    try:
-        count = int(environ.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return []
-    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + max(count, 0)))
-
-
-def watchdog_interval(environ: Mapping[str, str] = os.environ, pid: int | None = None) -> float | None:
-    """Seconds between WATCHDOG=1 pings: half of WatchdogSec, None when not asked."""
-    usec = environ.get("WATCHDOG_USEC")
-    watchdog_pid = environ.get("WATCHDOG_PID")
-    if not usec or (watchdog_pid and watchdog_pid != str(pid if pid is not None else os.getpid())):
-        return None
-    try:
-        return max(int(usec) / 1e6 / 2, 0.01)
-    except ValueError:
-        return None
 
 
 def open_listener(settings: DaemonSettings) -> tuple[socket.socket, bool]:
@@ -271,12 +230,6 @@ def create_app(settings: DaemonSettings) -> web.Application:
 # ------------------------------------------------------------------ running
 
 
-async def _watchdog(interval: float) -> None:
-    while True:
-        sd_notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
-
-
 async def serve(settings: DaemonSettings) -> int:
     app = create_app(settings)
     app[CHECKER].status()  # load and verify the token before saying READY
@@ -291,7 +244,7 @@ async def serve(settings: DaemonSettings) -> int:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, app[CHECKER].invalidate)
     interval = watchdog_interval()
-    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
+    watchdog = asyncio.create_task(watchdog_pings(interval)) if interval else None
     sd_notify(f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}")
     log.info("tessera-agent ready (pid %d)", os.getpid())
     try:
