@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
+from server import admin_data
 from server.clikit import CliError, fail, print_result
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="seed the demo licence (make run)")
     demo.add_argument("--out", default="var/demo-licence.json")
     demo.set_defaults(func=demo_cmd)
+    admin_data.register(sub)  # backup, restore, migrate-db
     return parser
 
 
