@@ -53,6 +53,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     db = open_database(settings.database_url, pool_size=settings.pool_size)
     app[SERVICES] = Services(db=db, activations=ActivationService(db), licensing=LicensingService(db))
+    app[ops.LIVE] = ops.LiveCollector(db)
     yield
     await db.close()
 

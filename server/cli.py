@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--keys-dir", type=Path, help="signing keyring; env TESSERA_KEYS_DIR")
-    serve.add_argument("--workers", type=int, help="server processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the port (SO_REUSEPORT); env TESSERA_WORKERS"
+    )
+    serve.add_argument("--log-format", choices=("auto", "json", "text"), help="env TESSERA_LOG_FORMAT (default auto)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="env TESSERA_LOG_LEVEL")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
@@ -65,66 +65,28 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(args, host=args.host, port=args.port, keys_dir=args.keys_dir, workers=args.workers)
-    if settings.workers > 1 and not args.reuse_port:
-        return _supervise(settings.workers)
-    import asyncio
-
-    from aiohttp import web
-
-    from server.app import create_app
-
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop = asyncio.new_event_loop()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=args.reuse_port or None,
-        access_log=None,
-        print=lambda text: logging.getLogger("tessera.server").info(
-            "pid %d listening on %s:%d", os.getpid(), settings.host, settings.port
-        ),
-        loop=loop,
-        handle_signals=True,
-        shutdown_timeout=10.0,
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        keys_dir=args.keys_dir,
+        workers=args.workers,
+        log_format=args.log_format,
+        log_level=args.log_level,
     )
-    return 0
+    from server.logs import configure_logging
+    from server.runtime import run, run_supervisor
 
-
-def _supervise(workers: int) -> int:
-    """Start N copies of this server on one port; the kernel spreads connections (SO_REUSEPORT)."""
-    argv: list[str] = []
-    skip = False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--workers":
-            skip = True
-        elif not arg.startswith("--workers="):
-            argv.append(arg)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "server.cli", *argv, "--workers", "1", "--reuse-port"])  # noqa: S603
-        for _ in range(workers)
-    ]
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.workers > 1 and not args.reuse_port:
+        return run_supervisor(settings, args.argv)
+    return run(settings, reuse_port=args.reuse_port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    args.argv = raw  # the supervisor starts its workers with the same command line
     try:
         return {"serve": cmd_serve, "migrate": cmd_migrate}[args.command](args)
     except CliError as exc:

@@ -1,19 +1,34 @@
-"""Settings: defaults → TOML file → TESSERA_* environment → command-line flags."""
+"""Settings: defaults → TOML file → TESSERA_* environment → command-line flags.
+
+Every setting is validated here, at start-up, and a bad one is a `SettingsError` naming the key and
+where it came from (file, variable or flag), with a stable code. The file is the one named by
+`--config` or `TESSERA_CONFIG`; there is no implicit default path, so a development checkout or a
+test never picks up a host-wide file by surprise (the systemd unit sets TESSERA_CONFIG).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from keys.keyring import passphrase_from_env
+from keys.keyring import KeyringError, passphrase_from_env
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
-    code = "bad-settings"
+    """A setting is wrong; `code` is stable, `key` names the setting (None for the file as a whole)."""
+
+    def __init__(self, code: str, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     pool_size: int = 20
     workers: int = 1
+    shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish after SIGTERM
+    log_format: str = "auto"  # json | text | auto (json unless stderr is a terminal)
+    log_level: str = "info"
+    trusted_proxies: tuple[Network, ...] = ()  # load balancers whose X-Forwarded-For is believed
     bench_echo: bool = False  # adds POST /bench/echo, the baseline of `make bench`
     key_passphrase: bytes | None = field(default=None, repr=False)
 
@@ -34,46 +53,148 @@ class Settings:
         return self.issuer or f"http://{self.host}:{self.port}"
 
 
-_ENV = {
-    "TESSERA_DB": "database_url",
-    "TESSERA_HOST": "host",
-    "TESSERA_PORT": "port",
-    "TESSERA_KEYS_DIR": "keys_dir",
-    "TESSERA_ISSUER": "issuer",
-    "TESSERA_MAX_BODY_BYTES": "max_body_bytes",
-    "TESSERA_POOL_SIZE": "pool_size",
-    "TESSERA_WORKERS": "workers",
-    "TESSERA_BENCH_ECHO": "bench_echo",
-}
-_TOML_KEYS = {f.name for f in fields(Settings)} - {"key_passphrase"}
+# -- parsers: value from TOML (typed) or from the environment (a string) → value, or ValueError(reason)
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    target = {f.name: f for f in fields(Settings)}[name]
-    kind = str(target.type)
-    try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError(value)
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool | float):
+            raise ValueError("expected a whole number")
+        try:
             number = int(value)
-            if (number <= 0 and name != "port") or (not 0 <= number <= 65535 and name == "port"):
-                raise ValueError(value)
-            return number
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(value)
-        if kind == "Path":
-            return Path(str(value))
-        if not isinstance(value, str):
-            raise ValueError(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"expected {low}..{high}")
+        return number
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number of seconds")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a number of seconds") from None
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ValueError(f"expected {low:g}..{high:g} seconds")
+        return number
+
+    return parse
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
         return value
-    except ValueError:
-        raise SettingsError(f"{source}: {name} has a bad value {value!r} (expected {kind})") from None
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _non_empty(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _path(value: Any) -> Path:
+    return Path(_non_empty(str(value) if isinstance(value, Path) else value))
+
+
+def _database_url(value: Any) -> str:
+    url = _non_empty(value)
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+asyncpg"):
+        raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+    return url
+
+
+def _issuer(value: Any) -> str:
+    url = _text(value).strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def _networks(value: Any) -> tuple[Network, ...]:
+    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of addresses or networks (CIDR)")
+    try:
+        return tuple(ipaddress.ip_network(_non_empty(item)) for item in items if item != "")
+    except ValueError as exc:
+        raise ValueError(f"expected addresses or networks (CIDR): {exc}") from None
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "database_url": _database_url,
+    "host": _non_empty,
+    "port": _integer(1, 65535),
+    "keys_dir": _path,
+    "issuer": _issuer,
+    "max_body_bytes": _integer(1024, 64 * 1024 * 1024),
+    "pool_size": _integer(1, 1000),
+    "workers": _integer(1, 256),
+    "shutdown_timeout": _seconds(0.0, 3600.0),
+    "log_format": _one_of("auto", "json", "text"),
+    "log_level": _one_of("debug", "info", "warning", "error"),
+    "trusted_proxies": _networks,
+    "bench_echo": _boolean,
+}
+ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
+    "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"
+}
+CONFIG_VARIABLE = "TESSERA_CONFIG"
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    try:
+        return _PARSERS[name](value)
+    except ValueError as exc:
+        raise SettingsError("bad-setting", f"{source}: {name} = {value!r}: {exc}", key=name) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings, parsed; the `[server]` table if there is one, else the top level."""
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError("config-unreadable", f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError("config-invalid", f"config file {path} is not valid TOML: {exc}") from exc
+    section = document.get("server", document)
+    if not isinstance(section, dict):
+        raise SettingsError("config-invalid", f"{path}: [server] must be a table", key="server")
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if name not in _PARSERS:
+            known = ", ".join(sorted(_PARSERS))
+            raise SettingsError("unknown-setting", f"{path}: unknown setting {key!r} (known: {known})", key=key)
+        values[name] = _parse(name, value, str(path))
+    return values
 
 
 def load_settings(
@@ -81,23 +202,18 @@ def load_settings(
 ) -> Settings:
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    config_file = config_file or (Path(env["TESSERA_CONFIG"]) if env.get("TESSERA_CONFIG") else None)
+    if config_file is None and env.get(CONFIG_VARIABLE):
+        config_file = Path(env[CONFIG_VARIABLE])
     if config_file is not None:
-        try:
-            document = tomllib.loads(config_file.read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
-        section = document.get("server", document)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name not in _TOML_KEYS:
-                raise SettingsError(f"{config_file}: unknown setting {key!r}")
-            values[name] = _coerce(name, value, str(config_file))
-    for variable, name in _ENV.items():
+        values |= read_config_file(config_file)
+    for variable, name in ENVIRONMENT.items():
         if variable in env:
-            values[name] = _coerce(name, env[variable], variable)
+            values[name] = _parse(name, env[variable], variable)
     for name, value in overrides.items():
         if value is not None:
-            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
-    settings = replace(Settings(), **values)
-    return replace(settings, key_passphrase=passphrase_from_env(env))
+            values[name] = _parse(name, value, f"--{name.replace('_', '-')}")
+    try:
+        passphrase = passphrase_from_env(env)
+    except KeyringError as exc:
+        raise SettingsError(exc.code, str(exc), key="TESSERA_KEY_PASSPHRASE_FILE") from exc
+    return replace(Settings(), **values, key_passphrase=passphrase)

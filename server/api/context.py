@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from keys.keyring import Keyring
 from server.db.database import Database
@@ -22,17 +24,52 @@ class Services:
     licensing: LicensingService
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 class Metrics:
+    """Counters and histograms this process updates; live gauges (seats, pool) are read at scrape time.
+
+    With `--workers N` the supervisor gives every worker one PROMETHEUS_MULTIPROC_DIR: values then live
+    in shared files and any worker's /metrics reports the sum over all of them (prometheus_client's
+    multiprocess mode, chosen when the library is imported).
+    """
+
     def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only double the scrape
         self.registry = CollectorRegistry()
         self.activations = Counter(
             "tessera_activations", "Activation requests by outcome", ["outcome"], registry=self.registry
         )
         self.tokens_signed = Counter("tessera_tokens_signed", "Activation tokens signed", registry=self.registry)
+        self.requests = Counter(
+            "tessera_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tessera_http_request_duration_seconds",
+            "HTTP request latency by method, route template and status",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._by_outcome = {o: self.activations.labels(o) for o in ("created", "existing", "error")}
+        # Label lookups cost more than the increments: keep each (method, route, status) child once.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def count_activation(self, outcome: str) -> None:
         self._by_outcome[outcome].inc()
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -43,4 +80,35 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address; behind a trusted load balancer, the nearest untrusted X-Forwarded-For hop.
+
+    Throttling counts failures per address, so believing a forged header would let anyone dodge it:
+    only peers listed in `trusted_proxies` are believed, and the list is read from the right.
+    """
+    peer = request.remote or "unknown"
+    proxies = request.app[SETTINGS].trusted_proxies
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        if not _trusted(hop, proxies):
+            return hop if _is_address(hop) else peer
+    return peer
+
+
+def _trusted(address: str, proxies: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

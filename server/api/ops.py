@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Connection, text
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER
 from server.api.problems import json_response, problem_response
-from server.db.database import DatabaseUnavailable
+from server.db.database import Database, DatabaseUnavailable
+from server.db.models import Licence, Product
 from server.services.requests import ActivationRequest, SignedProof, SignedRequest
 
 routes = web.RouteTableDef()
+log = logging.getLogger("tessera.metrics")
 
 
 @routes.get("/.well-known/jwks.json")
@@ -34,17 +45,88 @@ def _ping(conn: Connection) -> int:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Ready to serve: the database answers and a signing key is loaded (else 503, and the balancer skips us)."""
+    signer = request.app.get(SIGNER)
+    if signer is None:
+        return problem_response(503, "not-ready", "Not ready", "no signing key is loaded")
     try:
         await request.app[SERVICES].db.run(_ping)
-    except (DatabaseUnavailable, OSError) as exc:
-        return problem_response(503, "service-unavailable", "Not ready", f"database: {exc}")
-    return json_response({"status": "ready", "signing_kid": request.app[SIGNER].kid})
+    except (DatabaseUnavailable, OSError, SQLAlchemyError) as exc:
+        return problem_response(503, "not-ready", "Not ready", f"the database does not answer: {type(exc).__name__}")
+    return json_response({"status": "ready", "signing_kid": signer.kid})
+
+
+SEATS_CACHE_SECONDS = 5.0
+
+
+def _seats_by_product(conn: Connection) -> list[tuple[str, int, int]]:
+    rows = conn.execute(
+        select(Product.code, func.sum(Licence.seats_in_use), func.sum(Licence.seats))
+        .join(Licence, Licence.product_id == Product.id)
+        .where(Licence.status == "active")
+        .group_by(Product.code)
+    )
+    return [(code, int(in_use or 0), int(seats or 0)) for code, in_use, seats in rows]
+
+
+class LiveCollector(Collector):
+    """Gauges read at scrape time: seats from the database (cached briefly), the pool from this process."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.seats: list[tuple[str, int, int]] = []
+        self.seats_read_at = -math.inf
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self.seats_read_at >= SEATS_CACHE_SECONDS:
+            self.seats = await self.db.run(_seats_by_product)
+            self.seats_read_at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        in_use = GaugeMetricFamily(
+            "tessera_seats_in_use", "Seats in use on active licences, per product", labels=["product"]
+        )
+        capacity = GaugeMetricFamily("tessera_seats", "Seats sold on active licences, per product", labels=["product"])
+        for product, used, seats in self.seats:
+            in_use.add_metric([product], used)
+            capacity.add_metric([product], seats)
+        yield in_use
+        yield capacity
+        for name, value in self.db.stats().items():
+            yield GaugeMetricFamily(f"tessera_db_{name}", _DB_HELP[name], value=value)
+
+
+_DB_HELP = {
+    "pool_size": "PostgreSQL connection pool size (this process)",
+    "pool_checked_out": "PostgreSQL connections in use (this process)",
+    "pool_overflow": "PostgreSQL connections open beyond the pool size (this process)",
+    "writer_queue_depth": "SQLite units of work waiting for the writer thread (this process)",
+}
+LIVE = web.AppKey("live_metrics", LiveCollector)
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    live = request.app[LIVE]
+    try:
+        await live.refresh()
+    except (DatabaseUnavailable, OSError, SQLAlchemyError) as exc:
+        log.warning("metrics: cannot read seats from the database: %s", type(exc).__name__)
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # every worker's counters, summed
+    else:
+        registry.register(_Own(request.app[METRICS].registry))
+    registry.register(live)
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _Own(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return self.registry.collect()
 
 
 async def bench_echo(request: web.Request) -> web.Response:

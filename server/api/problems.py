@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -10,7 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from server.api.context import SETTINGS
+from server.api.context import METRICS, SETTINGS, client_address
 from server.db.database import DatabaseUnavailable
 from server.domain.errors import (
     BodyTooLarge,
@@ -21,6 +25,7 @@ from server.domain.errors import (
     ValidationFailed,
     http_status,
 )
+from server.logs import REQUEST_ID, log_request
 
 log = logging.getLogger("tessera.http")
 M = TypeVar("M", bound=BaseModel)
@@ -33,6 +38,9 @@ def problem_response(
 ) -> web.Response:
     body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail, "code": code}
     body |= extra
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        body["request_id"] = request_id  # what a customer quotes to support; the same id is in the log
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/problem+json", headers=headers
     )
@@ -53,8 +61,45 @@ def render_error(error: DomainError) -> web.Response:
 _HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "validation-error", 401: "unauthorised"}
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+UNMATCHED = "unmatched"
+
+
 @web.middleware
 async def problems_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Request id, problem documents for every failure, then one metric sample and one log event.
+
+    The hot path: everything here is a few dictionary look-ups and one log call.
+    """
+    started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID")
+    request_id = incoming if incoming is not None and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    status = 500
+    try:
+        response = await _as_problem(request, handler)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    except web.HTTPException as exc:  # a redirect, passed on
+        status = exc.status
+        exc.headers["X-Request-ID"] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away before the answer (nginx's code)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED
+        request.app[METRICS].observe_request(request.method, route, status, elapsed)
+        log_request(request.method, route, status, round(elapsed * 1000, 3), client_address(request))
+        REQUEST_ID.reset(token)
+
+
+async def _as_problem(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
@@ -62,7 +107,7 @@ async def problems_middleware(
     except DomainError as error:
         return render_error(error)
     except DatabaseUnavailable:
-        log.warning("database unavailable for %s %s", request.method, request.path)
+        log.warning("database unavailable for %s %s", request.method, _route(request))
         return render_error(ServiceUnavailable("the licence database is unavailable: try again shortly"))
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -70,8 +115,14 @@ async def problems_middleware(
         code = _HTTP_CODES.get(exc.status, "http-error")
         return problem_response(exc.status, code, exc.reason, exc.text or exc.reason)
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, _route(request))
         return problem_response(500, "internal-error", "Internal error", "the server failed; this is a bug")
+
+
+def _route(request: web.Request) -> str:
+    # The template, never the raw path: a path may carry what a client should not have put there.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 async def read_model(request: web.Request, model: type[M]) -> M:

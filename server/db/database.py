@@ -57,6 +57,8 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
+    def stats(self) -> dict[str, int]: ...
+
 
 def sqlite_engine(url: URL) -> Any:
     engine = create_engine(url, poolclass=None)
@@ -109,6 +111,10 @@ class SQLiteDatabase:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Job(fn, args, future))
         return await future
+
+    def stats(self) -> dict[str, int]:
+        """For /metrics: units waiting for the single writer."""
+        return {"writer_queue_depth": self._queue.qsize()}
 
     async def close(self) -> None:
         if self._started:
@@ -220,6 +226,15 @@ class PostgresDatabase:
             if exc.connection_invalidated or _pg_unavailable(exc):
                 raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
             raise
+
+    def stats(self) -> dict[str, int]:
+        """For /metrics: connections checked out of the pool, its size and its overflow in use."""
+        pool: Any = self._engine.pool
+        return {
+            "pool_size": pool.size(),
+            "pool_checked_out": pool.checkedout(),
+            "pool_overflow": max(pool.overflow(), 0),
+        }
 
     async def close(self) -> None:
         await self._engine.dispose()
