@@ -7,7 +7,6 @@ import hashlib
 import os
 import sqlite3
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.conftest import (
     issue_demo_licence,
 )
 from tests.support.agent import FakeAgent
+from tests.support.burst import Burst
 from tests.support.http import post
 
 
@@ -56,54 +56,6 @@ def activation_ids(path: Path) -> set[str]:
 
 def hex_id(activation_id: str) -> str:
     return activation_id.replace("-", "")  # SQLAlchemy keeps UUIDs as 32 hex digits on SQLite
-
-
-class Burst:
-    """Threads activating new hosts against the server until stopped; records when each request left."""
-
-    def __init__(self, url: str, licences: list[dict[str, Any]], threads: int = 6) -> None:
-        self.url = url
-        self.licences = licences
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.done: list[tuple[float, float, str, FakeAgent, int]] = []  # sent, acknowledged, id, agent, licence
-        self.failures: list[tuple[int, Any]] = []
-        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, index: int) -> None:
-        n = 0
-        while not self.stop.is_set():
-            which = (index + n) % len(self.licences)
-            n += 1
-            agent = FakeAgent(hostname=f"burst-{index}-{n}")
-            sent = time.monotonic()
-            status, body = activate(self.url, agent, self.licences[which])
-            acknowledged = time.monotonic()
-            with self.lock:
-                if status == 201:
-                    self.done.append((sent, acknowledged, body["activation_id"], agent, which))
-                else:
-                    self.failures.append((status, body))
-
-    def __enter__(self) -> Burst:
-        for worker in self.workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for worker in self.workers:
-            worker.join(timeout=30)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.done)
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.count() < count:
-            assert time.monotonic() < deadline, f"only {self.count()} activations in {timeout}s: {self.failures[:3]}"
-            time.sleep(0.01)
 
 
 @pytest.fixture
