@@ -13,7 +13,7 @@ from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
 from server.api import admin, agent, ops
-from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, Metrics, Services
+from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problems_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[IN_FLIGHT] = InFlight()
     app.add_routes(agent.routes)
     app.add_routes(admin.routes)
     app.add_routes(ops.routes)

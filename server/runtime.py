@@ -33,6 +33,7 @@ from pathlib import Path
 from aiohttp import web
 
 from keys.keyring import KeyringError
+from server.api.context import IN_FLIGHT
 from server.clikit import CliError
 from server.settings import Settings
 from tessera_common.systemd import sd_notify, watchdog_interval, watchdog_pings
@@ -73,7 +74,10 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     log.info("stopping: no new connections, draining in-flight requests", extra={"pid": os.getpid()})
     started = time.monotonic()
     try:
-        await runner.cleanup()  # stop listening, finish in-flight requests, then cleanup_ctx (database)
+        await site.stop()  # no new connections
+        if not await app[IN_FLIGHT].drained(settings.shutdown_timeout):
+            log.warning("requests still in flight after %gs: cancelling them", settings.shutdown_timeout)
+        await runner.cleanup()  # close the connections, then cleanup_ctx (the database, after its queue)
     finally:
         if watchdog is not None:
             watchdog.cancel()

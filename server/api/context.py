@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -72,11 +73,44 @@ class Metrics:
         children[1].observe(seconds)
 
 
+class InFlight:
+    """Requests being handled now, so a shutdown can wait for them before closing any connection.
+
+    aiohttp's own shutdown closes every connection first and then drops the rest of a request body
+    still arriving; we stop listening, wait here until nothing is in flight, and only then clean up.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self, seconds: float) -> bool:
+        """Stop taking more on open connections; True once nothing is in flight, False after `seconds`."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 SIGNER = web.AppKey("signer", TokenSigner)
 KEYRING = web.AppKey("keyring", Keyring)
 METRICS = web.AppKey("metrics", Metrics)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
 def client_address(request: web.Request) -> str:

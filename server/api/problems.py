@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from server.api.context import METRICS, SETTINGS, client_address
+from server.api.context import IN_FLIGHT, METRICS, SETTINGS, client_address
 from server.db.database import DatabaseUnavailable
 from server.domain.errors import (
     BodyTooLarge,
@@ -77,11 +77,15 @@ async def problems_middleware(
     incoming = request.headers.get("X-Request-ID")
     request_id = incoming if incoming is not None and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     token = REQUEST_ID.set(request_id)
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.enter()
     status = 500
     try:
         response = await _as_problem(request, handler)
         status = response.status
         response.headers["X-Request-ID"] = request_id
+        if in_flight.draining:
+            response.force_close()  # shutting down: the client reconnects to another process
         return response
     except web.HTTPException as exc:  # a redirect, passed on
         status = exc.status
@@ -97,6 +101,7 @@ async def problems_middleware(
         request.app[METRICS].observe_request(request.method, route, status, elapsed)
         log_request(request.method, route, status, round(elapsed * 1000, 3), client_address(request))
         REQUEST_ID.reset(token)
+        in_flight.leave()
 
 
 async def _as_problem(
