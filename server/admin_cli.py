@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
-from server import admin_data
+from server import admin_commerce, admin_data
 from server.clikit import CliError, fail, print_result
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
+from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
 from server.services import licensing
+from server.services.access import OPERATOR
 
 T = TypeVar("T")
 DEFAULT_DB = "sqlite:///var/tessera.db"
@@ -96,7 +98,7 @@ def product_cmd(args: argparse.Namespace) -> Any:
 
 
 def release_cmd(args: argparse.Namespace) -> Any:
-    return run_unit(args, licensing.add_release, args.product, args.version, args.released, args.end_of_support)
+    return run_unit(args, licensing.add_release, args.product, args.version, args.released, args.end_of_support, now())
 
 
 def plan_cmd(args: argparse.Namespace) -> Any:
@@ -115,6 +117,11 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "notice_months": args.notice_months,
         "features": [f for f in (args.features or "").split(",") if f],
         "dongle_usb_ids": args.dongle_usb_id or [],
+        "renewal_rule": args.renewal_rule,
+        "reinstatement_rule": args.reinstatement_rule,
+        "renewal_price_cents": args.renewal_price_cents,
+        "host_change_price_cents": args.host_change_price_cents,
+        "dongle_replacement_price_cents": args.dongle_replacement_price_cents,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -129,18 +136,20 @@ def customer_cmd(args: argparse.Namespace) -> Any:
 
 def licence_cmd(args: argparse.Namespace) -> Any:
     if args.action == "issue":
-        issued = run_unit(args, licensing.issue_licence, args.customer, args.product, args.plan, args.seats, now())
+        issued = run_unit(
+            args, licensing.issue_licence, OPERATOR, args.customer, args.product, args.plan, args.seats, now()
+        )
         return issued.__dict__
     if args.action == "show":
-        return run_unit(args, licensing.show_licence, args.id)
+        return run_unit(args, licensing.show_licence, OPERATOR, args.id, now())
     if args.action == "list":
-        return run_unit(args, licensing.list_licences)
+        return run_unit(args, licensing.list_licences, OPERATOR)
     status = {"suspend": "suspended", "resume": "active", "revoke": "revoked"}[args.action]
-    return run_unit(args, licensing.set_licence_status, args.id, status)
+    return run_unit(args, licensing.set_licence_status, OPERATOR, args.id, status, now())
 
 
 def token_cmd(args: argparse.Namespace) -> Any:
-    return run_unit(args, licensing.create_api_token, args.role, args.owner, args.label or args.role, now())
+    return run_unit(args, licensing.create_api_token, args.role, args.owner, args.label or args.role, now(), args.user)
 
 
 def demo_cmd(args: argparse.Namespace) -> Any:
@@ -150,7 +159,7 @@ def demo_cmd(args: argparse.Namespace) -> Any:
         return json.loads(out.read_text("utf-8"))
     run_unit(args, licensing.add_product, "cad-pro", "CAD Pro", now())
     for version, released in (("2025.1", date(2025, 3, 1)), ("2026.1", date(2026, 3, 1))):
-        run_unit(args, licensing.add_release, "cad-pro", version, released, None)
+        run_unit(args, licensing.add_release, "cad-pro", version, released, None, now())
     run_unit(
         args,
         licensing.add_plan,
@@ -159,7 +168,9 @@ def demo_cmd(args: argparse.Namespace) -> Any:
         now(),
     )
     run_unit(args, licensing.add_customer, "Demo Engineering BV", None, now())
-    issued = run_unit(args, licensing.issue_licence, "Demo Engineering BV", "cad-pro", "cad-pro-node-locked", 3, now())
+    issued = run_unit(
+        args, licensing.issue_licence, OPERATOR, "Demo Engineering BV", "cad-pro", "cad-pro-node-locked", 3, now()
+    )
     demo = {"id": issued.id, "key": issued.key, "product": issued.product}
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -217,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notice-months", type=int, default=3)
     p.add_argument("--features", help="comma-separated feature names")
     p.add_argument("--dongle-usb-id", action="append", help="vvvv:pppp of an accepted dongle (repeatable)")
+    p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0])
+    p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES, default=REINSTATEMENT_RULES[0])
+    p.add_argument("--renewal-price-cents", type=int, help="yearly maintenance fee per licence (default: price)")
+    p.add_argument("--host-change-price-cents", type=int, help="price of a charged host-ID change (default: none)")
+    p.add_argument("--dongle-replacement-price-cents", type=int, help="without maintenance (default: price)")
     p.set_defaults(func=plan_cmd)
 
     reseller = sub.add_parser("reseller").add_subparsers(dest="action", required=True)
@@ -241,17 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
         licence.add_parser(action).add_argument("id")
     for p in licence.choices.values():
         p.set_defaults(func=licence_cmd)
+    admin_commerce.add_licence_actions(licence)
 
     token = sub.add_parser("token").add_subparsers(dest="action", required=True)
     p = token.add_parser("create")
     p.add_argument("--role", required=True, choices=licensing.ROLES)
     p.add_argument("--owner", help="reseller or customer name, for those roles")
     p.add_argument("--label")
+    p.add_argument("--user", help="the user's e-mail, for a person's token (named contacts need one)")
     p.set_defaults(func=token_cmd)
 
     demo = sub.add_parser("demo", help="seed the demo licence (make run)")
     demo.add_argument("--out", default="var/demo-licence.json")
     demo.set_defaults(func=demo_cmd)
+    admin_commerce.register(sub)
     admin_data.register(sub)  # backup, restore, migrate-db
     return parser
 

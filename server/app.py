@@ -12,18 +12,20 @@ from aiohttp import web
 from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
-from server.api import admin, agent, ops
+from server.api import agent, customers, licences, ops, transfers
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
+from server.services.terms import run_renewals
 from server.settings import Settings
 from server.signing import TokenSigner
 
 log = logging.getLogger("tessera.server")
 JANITOR_PERIOD = 300.0
+RENEWAL_PERIOD = 60.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -32,13 +34,16 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[IN_FLIGHT] = InFlight()
     app.add_routes(agent.routes)
-    app.add_routes(admin.routes)
+    app.add_routes(licences.routes)
+    app.add_routes(transfers.routes)
+    app.add_routes(customers.routes)
     app.add_routes(ops.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
     app.cleanup_ctx.append(signing_keys)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(janitor)
+    app.cleanup_ctx.append(renewals)
     return app
 
 
@@ -74,6 +79,29 @@ async def janitor(app: web.Application) -> AsyncIterator[None]:
                 await app[SERVICES].db.run(purge_expired, datetime.now(UTC))
             except DatabaseUnavailable:
                 log.warning("janitor: database unavailable, will retry")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def renewals(app: web.Application) -> AsyncIterator[None]:
+    """Creates due maintenance renewals (rule 1) without anyone calling at the right moment. Every process
+    runs it; each licence is renewed under its row lock and a unique (licence, start) index, so never twice."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                created = await run_renewals(app[SERVICES].db, datetime.now(UTC))
+                if created:
+                    log.info("renewals: %d maintenance term(s) created", created)
+            except DatabaseUnavailable:
+                log.warning("renewals: database unavailable, will retry")
+            except Exception:  # a background job must outlive one bad licence; the next run retries
+                log.exception("renewals: run failed, will retry")
+            await asyncio.sleep(RENEWAL_PERIOD)
 
     task = asyncio.create_task(loop())
     yield

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -12,6 +12,7 @@ import orjson
 from keys.keyring import SigningKey
 
 TOKEN_TYPE = "tessera-activation+jwt"  # noqa: S105 - a media type, not a secret
+REVOCATIONS_TYPE = "tessera-revocations+jwt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +83,10 @@ class TokenSigner:
     def sign(self, grant: SeatGrant) -> str:
         payload = orjson.dumps(claims_for(grant, self.issuer))
         return self._jws.encode(payload, self._key, algorithm="EdDSA", headers=self._headers)
+
+    def sign_revocations(self, product: str, serials: list[str], now: datetime, ttl: timedelta) -> str:
+        """The revoked dongle serials of a product, typed so it can never pass as an activation token."""
+        claims = {"iss": self.issuer, "aud": product, "iat": int(now.timestamp()),
+                  "exp": int((now + ttl).timestamp()), "revoked_dongles": serials}  # fmt: skip
+        headers = {"kid": self.kid, "typ": REVOCATIONS_TYPE}
+        return self._jws.encode(orjson.dumps(claims), self._key, algorithm="EdDSA", headers=headers)

@@ -17,11 +17,30 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from server.api import customers, licences, transfers
 from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER
 from server.api.problems import json_response, problem_response
 from server.db.database import Database, DatabaseUnavailable
 from server.db.models import Licence, Product
-from server.services.requests import ActivationRequest, SignedProof, SignedRequest
+from server.services.requests import (
+    ActivationRequest,
+    ContactsBody,
+    DecisionBody,
+    DenyBody,
+    DongleReplacementBody,
+    IssueLicenceBody,
+    LicenceStatusBody,
+    NewUserBody,
+    RenewalBody,
+    SignedProof,
+    SignedRequest,
+    TransferRequestBody,
+)
+
+BEARER_BODIES = (
+    ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, NewUserBody,
+    RenewalBody, TransferRequestBody,
+)  # fmt: skip
 
 routes = web.RouteTableDef()
 log = logging.getLogger("tessera.metrics")
@@ -186,6 +205,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "Problem": _problem_schema(),
     }
     schemas |= schemas["ActivationRequest"].pop("$defs", {})
+    for model in BEARER_BODIES:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas |= schema.pop("$defs", {})
+        schemas[model.__name__] = schema
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tessera licence server", "version": "1"},
@@ -205,8 +228,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/.well-known/jwks.json": {"get": op("Public signing keys", None, {"type": "object"}, {})},
             "/healthz": {"get": op("Liveness", None, {"type": "object"}, {})},
             "/readyz": {"get": op("Readiness", None, {"type": "object"}, {})},
+            **licences.PATHS,
+            **transfers.PATHS,
+            **customers.PATHS,
+            **customers.PUBLIC_PATHS,
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API token, tsk_…"}},
+        },
     }
 
 

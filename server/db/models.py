@@ -97,6 +97,11 @@ class Plan(Base):
     price_cents: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     notice_months: Mapped[int] = mapped_column(default=3)
+    renewal_rule: Mapped[str] = mapped_column(String(32), default="yearly", server_default="yearly")
+    reinstatement_rule: Mapped[str] = mapped_column(String(32), default="back-fees", server_default="back-fees")
+    renewal_price_cents: Mapped[int | None]  # yearly maintenance (or subscription) fee; None: price_cents
+    host_change_price_cents: Mapped[int | None]  # a charged host-ID change; None: no charged changes
+    dongle_replacement_price_cents: Mapped[int | None]  # without maintenance; None: price_cents
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     dongle_usb_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # "vvvv:pppp"
     created_at: Mapped[datetime]
@@ -144,6 +149,8 @@ class MaintenanceTerm(Base):
         CheckConstraint("starts_at < ends_at", name="span"),
         CheckConstraint("origin IN ('included', 'renewal', 'reinstatement', 'subscription')", name="origin"),
         Index("ix_maintenance_terms_licence_end", "licence_id", "ends_at"),
+        # A renewal job in several processes can never create the same term twice.
+        Index("ux_maintenance_terms_licence_start", "licence_id", "starts_at", unique=True),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
@@ -213,3 +220,113 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    user_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+
+
+class User(Base):
+    """A person at a customer or reseller. A customer has one system administrator and one deputy (003)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'support', 'reseller', 'customer-admin', 'customer-user')", name="role"),
+        CheckConstraint("contact IS NULL OR contact IN ('system-administrator', 'deputy')", name="contact"),
+        Index("ux_users_customer_contact", "customer_id", "contact", unique=True),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    contact: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class TransferRequest(Base):
+    """A host-ID change for a bound seat, waiting for support (rule 5)."""
+
+    __tablename__ = "transfer_requests"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'approved', 'denied')", name="state"),
+        CheckConstraint("reason IN ('hardware-change', 'defect', 'theft', 'reinstall')", name="reason"),
+        CheckConstraint("charge IS NULL OR charge IN ('free', 'charged')", name="charge"),
+        Index("ix_transfer_requests_state", "state", "requested_at"),
+        Index("ix_transfer_requests_licence", "licence_id", "state"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    activation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activations.id"))
+    reason: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    new_host: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    requested_by: Mapped[uuid.UUID]  # the named contact (a user)
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None]
+    decision_note: Mapped[str | None] = mapped_column(String(1000))
+    charge: Mapped[str | None] = mapped_column(String(10))
+    new_activation_id: Mapped[uuid.UUID | None]
+
+
+class LedgerEntry(Base):
+    """Who owes what for which licence and period. Money is integer cents with a currency."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('licence', 'renewal', 'extension', 'reinstatement', 'host-change', 'dongle-replacement')",
+            name="kind",
+        ),
+        CheckConstraint("amount_cents >= 0", name="amount"),
+        Index("ix_ledger_entries_reseller", "reseller_id", "created_at"),
+        Index("ix_ledger_entries_licence", "licence_id", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    amount_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+
+
+class DongleRevocation(Base):
+    """A lost, stolen or defective dongle's serial: never accepted again for its product (rule 6)."""
+
+    __tablename__ = "dongle_revocations"
+    __table_args__ = (CheckConstraint("reason IN ('lost', 'stolen', 'defective')", name="reason"),)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    reason: Mapped[str] = mapped_column(String(10))
+    replacement_serial: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    """Append-only and hash-chained, one chain per licence (and one for everything else)."""
+
+    __tablename__ = "audit_events"
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(100), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The head of each chain, locked while an event is appended: a deleted last event is detected."""
+
+    __tablename__ = "audit_chains"
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(64))

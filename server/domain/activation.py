@@ -32,6 +32,7 @@ class LiveSeat:
     id: uuid.UUID
     host: HostRecord
     dongle_serial: str | None
+    agent_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Reuse:
 
     activation_id: uuid.UUID
     rebind: bool  # the seat follows a dongle to a new host and a new agent key
+    agent_key: str = ""  # the key the seat was bound to until now
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,11 @@ def decide_activation(
             raise DongleRequired("this licence is bound to a dongle: plug it in and send its serial")
         for seat in candidates:
             if seat.dongle_serial == dongle_serial:
-                return Reuse(seat.id, rebind=True)
+                return Reuse(seat.id, rebind=True, agent_key=seat.agent_key)
     else:
         for seat in candidates:
             if seat.host.matches(presented):
-                return Reuse(seat.id, rebind=False)
+                return Reuse(seat.id, rebind=False, agent_key=seat.agent_key)
     if licence.seats_in_use >= licence.seats:
         if licence.model == "host-id":
             raise TransferRequired(

@@ -132,6 +132,61 @@ class ServiceUnavailable(DomainError):
     title = "Service unavailable"
 
 
+class RoleForbidden(Forbidden):
+    code = "role-forbidden"
+    title = "Your role may not do this"
+
+
+class NamedContactRequired(Forbidden):
+    code = "named-contact-required"
+    title = "Only the customer's named contacts may do this"
+
+
+class CancellationNotPossible(DomainError):
+    code = "cancellation-not-possible"
+    title = "Nothing to cancel"
+
+
+class MaintenanceLapsed(DomainError):
+    code = "maintenance-lapsed"
+    title = "Maintenance has lapsed"
+
+
+class MaintenanceCurrent(DomainError):
+    code = "maintenance-current"
+    title = "Maintenance has not lapsed"
+
+
+class QuotaExhausted(DomainError):
+    code = "quota-exhausted"
+    title = "Quota for this maintenance term used up"
+
+
+class TransferAlreadyDecided(DomainError):
+    code = "transfer-already-decided"
+    title = "Transfer request already decided"
+
+
+class TransferPending(DomainError):
+    code = "transfer-pending"
+    title = "A transfer request for this seat is already pending"
+
+
+class WrongBindingModel(DomainError):
+    code = "wrong-binding-model"
+    title = "Not possible for this licence's binding model"
+
+
+class ActivationRequired(ValidationFailed):
+    code = "activation-required"
+    title = "Name the seat to replace"
+
+
+class DongleRevoked(DomainError):
+    code = "dongle-revoked"
+    title = "Dongle revoked"
+
+
 # One table maps refusals to HTTP; a test asserts that every subclass has a row.
 HTTP_STATUS: dict[type[DomainError], int] = {
     DomainError: 400,
@@ -159,6 +214,17 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     Forbidden: 403,
     Conflict: 409,
     ServiceUnavailable: 503,
+    RoleForbidden: 403,
+    NamedContactRequired: 403,
+    CancellationNotPossible: 409,
+    MaintenanceLapsed: 409,
+    MaintenanceCurrent: 409,
+    QuotaExhausted: 409,
+    TransferAlreadyDecided: 409,
+    TransferPending: 409,
+    WrongBindingModel: 409,
+    ActivationRequired: 422,
+    DongleRevoked: 403,
 }
 
 

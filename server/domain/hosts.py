@@ -36,4 +36,3 @@ class HostRecord:
 
     def matches(self, presented: Iterable[Component]) -> bool:
         return len(self.components.intersection(presented)) >= self.match
-

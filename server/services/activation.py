@@ -23,6 +23,7 @@ from server.db.models import (
     Activation,
     ActivationDigest,
     AuthFailure,
+    DongleRevocation,
     Licence,
     MaintenanceTerm,
     Plan,
@@ -33,6 +34,7 @@ from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, 
 from server.domain.errors import (
     ActivationEnded,
     ActivationNotFound,
+    DongleRevoked,
     InvalidAgentKey,
     InvalidSignature,
     LicenceNotFound,
@@ -44,6 +46,7 @@ from server.domain.errors import (
 )
 from server.domain.hosts import HostRecord, key_hash, required_matches
 from server.domain.lease import check_status, lease_for
+from server.services import audit, moves
 from server.services.requests import (
     ActivationRequest,
     OfflineActivationRequest,
@@ -77,6 +80,7 @@ _LICENCE_COLUMNS = (
     Licence.seats,
     Licence.seats_in_use,
     Licence.fingerprint_salt,
+    Licence.product_id,
     Plan.kind,
     Plan.model,
     Plan.lease_days,
@@ -84,6 +88,7 @@ _LICENCE_COLUMNS = (
     Plan.tolerance,
     Plan.allow_virtual,
     Plan.features,
+    Plan.deactivations_per_term,
     Product.code,
     _latest_term_end.label("maint_until"),
 )
@@ -105,9 +110,14 @@ _LICENCE_BY_KEY = (
 _RECENT_FAILURES = select(AuthFailure.failures, AuthFailure.window_start).where(
     AuthFailure.address == bindparam("address")
 )
-_CANDIDATES_BY_DIGEST = select(
-    Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial
-).where(
+_CANDIDATE_COLUMNS = (
+    Activation.id,
+    Activation.host_components,
+    Activation.host_match,
+    Activation.dongle_serial,
+    Activation.agent_key,
+)
+_CANDIDATES_BY_DIGEST = select(*_CANDIDATE_COLUMNS).where(
     Activation.id.in_(
         select(ActivationDigest.activation_id).where(
             ActivationDigest.licence_id == bindparam("licence_id"),
@@ -116,9 +126,7 @@ _CANDIDATES_BY_DIGEST = select(
     ),
     Activation.ended_at.is_(None),
 )
-_CANDIDATES_BY_DONGLE = select(
-    Activation.id, Activation.host_components, Activation.host_match, Activation.dongle_serial
-).where(
+_CANDIDATES_BY_DONGLE = select(*_CANDIDATE_COLUMNS).where(
     Activation.licence_id == bindparam("licence_id"),
     Activation.dongle_serial == bindparam("dongle"),
     Activation.ended_at.is_(None),
@@ -129,6 +137,9 @@ _TAKE_SEAT = (
     .values(seats_in_use=Licence.seats_in_use + 1)
 )
 _INSERT_ACTIVATION = insert(Activation)
+_REVOKED = select(DongleRevocation.serial).where(
+    DongleRevocation.product_id == bindparam("product_id"), DongleRevocation.serial == bindparam("serial")
+)
 _INSERT_DIGESTS = insert(ActivationDigest)
 _REBIND = update(Activation).where(Activation.id == bindparam("activation_id"))
 _DROP_DIGESTS = delete(ActivationDigest).where(ActivationDigest.activation_id == bindparam("activation_id"))
@@ -236,6 +247,8 @@ def activate_unit(
         raise LicenceNotFound("no licence with this key for this product")
     presented = [(c.kind, c.digest) for c in request.fingerprint.components]
     dongle = request.dongle_serial if row.model == "dongle" else None
+    if dongle is not None and conn.execute(_REVOKED, {"product_id": row.product_id, "serial": dongle}).first():
+        raise DongleRevoked("this dongle was reported lost, stolen or defective: use its replacement")
     candidates = _candidates(conn, row.id, presented, dongle)
     licence = LicenceSnapshot(
         id=row.id,
@@ -279,26 +292,51 @@ def activate_unit(
         # The same host (or dongle) again, perhaps with a new agent key: the seat is rebound to it.
         conn.execute(_REBIND, {"activation_id": activation_id, **host_values})
         conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
+        conn.execute(_INSERT_DIGESTS, _digest_rows(row.id, activation_id, components))
+        if decision.agent_key != agent_key:
+            _audit_seat(conn, row.id, activation_id, "seat.rebind", request.hostname, now)
     else:
-        if conn.execute(_TAKE_SEAT, {"licence_id": row.id}).rowcount != 1:
-            raise SeatsExhausted(f"all {row.seats} seats are in use", seats=row.seats)
-        conn.execute(
-            _INSERT_ACTIVATION,
-            {
-                "id": activation_id,
-                "licence_id": row.id,
-                "dongle_serial": dongle,
-                "created_at": now,
-                "ended_at": None,
-                "end_reason": None,
-                **host_values,
-            },
-        )
-    conn.execute(
-        _INSERT_DIGESTS,
-        [{"licence_id": row.id, "digest": d, "activation_id": activation_id} for _, d in presented],
-    )
+        insert_seat(conn, row.id, row.seats, activation_id, host_values, dongle, now)
+        _audit_seat(conn, row.id, activation_id, "seat.activate", request.hostname, now)
     return grant
+
+
+def _digest_rows(licence_id: uuid.UUID, activation_id: uuid.UUID, components: list[list[str]]) -> list[dict[str, Any]]:
+    return [{"licence_id": licence_id, "digest": d, "activation_id": activation_id} for _, d in components]
+
+
+def _audit_seat(
+    conn: Connection, licence_id: uuid.UUID, activation_id: uuid.UUID, action: str, hostname: str, now: datetime
+) -> None:
+    audit.record(conn, chain=audit.licence_chain(licence_id), actor=f"agent:{activation_id}", action=action,
+                 subject=f"activation:{activation_id}", details={"hostname": hostname}, now=now)  # fmt: skip
+
+
+def insert_seat(
+    conn: Connection,
+    licence_id: uuid.UUID,
+    seats: int,
+    activation_id: uuid.UUID,
+    host_values: dict[str, Any],
+    dongle: str | None,
+    now: datetime,
+) -> None:
+    """Takes a seat (the conditional UPDATE refuses the one too many) and records the host holding it."""
+    if conn.execute(_TAKE_SEAT, {"licence_id": licence_id}).rowcount != 1:
+        raise SeatsExhausted(f"all {seats} seats are in use", seats=seats)
+    conn.execute(
+        _INSERT_ACTIVATION,
+        {
+            "id": activation_id,
+            "licence_id": licence_id,
+            "dongle_serial": dongle,
+            "created_at": now,
+            "ended_at": None,
+            "end_reason": None,
+            **host_values,
+        },
+    )
+    conn.execute(_INSERT_DIGESTS, _digest_rows(licence_id, activation_id, host_values["host_components"]))
 
 
 def _candidates(
@@ -313,6 +351,7 @@ def _candidates(
             id=r.id,
             host=HostRecord(frozenset((k, d) for k, d in r.host_components), r.host_match),
             dongle_serial=r.dongle_serial,
+            agent_key=r.agent_key,
         )
         for r in rows
     ]
@@ -452,27 +491,12 @@ def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: da
     return grant
 
 
-def end_activation(
-    conn: Connection, activation_id: uuid.UUID, licence_id: uuid.UUID, reason: str, now: datetime
-) -> None:
-    ended = conn.execute(
-        update(Activation)
-        .where(Activation.id == activation_id, Activation.ended_at.is_(None))
-        .values(ended_at=now, end_reason=reason)
-    )
-    if ended.rowcount != 1:
-        raise ActivationEnded("this activation has already ended")
-    conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
-    conn.execute(update(Licence).where(Licence.id == licence_id).values(seats_in_use=Licence.seats_in_use - 1))
-
-
 def deactivate_unit(
     conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime
 ) -> Deactivated:
     row, _ = _signed_unit(conn, activation_id, proof, proof_type, now, windowed=proof_type == DEACTIVATE_PROOF)
-    end_activation(
-        conn, activation_id, row.id, "deactivated" if proof_type == DEACTIVATE_PROOF else "offline-deactivated", now
-    )
+    reason = "deactivated" if proof_type == DEACTIVATE_PROOF else "offline-deactivated"
+    moves.self_service_release(conn, row, activation_id, reason, f"agent:{activation_id}", now)
     return Deactivated(str(activation_id), now)
 
 

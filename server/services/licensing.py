@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.db.database import Database
@@ -19,17 +19,24 @@ from server.db.models import (
     ApiToken,
     Customer,
     Licence,
-    MaintenanceTerm,
     Plan,
     Product,
     Release,
     Reseller,
+    TransferRequest,
+    User,
 )
+from server.domain import terms as rules
+from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
 from server.domain.calendar import add_months
 from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
+from server.services import audit
+from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
+from server.services.moves import quota_report
+from server.services.terms import add_term, load_terms, write_ledger
 
-ROLES = ("admin", "support", "reseller", "customer-admin", "customer-user")
+__all__ = ["ROLES", "LicensingService", "Principal"]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -54,13 +61,6 @@ class IssuedLicence:
     term_end: str
 
 
-@dataclass(frozen=True)
-class Principal:
-    token_id: uuid.UUID
-    role: str
-    owner_id: uuid.UUID | None
-
-
 def _one(conn: Connection, model: Any, column: Any, value: Any, what: str) -> Any:
     row = conn.execute(select(model.__table__).where(column == value)).first()
     if row is None:
@@ -81,11 +81,17 @@ def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[s
     _insert_unique(
         conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
     )
+    _vendor_event(conn, "product.add", f"product:{product_id}", {"code": code}, now)
     return {"id": str(product_id), "code": code, "name": name}
 
 
+def _vendor_event(conn: Connection, action: str, subject: str, details: dict[str, Any], now: datetime) -> None:
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action=action, subject=subject,
+                 details=details, now=now)  # fmt: skip
+
+
 def add_release(
-    conn: Connection, product: str, version: str, released: date, end_of_support: date | None
+    conn: Connection, product: str, version: str, released: date, end_of_support: date | None, now: datetime
 ) -> dict[str, Any]:
     product_row = _one(conn, Product, Product.code, product, "product")
     if end_of_support is not None and end_of_support < released:
@@ -103,13 +109,15 @@ def add_release(
         },
         f"release {product} {version}",
     )
+    _vendor_event(conn, "release.add", f"release:{release_id}", {"product": product, "version": version}, now)
     return {"id": str(release_id), "product": product, "version": version, "released": released.isoformat()}
 
 
 PLAN_FIELDS = (
     "kind", "model", "lease_days", "tolerance", "grace_days", "term_months", "allow_virtual",
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
-    "features", "dongle_usb_ids",
+    "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
+    "host_change_price_cents", "dongle_replacement_price_cents",
 )  # fmt: skip
 
 
@@ -124,18 +132,27 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
     for numeric in ("lease_days", "term_months"):
         if numeric in fields and fields[numeric] < 1:
             raise ValidationFailed(f"{numeric} must be at least 1")
-    for numeric in ("tolerance", "grace_days", "price_cents", "notice_months", "free_host_changes_per_term"):
-        if numeric in fields and fields[numeric] < 0:
+    for numeric in (
+        "tolerance", "grace_days", "price_cents", "notice_months", "free_host_changes_per_term",
+        "deactivations_per_term", "renewal_price_cents", "host_change_price_cents", "dongle_replacement_price_cents",
+    ):  # fmt: skip
+        if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")
+    if fields.get("renewal_rule", rules.YEARLY) not in rules.RENEWAL_RULES:
+        raise ValidationFailed(f"renewal_rule must be one of {', '.join(rules.RENEWAL_RULES)}")
+    if fields.get("reinstatement_rule", rules.BACK_FEES) not in rules.REINSTATEMENT_RULES:
+        raise ValidationFailed(f"reinstatement_rule must be one of {', '.join(rules.REINSTATEMENT_RULES)}")
     plan_id = uuid.uuid4()
     values = {"features": [], "dongle_usb_ids": []} | fields
     _insert_unique(conn, Plan, {"id": plan_id, "name": name, "created_at": now, **values}, f"plan {name!r}")
+    _vendor_event(conn, "plan.add", f"plan:{plan_id}", {"name": name, **values}, now)
     return {"id": str(plan_id), "name": name, **values}
 
 
 def add_reseller(conn: Connection, name: str, now: datetime) -> dict[str, Any]:
     reseller_id = uuid.uuid4()
     _insert_unique(conn, Reseller, {"id": reseller_id, "name": name, "created_at": now}, f"reseller {name!r}")
+    _vendor_event(conn, "reseller.add", f"reseller:{reseller_id}", {"name": name}, now)
     return {"id": str(reseller_id), "name": name}
 
 
@@ -148,13 +165,18 @@ def add_customer(conn: Connection, name: str, reseller: str | None, now: datetim
         {"id": customer_id, "name": name, "reseller_id": reseller_id, "created_at": now},
         f"customer {name!r}",
     )
+    _vendor_event(conn, "customer.add", f"customer:{customer_id}", {"name": name, "reseller": reseller}, now)
     return {"id": str(customer_id), "name": name, "reseller": reseller}
 
 
-def issue_licence(conn: Connection, customer: str, product: str, plan: str, seats: int, now: datetime) -> IssuedLicence:
-    if seats < 1 or seats > 1_000_000:
+def issue_licence(
+    conn: Connection, who: Principal, customer: str, product: str, plan: str, seats: int, now: datetime
+) -> IssuedLicence:
+    """A new licence; its key is shown once. A reseller issues only for its own customers (002)."""
+    who.may("licence:issue")
+    if isinstance(seats, bool) or not 1 <= seats <= 1_000_000:
         raise ValidationFailed("seats must be between 1 and 1,000,000")
-    customer_row = _one(conn, Customer, Customer.name, customer, "customer")
+    customer_row = customer_in_scope(conn, who, customer)
     product_row = _one(conn, Product, Product.code, product, "product")
     plan_row = _one(conn, Plan, Plan.name, plan, "plan")
     key = new_licence_key()
@@ -174,69 +196,78 @@ def issue_licence(conn: Connection, customer: str, product: str, plan: str, seat
             created_at=now,
         )
     )
-    # Perpetual: the first maintenance year comes with the purchase (000, 003).
+    # Perpetual: the first maintenance year comes with the purchase and renews after it (000, 003).
     # Subscription: the paid term is both the right of use and its maintenance (000).
     term_end = add_months(now, plan_row.term_months)
-    conn.execute(
-        insert(MaintenanceTerm).values(
-            id=uuid.uuid4(),
-            licence_id=licence_id,
-            starts_at=now,
-            ends_at=term_end,
-            origin="included" if plan_row.kind == "perpetual" else "subscription",
-            auto_renew=plan_row.kind == "subscription",
-        )
-    )
-    return IssuedLicence(str(licence_id), key, product, plan, seats, customer, term_end.isoformat())
+    origin = "included" if plan_row.kind == "perpetual" else "subscription"
+    add_term(conn, licence_id, now, term_end, origin, auto=True)
+    licence = conn.execute(select(Licence.__table__).where(Licence.id == licence_id)).one()
+    entry = write_ledger(
+        conn, licence, kind="licence", amount_cents=plan_row.price_cents, currency=plan_row.currency,
+        actor=who.actor, now=now, period=(now, term_end), note=f"{seats} seat(s) of {product}",
+    )  # fmt: skip
+    audit.record(conn, chain=audit.licence_chain(licence_id), actor=who.actor, action="licence.issue",
+                 subject=f"licence:{licence_id}", details={"customer": str(customer_row.id), "product": product,
+                 "plan": plan, "seats": seats, "ledger": entry["id"]}, now=now)  # fmt: skip
+    return IssuedLicence(str(licence_id), key, product, plan, seats, customer_row.name, term_end.isoformat())
 
 
-def _licence_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"no licence {text!r}") from None
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
-def show_licence(conn: Connection, licence_id: str) -> dict[str, Any]:
-    lid = _licence_id(licence_id)
-    row = conn.execute(
-        select(
-            Licence.__table__,
-            Plan.name.label("plan"),
-            Product.code.label("product"),
-            Customer.name.label("customer"),
-        )
-        .join(Plan, Plan.id == Licence.plan_id)
-        .join(Product, Product.id == Licence.product_id)
-        .join(Customer, Customer.id == Licence.customer_id)
-        .where(Licence.id == lid)
-    ).first()
-    if row is None:
-        raise NotFound(f"no licence {licence_id!r}")
-    licence = row
-    terms = conn.execute(
-        select(MaintenanceTerm.__table__).where(MaintenanceTerm.licence_id == lid).order_by(MaintenanceTerm.starts_at)
-    )
+def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetime) -> dict[str, Any]:
+    """Everything about one licence its viewer may see: seats, activations, terms, quotas left."""
+    who.may("licence:read")
+    licence = licence_in_scope(conn, who, licence_id)
+    plan = plan_values(conn, licence.plan_id)
+    terms = load_terms(conn, licence.id)
+    current = rules.current_term(terms, now)
+    latest = rules.latest_term(terms)
     activations = conn.execute(
-        select(Activation.__table__).where(Activation.licence_id == lid).order_by(Activation.created_at)
+        select(Activation.__table__).where(Activation.licence_id == licence.id).order_by(Activation.created_at)
     )
+    pending = conn.execute(
+        select(func.count()).where(TransferRequest.licence_id == licence.id, TransferRequest.state == "pending")
+    ).scalar_one()
     return {
         "id": str(licence.id),
-        "customer": row.customer,
-        "product": row.product,
-        "plan": row.plan,
+        "customer": licence.customer,
+        "customer_id": str(licence.customer_id),
+        "product": licence.product,
+        "plan": licence.plan,
+        "kind": plan.kind,
+        "model": plan.model,
         "status": licence.status,
         "seats": licence.seats,
         "seats_in_use": licence.seats_in_use,
         "key_hint": "…" + licence.key_hint,
-        "terms": [{"start": t.starts_at.isoformat(), "end": t.ends_at.isoformat(), "origin": t.origin} for t in terms],
+        "maintenance": {
+            "state": "current" if current else ("lapsed" if rules.is_lapsed(terms, now) else "future"),
+            "until": _iso(rules.maintenance_until(terms)),
+            "auto_renew": bool(latest and latest.auto_renew and latest.cancelled_at is None),
+            "cancelled_at": _iso(latest.cancelled_at) if latest else None,
+        },
+        "terms": [
+            {
+                "start": t.start.isoformat(),
+                "end": t.end.isoformat(),
+                "origin": t.origin,
+                "auto_renew": t.auto_renew,
+                "cancelled_at": _iso(t.cancelled_at),
+            }
+            for t in terms
+        ],
+        "quotas": quota_report(conn, licence, plan, now),
+        "pending_transfers": int(pending),
         "activations": [
             {
                 "id": str(a.id),
                 "hostname": a.hostname,
+                "dongle_serial": a.dongle_serial,
                 "created_at": a.created_at.isoformat(),
-                "last_refresh": a.refreshed_at.isoformat(),
-                "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+                "last_seen": a.refreshed_at.isoformat(),
+                "ended_at": _iso(a.ended_at),
                 "end_reason": a.end_reason,
             }
             for a in activations
@@ -244,70 +275,105 @@ def show_licence(conn: Connection, licence_id: str) -> dict[str, Any]:
     }
 
 
-def list_licences(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(Licence.id, Licence.seats, Licence.seats_in_use, Licence.status, Product.code, Customer.name)
+def list_licences(conn: Connection, who: Principal) -> list[dict[str, Any]]:
+    who.may("licence:read")
+    statement = (
+        select(Licence.id, Licence.seats, Licence.seats_in_use, Licence.status, Product.code, Customer.name,
+               Customer.id.label("customer_id"))
         .join(Product, Product.id == Licence.product_id)
         .join(Customer, Customer.id == Licence.customer_id)
         .order_by(Customer.name, Licence.created_at)
-    )
+    )  # fmt: skip
+    if who.role == RESELLER:
+        statement = statement.where(Customer.reseller_id == who.owner_id)
+    elif who.role in CUSTOMER_ROLES:
+        statement = statement.where(Customer.id == who.owner_id)
     return [
         {
             "id": str(r.id),
             "customer": r.name,
+            "customer_id": str(r.customer_id),
             "product": r.code,
             "seats": r.seats,
             "seats_in_use": r.seats_in_use,
             "status": r.status,
         }
-        for r in rows
+        for r in conn.execute(statement)
     ]
 
 
-def set_licence_status(conn: Connection, licence_id: str, status: str) -> dict[str, Any]:
+def set_licence_status(conn: Connection, who: Principal, licence_id: str, status: str, now: datetime) -> dict[str, Any]:
+    who.may("licence:status")
     if status not in ("active", "suspended", "revoked"):
         raise ValidationFailed("status must be active, suspended or revoked")
-    lid = _licence_id(licence_id)
-    current = conn.execute(select(Licence.status).where(Licence.id == lid)).scalar_one_or_none()
-    if current is None:
-        raise NotFound(f"no licence {licence_id!r}")
-    if current == "revoked" and status != "revoked":
+    licence = licence_in_scope(conn, who, licence_id, lock=True)
+    if licence.status == "revoked" and status != "revoked":
         raise Conflict("a revoked licence stays revoked: issue a new one")
-    conn.execute(update(Licence).where(Licence.id == lid).values(status=status))
-    return {"id": licence_id, "status": status}
+    conn.execute(update(Licence).where(Licence.id == licence.id).values(status=status))
+    audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action=f"licence.{status}",
+                 subject=f"licence:{licence.id}", details={"from": licence.status}, now=now)  # fmt: skip
+    return {"id": str(licence.id), "status": status}
 
 
-def create_api_token(conn: Connection, role: str, owner: str | None, label: str, now: datetime) -> dict[str, Any]:
-    if role not in ROLES:
-        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
-    owner_id: uuid.UUID | None = None
-    if role == "reseller":
-        owner_id = _one(conn, Reseller, Reseller.name, owner, "reseller").id if owner else None
-    elif role.startswith("customer"):
-        owner_id = _one(conn, Customer, Customer.name, owner, "customer").id if owner else None
-    if role in ("reseller", "customer-admin", "customer-user") and owner_id is None:
-        raise ValidationFailed(f"a {role} token needs --owner (the {role.split('-')[0]}'s name)")
+def create_token_row(
+    conn: Connection, role: str, owner_id: uuid.UUID | None, label: str, now: datetime, user_id: uuid.UUID | None
+) -> dict[str, Any]:
     token = "tsk_" + secrets.token_urlsafe(32)
     token_id = uuid.uuid4()
     conn.execute(
         insert(ApiToken).values(
-            id=token_id, token_hash=token_hash(token), role=role, owner_id=owner_id, label=label, created_at=now
+            id=token_id, token_hash=token_hash(token), role=role, owner_id=owner_id, label=label, created_at=now,
+            user_id=user_id,
         )
-    )
-    return {"id": str(token_id), "token": token, "role": role, "owner": owner}
+    )  # fmt: skip
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action="token.create",
+                 subject=f"token:{token_id}", details={"role": role, "label": label}, now=now)  # fmt: skip
+    return {"id": str(token_id), "token": token, "role": role}
+
+
+def create_api_token(
+    conn: Connection, role: str, owner: str | None, label: str, now: datetime, user: str | None = None
+) -> dict[str, Any]:
+    """The operator's `tessera-admin token create`: a token for a role, its owner and, for people, its user."""
+    if role not in ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+    owner_id: uuid.UUID | None = None
+    if role == RESELLER:
+        owner_id = _one(conn, Reseller, Reseller.name, owner, "reseller").id if owner else None
+    elif role in CUSTOMER_ROLES:
+        owner_id = _one(conn, Customer, Customer.name, owner, "customer").id if owner else None
+    if role in (RESELLER, *CUSTOMER_ROLES) and owner_id is None:
+        raise ValidationFailed(f"a {role} token needs --owner (the {role.split('-')[0]}'s name)")
+    user_id = None
+    if user is not None:
+        person = conn.execute(select(User.__table__).where(User.email == user.lower())).first()
+        if person is None or person.role != role or (owner_id is not None and person.customer_id != owner_id):
+            raise NotFound(f"no {role} user {user!r} at {owner!r}")
+        user_id = person.id
+    return create_token_row(conn, role, owner_id, label, now, user_id) | {"owner": owner}
 
 
 def authenticate(conn: Connection, token: str) -> Principal:
     digest = token_hash(token)
-    row = conn.execute(
-        select(ApiToken.id, ApiToken.role, ApiToken.owner_id, ApiToken.token_hash).where(
-            ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
-        )
-    ).first()
+    row = conn.execute(_TOKEN_BY_HASH, {"digest": digest}).first()
     # The lookup is by hash; the comparison is constant-time all the same.
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
+    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.user_disabled is not None:
         raise Unauthorised("unknown or revoked API token")
-    return Principal(row.id, row.role, row.owner_id)
+    return Principal(role=row.role, owner_id=row.owner_id, token_id=row.id, user_id=row.user_id)
+
+
+_TOKEN_BY_HASH = (
+    select(
+        ApiToken.id,
+        ApiToken.role,
+        ApiToken.owner_id,
+        ApiToken.token_hash,
+        ApiToken.user_id,
+        User.disabled_at.label("user_disabled"),
+    )
+    .outerjoin(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None))
+)
 
 
 class LicensingService:
@@ -316,9 +382,3 @@ class LicensingService:
 
     async def authenticate(self, token: str) -> Principal:
         return await self.db.run(authenticate, token)
-
-    async def show_licence(self, licence_id: str) -> dict[str, Any]:
-        return await self.db.run(show_licence, licence_id)
-
-    async def list_licences(self) -> list[dict[str, Any]]:
-        return await self.db.run(list_licences)

@@ -67,3 +67,60 @@ class ProofClaims(Strict):
     sub: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     nonce: Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U)]
     iat: int
+
+
+# -- customer, support and reseller APIs ------------------------------------
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=Printable)]
+Note = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=Printable)]
+Email = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+Serial = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable)]
+
+
+class TransferRequestBody(Strict):
+    """A host-ID change: the seat to move (optional when the licence has one bound seat) and the new host
+    (what `tessera-agent transfer-request` sends; the customer API may leave it out)."""
+
+    reason: Literal["hardware-change", "defect", "theft", "reinstall"]
+    activation_id: Identifier | None = None
+    new_host: ActivationRequest | None = None
+
+
+class DecisionBody(Strict):
+    note: Note | None = None
+
+
+class DenyBody(Strict):
+    note: Note
+
+
+class DongleReplacementBody(Strict):
+    reason: Literal["lost", "stolen", "defective"]
+    new_serial: Serial
+
+
+class RenewalBody(Strict):
+    years: int = Field(ge=1, le=10)
+
+
+class IssueLicenceBody(Strict):
+    customer: Identifier
+    product: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    plan: Name
+    seats: int = Field(ge=1, le=1_000_000)
+
+
+class NewUserBody(Strict):
+    name: Name
+    email: Email
+    role: Literal["customer-admin", "customer-user"]
+
+
+class ContactsBody(Strict):
+    system_administrator: Identifier
+    deputy: Identifier
+
+
+class LicenceStatusBody(Strict):
+    status: Literal["active", "suspended", "revoked"]

@@ -1,0 +1,167 @@
+"""Who am I; a customer's users and named contacts; a reseller's settlement; the audit trail;
+the signed list of revoked dongles."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+from aiohttp import web
+
+from server.api.auth import bearer_op, now, principal, query_int, run
+from server.api.context import SERVICES, SIGNER
+from server.api.problems import json_response, read_model
+from server.domain.errors import ValidationFailed
+from server.services import audit, people, terms, transfers
+from server.services.requests import ContactsBody, NewUserBody
+
+routes = web.RouteTableDef()
+REVOCATIONS_TTL = timedelta(days=7)
+
+
+@routes.get("/v1/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    who = await principal(request)
+    return json_response(
+        {
+            "role": who.role,
+            "owner_id": str(who.owner_id) if who.owner_id else None,
+            "user_id": str(who.user_id) if who.user_id else None,
+        }
+    )
+
+
+@routes.get("/v1/customers/{customer_id}/users")
+async def list_users(request: web.Request) -> web.Response:
+    return json_response(await run(request, people.list_users, request.match_info["customer_id"]))
+
+
+@routes.post("/v1/customers/{customer_id}/users")
+async def add_user(request: web.Request) -> web.Response:
+    body = await read_model(request, NewUserBody)
+    result = await run(
+        request, people.add_user, request.match_info["customer_id"], body.name, body.email, body.role, now()
+    )
+    return json_response(result, status=201)
+
+
+@routes.delete("/v1/customers/{customer_id}/users/{user_id}")
+async def disable_user(request: web.Request) -> web.Response:
+    result = await run(
+        request, people.disable_user, request.match_info["customer_id"], request.match_info["user_id"], now()
+    )
+    return json_response(result)
+
+
+@routes.put("/v1/customers/{customer_id}/contacts")
+async def set_contacts(request: web.Request) -> web.Response:
+    body = await read_model(request, ContactsBody)
+    result = await run(
+        request, people.set_contacts, request.match_info["customer_id"], body.system_administrator, body.deputy, now()
+    )
+    return json_response(result)
+
+
+@routes.get("/v1/resellers/{reseller_id}/settlement")
+async def settlement(request: web.Request) -> web.Response:
+    year = query_int(request, "year", now().year, 2000, 2200)
+    output = request.query.get("format", "json")
+    if output not in ("json", "csv"):
+        raise ValidationFailed("format must be json or csv")
+    report = await run(request, terms.settlement, request.match_info["reseller_id"], year)
+    if output == "json":
+        return json_response(report)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["created_at", "customer", "licence_id", "kind", "period_start", "period_end", "amount_cents", "currency"]
+    writer.writerow(columns)
+    for entry in report["entries"]:
+        writer.writerow([_csv_cell(entry[c]) for c in columns])
+    filename = f"settlement-{report['reseller']['name']}-{year}.csv".replace('"', "")
+    return web.Response(
+        text=buffer.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # A spreadsheet must not run a customer's name as a formula (CSV injection).
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@routes.get("/v1/audit")
+async def audit_events(request: web.Request) -> web.Response:
+    subject = request.query.get("subject")
+    if subject is not None and not 1 <= len(subject) <= 100:
+        raise ValidationFailed("subject must be 1 to 100 characters")
+    return json_response(await run(request, audit.list_events, subject, query_int(request, "limit", 100, 1, 1000)))
+
+
+@routes.get("/v1/products/{product}/dongle-revocations")
+async def dongle_revocations(request: web.Request) -> web.Response:
+    """Public and signed: agents fetch it on refresh and refuse a revoked dongle (rule 6)."""
+    product = request.match_info["product"]
+    if not 1 <= len(product) <= 64:
+        raise ValidationFailed("product code must be 1 to 64 characters")
+    serials = await request.app[SERVICES].db.run(transfers.revoked_serials, product)
+    signed = request.app[SIGNER].sign_revocations(product, [s["serial"] for s in serials], now(), REVOCATIONS_TTL)
+    return json_response({"product": product, "revoked": serials, "signed": signed})
+
+
+CUSTOMER = ("customer_id",)
+PATHS = {
+    "/v1/whoami": {"get": bearer_op("The caller's role and owner")},
+    "/v1/customers/{customer_id}/users": {
+        "get": bearer_op("A customer's users and named contacts", params=CUSTOMER),
+        "post": bearer_op(
+            "Add a user (customer-admin, reseller, admin)", body="NewUserBody", ok="201", params=CUSTOMER
+        ),
+    },
+    "/v1/customers/{customer_id}/users/{user_id}": {
+        "delete": bearer_op("Disable a user and revoke its tokens", params=("customer_id", "user_id"))
+    },
+    "/v1/customers/{customer_id}/contacts": {
+        "put": bearer_op("Name the system administrator and deputy", body="ContactsBody", params=CUSTOMER)
+    },
+    "/v1/resellers/{reseller_id}/settlement": {
+        "get": bearer_op(
+            "A reseller's yearly settlement (JSON or CSV)",
+            params=("reseller_id",),
+            query={
+                "year": {"type": "integer", "minimum": 2000, "maximum": 2200},
+                "format": {"type": "string", "enum": ["json", "csv"]},
+            },
+        )
+    },
+    "/v1/audit": {
+        "get": bearer_op(
+            "Audit events (admin, support)",
+            ok_schema={"type": "array", "items": {"type": "object"}},
+            query={
+                "subject": {"type": "string", "minLength": 1, "maxLength": 100},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+            },
+        )
+    },
+}
+PATHS["/v1/resellers/{reseller_id}/settlement"]["get"]["responses"]["200"]["content"]["text/csv"] = {
+    "schema": {"type": "string"}
+}
+PUBLIC_PATHS = {
+    "/v1/products/{product}/dongle-revocations": {
+        "get": {
+            "summary": "Signed list of revoked dongle serials",
+            "parameters": [{"name": "product", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "default": {
+                    "description": "problem",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,120 @@
+"""Licences as each role sees them: customers their own, resellers their customers', staff all.
+Renewals, cancellations, reinstatements, entitlements, seats released and dongles replaced."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.auth import bearer_op, now, run
+from server.api.problems import json_response, read_model
+from server.services import licensing, moves, terms, transfers
+from server.services.requests import DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, RenewalBody
+
+routes = web.RouteTableDef()
+LICENCE = ("licence_id",)
+
+
+@routes.get("/v1/licences")
+async def list_licences(request: web.Request) -> web.Response:
+    return json_response(await run(request, licensing.list_licences))
+
+
+@routes.post("/v1/licences")
+async def issue_licence(request: web.Request) -> web.Response:
+    body = await read_model(request, IssueLicenceBody)
+    issued = await run(request, licensing.issue_licence, body.customer, body.product, body.plan, body.seats, now())
+    return json_response(issued.__dict__, status=201)
+
+
+@routes.get("/v1/licences/{licence_id}")
+async def show_licence(request: web.Request) -> web.Response:
+    return json_response(await run(request, licensing.show_licence, request.match_info["licence_id"], now()))
+
+
+@routes.get("/v1/licences/{licence_id}/entitlements")
+async def entitlements(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.entitlements, request.match_info["licence_id"]))
+
+
+@routes.get("/v1/licences/{licence_id}/ledger")
+async def ledger(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.licence_ledger, request.match_info["licence_id"]))
+
+
+@routes.post("/v1/licences/{licence_id}/renewals")
+async def renew(request: web.Request) -> web.Response:
+    body = await read_model(request, RenewalBody)
+    result = await run(request, terms.renew, request.match_info["licence_id"], body.years, now())
+    return json_response(result, status=201)
+
+
+@routes.post("/v1/licences/{licence_id}/cancellation")
+async def cancel(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.cancel_renewal, request.match_info["licence_id"], now()))
+
+
+@routes.get("/v1/licences/{licence_id}/reinstatement")
+async def reinstatement_quote(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.reinstatement_quote, request.match_info["licence_id"], now()))
+
+
+@routes.post("/v1/licences/{licence_id}/reinstatement")
+async def reinstate(request: web.Request) -> web.Response:
+    result = await run(request, terms.reinstate, request.match_info["licence_id"], now())
+    return json_response(result, status=201)
+
+
+@routes.post("/v1/licences/{licence_id}/status")
+async def set_status(request: web.Request) -> web.Response:
+    body = await read_model(request, LicenceStatusBody)
+    return json_response(
+        await run(request, licensing.set_licence_status, request.match_info["licence_id"], body.status, now())
+    )
+
+
+@routes.post("/v1/activations/{activation_id}/release")
+async def release_seat(request: web.Request) -> web.Response:
+    return json_response(await run(request, moves.release_seat, request.match_info["activation_id"], now()))
+
+
+@routes.post("/v1/activations/{activation_id}/dongle-replacement")
+async def replace_dongle(request: web.Request) -> web.Response:
+    body = await read_model(request, DongleReplacementBody)
+    result = await run(
+        request, transfers.replace_dongle, request.match_info["activation_id"], body.reason, body.new_serial, now()
+    )
+    return json_response(result, status=201)
+
+
+ACTIVATION = ("activation_id",)
+PATHS = {
+    "/v1/licences": {
+        "get": bearer_op("Licences the caller may see", ok_schema={"type": "array", "items": {"type": "object"}}),
+        "post": bearer_op("Issue a licence (admin, reseller)", body="IssueLicenceBody", ok="201"),
+    },
+    "/v1/licences/{licence_id}": {"get": bearer_op("A licence: seats, activations, terms, quotas", params=LICENCE)},
+    "/v1/licences/{licence_id}/entitlements": {"get": bearer_op("Releases the licence may run", params=LICENCE)},
+    "/v1/licences/{licence_id}/ledger": {
+        "get": bearer_op("Ledger entries", params=LICENCE, ok_schema={"type": "array", "items": {"type": "object"}})
+    },
+    "/v1/licences/{licence_id}/renewals": {
+        "post": bearer_op("Renew or extend (admin, reseller)", body="RenewalBody", ok="201", params=LICENCE)
+    },
+    "/v1/licences/{licence_id}/cancellation": {"post": bearer_op("Cancel auto-renewal", params=LICENCE)},
+    "/v1/licences/{licence_id}/reinstatement": {
+        "get": bearer_op("Quote the back-fees of a lapsed licence", params=LICENCE),
+        "post": bearer_op("Reinstate lapsed maintenance (admin, reseller)", ok="201", params=LICENCE),
+    },
+    "/v1/licences/{licence_id}/status": {
+        "post": bearer_op("Suspend, reactivate or revoke (admin)", body="LicenceStatusBody", params=LICENCE)
+    },
+    "/v1/activations/{activation_id}/release": {"post": bearer_op("Release a lost machine's seat", params=ACTIVATION)},
+    "/v1/activations/{activation_id}/dongle-replacement": {
+        "post": bearer_op(
+            "Replace a lost, stolen or defective dongle (support)",
+            body="DongleReplacementBody",
+            ok="201",
+            params=ACTIVATION,
+        )
+    },
+}

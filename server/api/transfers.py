@@ -1,0 +1,57 @@
+"""Host-ID transfers: a named contact asks (customer API or `tessera-agent transfer-request`), support decides."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.auth import bearer_op, now, query_choice, run
+from server.api.problems import json_response, read_model
+from server.services import transfers
+from server.services.requests import DecisionBody, DenyBody, TransferRequestBody
+
+routes = web.RouteTableDef()
+STATES = ("pending", "approved", "denied")
+
+
+@routes.get("/v1/transfers")
+async def list_transfers(request: web.Request) -> web.Response:
+    return json_response(await run(request, transfers.list_transfers, query_choice(request, "state", STATES)))
+
+
+@routes.post("/v1/transfers")
+async def request_transfer(request: web.Request) -> web.Response:
+    body = await read_model(request, TransferRequestBody)
+    return json_response(await run(request, transfers.request_transfer, body, now()), status=201)
+
+
+@routes.post("/v1/transfers/{transfer_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    body = await read_model(request, DecisionBody)
+    result = await run(request, transfers.decide_transfer, request.match_info["transfer_id"], True, body.note, now())
+    return json_response(result)
+
+
+@routes.post("/v1/transfers/{transfer_id}/deny")
+async def deny(request: web.Request) -> web.Response:
+    body = await read_model(request, DenyBody)
+    result = await run(request, transfers.decide_transfer, request.match_info["transfer_id"], False, body.note, now())
+    return json_response(result)
+
+
+TRANSFER = ("transfer_id",)
+PATHS = {
+    "/v1/transfers": {
+        "get": bearer_op(
+            "Transfer requests the caller may see",
+            ok_schema={"type": "array", "items": {"type": "object"}},
+            query={"state": {"type": "string", "enum": list(STATES)}},
+        ),
+        "post": bearer_op("Request a host-ID transfer (a named contact)", body="TransferRequestBody", ok="201"),
+    },
+    "/v1/transfers/{transfer_id}/approve": {
+        "post": bearer_op("Approve (support)", body="DecisionBody", params=TRANSFER)
+    },
+    "/v1/transfers/{transfer_id}/deny": {
+        "post": bearer_op("Deny with a reason (support)", body="DenyBody", params=TRANSFER)
+    },
+}

@@ -1,0 +1,38 @@
+"""Who may do what (DESIGN section 1 and issue #4's roles). Tenancy (whose objects) is checked by the services."""
+
+from __future__ import annotations
+
+from server.domain.errors import RoleForbidden
+
+ADMIN = "admin"
+SUPPORT = "support"
+RESELLER = "reseller"
+CUSTOMER_ADMIN = "customer-admin"
+CUSTOMER_USER = "customer-user"
+ROLES = (ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN, CUSTOMER_USER)
+CUSTOMER_ROLES = frozenset({CUSTOMER_ADMIN, CUSTOMER_USER})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "licence:read": frozenset(ROLES),
+    "licence:issue": frozenset({ADMIN, RESELLER}),
+    "licence:renew": frozenset({ADMIN, RESELLER}),
+    "licence:reinstate": frozenset({ADMIN, RESELLER}),
+    "licence:cancel": frozenset({ADMIN, RESELLER, CUSTOMER_ADMIN}),
+    "licence:status": frozenset({ADMIN}),
+    "seat:release": frozenset({ADMIN, SUPPORT, CUSTOMER_ADMIN}),
+    "transfer:read": frozenset(ROLES),
+    "transfer:request": frozenset({CUSTOMER_ADMIN, CUSTOMER_USER}),  # and only a named contact
+    "transfer:decide": frozenset({ADMIN, SUPPORT}),
+    "dongle:replace": frozenset({ADMIN, SUPPORT}),
+    "users:read": frozenset({ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN, CUSTOMER_USER}),
+    "users:manage": frozenset({ADMIN, RESELLER, CUSTOMER_ADMIN}),
+    "settlement:read": frozenset({ADMIN, RESELLER}),
+    "ledger:read": frozenset({ADMIN, SUPPORT, RESELLER}),
+    "audit:read": frozenset({ADMIN, SUPPORT}),
+}
+
+
+def require(role: str, action: str) -> None:
+    allowed = PERMISSIONS[action]
+    if role not in allowed:
+        raise RoleForbidden(f"the {role} role may not do {action}", action=action, role=role)

@@ -1,0 +1,102 @@
+"""Append to and verify the hash-chained audit trail. Appending locks the chain's head row, so
+several server processes append in turn; licence chains are already serialised by the licence lock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from server.db.models import AuditChain, AuditEvent
+from server.domain.audit import GENESIS, Break, Event, event_hash, verify_chain
+from server.services.access import Principal
+
+VENDOR_CHAIN = "vendor"
+
+
+def licence_chain(licence_id: uuid.UUID) -> str:
+    return f"licence:{licence_id}"
+
+
+def record(
+    conn: Connection,
+    *,
+    chain: str,
+    actor: str,
+    action: str,
+    subject: str,
+    details: Mapping[str, Any],
+    now: datetime,
+) -> int:
+    head_query = select(AuditChain.seq, AuditChain.hash).where(AuditChain.chain == chain).with_for_update()
+    head = conn.execute(head_query).first()
+    if head is None:
+        # The first event of a chain creates its head; of two racing first events one inserts, both then lock it.
+        new_head = {"chain": chain, "seq": 0, "hash": GENESIS}
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(AuditChain).values(**new_head).on_conflict_do_nothing())
+        head = conn.execute(head_query).one()
+    seq, previous = head.seq + 1, head.hash
+    event = Event(chain, seq, now, actor, action, subject, dict(details))
+    digest = event_hash(previous, event)
+    conn.execute(
+        insert(AuditEvent).values(
+            chain=chain,
+            seq=seq,
+            at=now,
+            actor=actor,
+            action=action,
+            subject=subject,
+            details=dict(details),
+            hash=digest,
+        )
+    )
+    conn.execute(update(AuditChain).where(AuditChain.chain == chain).values(seq=seq, hash=digest))
+    return seq
+
+
+def verify(conn: Connection) -> dict[str, Any]:
+    """Every chain walked in order; a head without events and events without a head are both breaks."""
+    heads = {r.chain: (r.seq, r.hash) for r in conn.execute(select(AuditChain.chain, AuditChain.seq, AuditChain.hash))}
+    rows = conn.execute(select(AuditEvent.__table__).order_by(AuditEvent.chain, AuditEvent.seq))
+    breaks: list[Break] = []
+    chains: dict[str, list[tuple[Event, str]]] = {}
+    events = 0
+    for r in rows:
+        chains.setdefault(r.chain, []).append(
+            (Event(r.chain, r.seq, r.at, r.actor, r.action, r.subject, r.details), r.hash)
+        )
+        events += 1
+    for chain in sorted(set(chains) | set(heads)):
+        breaks.extend(verify_chain(chain, chains.get(chain, []), heads.get(chain)))
+    return {
+        "ok": not breaks,
+        "chains": len(set(chains) | set(heads)),
+        "events": events,
+        "breaks": [{"chain": b.chain, "seq": b.seq, "problem": b.problem} for b in breaks],
+    }
+
+
+def list_events(conn: Connection, who: Principal, subject: str | None, limit: int) -> list[dict[str, Any]]:
+    who.may("audit:read")
+    statement = select(AuditEvent.__table__).order_by(AuditEvent.at.desc(), AuditEvent.seq.desc()).limit(limit)
+    if subject:
+        statement = statement.where(AuditEvent.subject == subject)
+    return [
+        {
+            "chain": r.chain,
+            "seq": r.seq,
+            "at": r.at.isoformat(),
+            "actor": r.actor,
+            "action": r.action,
+            "subject": r.subject,
+            "details": r.details,
+            "hash": r.hash,
+        }
+        for r in conn.execute(statement)
+    ]
