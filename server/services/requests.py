@@ -101,14 +101,14 @@ class DongleReplacementBody(Strict):
 
 
 class RenewalBody(Strict):
-    years: int = Field(ge=1, le=10)
+    years: int = Field(strict=True, ge=1, le=10)
 
 
 class IssueLicenceBody(Strict):
     customer: Identifier
     product: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
     plan: Name
-    seats: int = Field(ge=1, le=1_000_000)
+    seats: int = Field(strict=True, ge=1, le=1_000_000)
 
 
 class NewUserBody(Strict):
