@@ -27,12 +27,21 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 
 T = TypeVar("T")
 Unit = Callable[..., Any]
 
 BATCH_LIMIT = 256
+
+# PostgreSQL outages must fail fast, never hang a request (docs/FAULTS.md). A refused or black-holed connect
+# gives up after CONNECT_TIMEOUT; a request waiting for a pooled connection after POOL_TIMEOUT; a whole unit of
+# work (checkout, statements, commit) after UNIT_TIMEOUT, which also covers a server that stops answering on
+# an open connection. Units are small OLTP transactions, and the agent gives up after 15 s: answer before.
+CONNECT_TIMEOUT = 5.0
+POOL_TIMEOUT = 5.0
+UNIT_TIMEOUT = 10.0
 
 
 class DatabaseUnavailable(Exception):
@@ -174,7 +183,9 @@ class SQLiteDatabase:
         for job in batch:
             try:
                 with conn.begin():
-                    job.outcome = (True, job.fn(conn, *job.args))
+                    result = job.fn(conn, *job.args)
+                # Only now, after COMMIT returned: a commit that fails (disk full, I/O error) is no success.
+                job.outcome = (True, result)
             except OperationalError as exc:
                 if _is_unavailable(exc):
                     raise
@@ -213,13 +224,29 @@ def _is_unavailable(exc: OperationalError) -> bool:
 class PostgresDatabase:
     dialect = "postgresql"
 
-    def __init__(self, url: URL, *, pool_size: int = 20) -> None:
-        self._engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    def __init__(self, url: URL, *, pool_size: int = 20, unit_timeout: float = UNIT_TIMEOUT) -> None:
+        self._unit_timeout = unit_timeout
+        self._engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=POOL_TIMEOUT,
+            # After PostgreSQL restarts, every pooled connection is dead: test each one as it is checked out
+            # rather than failing the first request that draws it.
+            pool_pre_ping=True,
+            connect_args={"timeout": CONNECT_TIMEOUT},
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            async with self._engine.begin() as conn:
+            # On expiry the unit is cancelled; SQLAlchemy treats the cancellation as fatal for that
+            # connection and terminates it (no rollback round-trip to a server that does not answer).
+            async with asyncio.timeout(self._unit_timeout), self._engine.begin() as conn:
                 return await conn.run_sync(fn, *args)
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(f"database unavailable: no answer within {self._unit_timeout:g}s") from exc
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("database unavailable: every pooled connection is busy") from exc
         except (OSError, ConnectionError) as exc:
             raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
         except DBAPIError as exc:
@@ -241,8 +268,10 @@ class PostgresDatabase:
 
 
 def _pg_unavailable(exc: DBAPIError) -> bool:
+    """Connection lost (08), operator intervention: shutdown, cancel (57), out of disk, memory or connections
+    (53), or a read-only server (25006: a hot standby after fail-over, or default_transaction_read_only)."""
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", "")
-    return str(sqlstate).startswith(("08", "57", "53"))
+    return str(sqlstate).startswith(("08", "57", "53", "25006"))
 
 
 def open_database(url: str, *, pool_size: int = 20) -> Database:
