@@ -183,6 +183,19 @@ class Agent:
 
         return self._update(change)
 
+    def _seat_request(
+        self, key: AgentKey, licence_key: str, product: str, dongle_ids: str | None, label: str | None
+    ) -> dict[str, Any]:
+        """What the server needs to bind a seat to this machine (docs/PROTOCOL.md)."""
+        return {
+            "licence_key": licence_key.strip(),
+            "product": product,
+            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
+            "dongle_serial": self._dongle_serial(dongle_ids),
+            "agent_key": key.public_jwk(),
+            "hostname": label or hostname(self.config.sysroot),
+        }
+
     # ------------------------------------------------------------ online
 
     def activate(
@@ -196,14 +209,7 @@ class Agent:
                 f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
             )
         key = self._key()
-        request = {
-            "licence_key": licence_key.strip(),
-            "product": product,
-            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
-            "dongle_serial": self._dongle_serial(dongle_ids),
-            "agent_key": key.public_jwk(),
-            "hostname": label or hostname(self.config.sysroot),
-        }
+        request = self._seat_request(key, licence_key, product, dongle_ids, label)
         try:
             answer = server_api.activate(server, request)
         except server_api.ServerError as exc:
@@ -226,6 +232,31 @@ class Agent:
         return self._install(
             answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids, activated=False
         )
+
+    def transfer_request(
+        self,
+        licence_key: str,
+        product: str,
+        reason: str,
+        api_token: str,
+        *,
+        replaces: str | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """A host-ID seat moves to this machine only when support approves: ask for it, as a named contact.
+        After the approval, `activate` on this machine gets the seat."""
+        server = self._server()
+        key = self._key()
+        body: dict[str, Any] = {
+            "reason": reason,
+            "new_host": self._seat_request(key, licence_key, product, None, label),
+        }
+        if replaces:
+            body["activation_id"] = replaces
+        try:
+            return server_api.post(server, "/v1/transfers", body, bearer=api_token)[1]
+        except server_api.ServerError as exc:
+            raise AgentError(exc.code, exc.detail) from None
 
     def _record_failure(self, exc: server_api.ServerError, activation_id: str) -> None:
         now = _now()
@@ -272,16 +303,8 @@ class Agent:
     ) -> dict[str, Any]:
         key = self._key()
         now = _now()
-        payload = {
-            "licence_key": licence_key.strip(),
-            "product": product,
-            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
-            "dongle_serial": self._dongle_serial(dongle_ids),
-            "agent_key": key.public_jwk(),
-            "hostname": label or hostname(self.config.sysroot),
-            "nonce": server_api.nonce(),
-            "iat": now,
-        }
+        payload = self._seat_request(key, licence_key, product, dongle_ids, label)
+        payload |= {"nonce": server_api.nonce(), "iat": now}
         document = {"request": server_api.sign_jws(key, server_api.OFFLINE_ACTIVATION_TYP, payload)}
         _write_file(out_path, document)
 

@@ -110,6 +110,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
     sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
 
+    sub = command("transfer-request", "ask support to move a host-ID seat to this machine (a named contact)")
+    sub.add_argument("licence_key", metavar="KEY")
+    sub.add_argument("--product", required=True)
+    sub.add_argument("--reason", required=True, choices=["hardware-change", "defect", "theft", "reinstall"])
+    sub.add_argument("--replaces", metavar="ACTIVATION", help="the seat to move (needed when there are several)")
+    sub.add_argument("--label", help="hostname label shown to administrators")
+    sub.add_argument(
+        "--api-token-file",
+        help="file holding your personal API token (or TESSERA_AGENT_API_TOKEN); never on the command line",
+    )
+
     sub = command("offline-request", "write a signed activation request for an air-gapped machine")
     sub.add_argument("licence_key", metavar="KEY")
     sub.add_argument("--product", required=True)
@@ -234,6 +245,25 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_transfer_request(args: argparse.Namespace) -> int:
+    from client_agent.agent import AgentError
+
+    token = os.environ.get("TESSERA_AGENT_API_TOKEN", "")
+    if args.api_token_file:
+        try:
+            with open(args.api_token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise AgentError("file-unreadable", f"cannot read {args.api_token_file}: {exc.strerror}") from None
+    if not token:
+        raise AgentError("api-token-missing", "a named contact's API token is needed: --api-token-file F")
+    result = _agent(args).transfer_request(
+        args.licence_key, args.product, args.reason, token, replaces=args.replaces, label=args.label
+    )
+    _emit(args, result, f"transfer {result.get('id')} is {result.get('state')}: support will decide")
+    return EXIT_OK
+
+
 def cmd_deactivate(args: argparse.Namespace) -> int:
     result = _agent(args).deactivate()
     _emit(args, result, f"deactivated {result.get('activation_id')}: the seat is free")
@@ -330,6 +360,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "activate": cmd_activate,
+    "transfer-request": cmd_transfer_request,
     "status": cmd_status,
     "check": cmd_check,
     "refresh": cmd_refresh,

@@ -57,15 +57,17 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def post(server: str, path: str, body: dict[str, Any], *, timeout: float = TIMEOUT) -> tuple[int, dict[str, Any]]:
+def post(
+    server: str, path: str, body: dict[str, Any], *, timeout: float = TIMEOUT, bearer: str | None = None
+) -> tuple[int, dict[str, Any]]:
     url = server.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
         raise ServerError("validation-error", f"the server URL must be http(s), not {server!r}")
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT},
+        url, data=json.dumps(body).encode(), method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

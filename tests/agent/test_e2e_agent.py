@@ -369,3 +369,43 @@ def test_dongle_licence(live_server: LiveServer, machine_a: FakeMachine, tmp_pat
     assert a.check(licence["product"]) == "dongle-missing"
     machine_a.plug_dongle("1-3", "20a0", "4108", "DNG-000123")
     assert a.check(licence["product"]) == "entitled"
+
+
+def test_host_id_seat_moves_by_an_approved_transfer(
+    live_server: LiveServer, machine_a: FakeMachine, machine_b: FakeMachine, tmp_path: Path
+) -> None:
+    """A host-ID seat: the new machine's agent asks (as a named contact), support approves,
+    the new machine activates, and the old machine's next refresh is refused."""
+    licence = issue_demo_licence(live_server, model="host-id", seats=1, released_versions=RELEASES)
+    product = licence["product"]
+    a = Agent(live_server, machine_a, tmp_path / "state-a")
+    b = Agent(live_server, machine_b, tmp_path / "state-b")
+    a.run("activate", licence["key"], "--product", product)
+    _, _, refused = b.run("activate", licence["key"], "--product", product, ok=False)
+    assert refused["code"] == "transfer-required"
+    _, _, refused = a.run("deactivate", ok=False)
+    assert refused["code"] == "wrong-binding-model"  # a bound seat does not move by itself
+
+    customer = live_server.admin("licence", "show", licence["id"])["customer"]
+    people = [live_server.admin("user", "add", customer, "--name", n, "--email", f"{n}@{licence['id'][:8]}.test",
+                                "--role", "customer-admin") for n in ("sam", "dee")]  # fmt: skip
+    live_server.admin(
+        "contacts", "set", customer, "--system-administrator", people[0]["id"], "--deputy", people[1]["id"]
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(people[1]["token"] + "\n")
+    token_file.chmod(0o600)
+
+    _, _, missing = b.run("transfer-request", licence["key"], "--product", product, "--reason", "defect", ok=False)
+    assert missing["code"] == "api-token-missing"
+    _, asked, _ = b.run("transfer-request", licence["key"], "--product", product, "--reason", "defect",
+                        "--api-token-file", str(token_file))  # fmt: skip
+    assert asked["state"] == "pending"
+    decided = live_server.admin("transfer", "approve", asked["id"], "--note", "mainboard replaced")
+    assert decided["charge"] == "free"
+
+    b.run("activate", licence["key"], "--product", product)
+    assert b.check(product) == "entitled"
+    _, _, ended = a.run("refresh", ok=False)
+    assert ended["code"] == "activation-ended"
+    assert seats_in_use(live_server, licence["id"]) == 1
