@@ -3,6 +3,7 @@ several server processes append in turn; licence chains are already serialised b
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -74,8 +75,10 @@ def verify(conn: Connection) -> dict[str, Any]:
         events += 1
     for chain in sorted(set(chains) | set(heads)):
         breaks.extend(verify_chain(chain, chains.get(chain, []), heads.get(chain)))
+    anchor = hashlib.sha256("".join(f"{c}:{seq}:{h}\n" for c, (seq, h) in sorted(heads.items())).encode())
     return {
         "ok": not breaks,
+        "heads_digest": anchor.hexdigest(),  # copy it elsewhere: a later verify must extend, not replace it
         "chains": len(set(chains) | set(heads)),
         "events": events,
         "breaks": [{"chain": b.chain, "seq": b.seq, "problem": b.problem} for b in breaks],
