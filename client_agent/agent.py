@@ -224,6 +224,8 @@ class Agent:
             raise AgentError("revoked", f"the server ended this seat ({state.revoked})")
         server = self._server(state)
         key = self._key()
+        if state.dongle_ids is not None and state.product is not None:
+            self._fetch_revoked_dongles(server, state.product)
         try:
             answer = server_api.refresh(server, state.activation_id, key, _now())
         except server_api.ServerError as exc:
@@ -257,6 +259,28 @@ class Agent:
             return server_api.post(server, "/v1/transfers", body, bearer=api_token)[1]
         except server_api.ServerError as exc:
             raise AgentError(exc.code, exc.detail) from None
+
+    def _fetch_revoked_dongles(self, server: str, product: str) -> None:
+        """The vendor's signed list of lost, stolen and defective dongles (rule 6). Best effort: an
+        unreachable server or a list that does not verify keeps the list we had."""
+        from client_agent.tokens import REVOCATIONS_TYP, Jwks, JwksError, TokenError, verify_payload
+
+        try:
+            answer = server_api.post(server, f"/v1/products/{product}/dongle-revocations", None)[1]
+            with open(self.config.jwks, "rb") as handle:
+                payload = verify_payload(str(answer.get("signed")), Jwks.from_bytes(handle.read()), REVOCATIONS_TYP)
+        except (server_api.ServerError, OSError, TokenError, JwksError):
+            return
+        serials = payload.get("revoked_dongles")
+        fresh = isinstance(payload.get("exp"), int) and payload["exp"] > _now()
+        if payload.get("aud") != product or not fresh or not isinstance(serials, list):
+            return
+        listed = sorted({s for s in serials if isinstance(s, str)})
+
+        def change(state: State, _key: AgentKey) -> None:
+            state.revoked_dongles = listed
+
+        self._update(change)
 
     def _record_failure(self, exc: server_api.ServerError, activation_id: str) -> None:
         now = _now()

@@ -241,6 +241,7 @@ class Checker:
                 now=now_ts,
                 high_water=self._high_water,
                 revoked=state.revoked,
+                revoked_dongles=frozenset(state.revoked_dongles or ()),
             )
             if verdict.code != "clock-rollback" and now_ts > self._high_water:
                 self._advance_high_water(int(now_ts))

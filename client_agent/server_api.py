@@ -58,16 +58,18 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def post(
-    server: str, path: str, body: dict[str, Any], *, timeout: float = TIMEOUT, bearer: str | None = None
+    server: str, path: str, body: dict[str, Any] | None, *, timeout: float = TIMEOUT, bearer: str | None = None
 ) -> tuple[int, dict[str, Any]]:
+    """POST `body` as JSON (GET when `body` is None); a problem document becomes a ServerError."""
     url = server.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
         raise ServerError("validation-error", f"the server URL must be http(s), not {server!r}")
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
+    data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url, data=json.dumps(body).encode(), method="POST", headers=headers
+        url, data=data, method="GET" if body is None else "POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

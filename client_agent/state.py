@@ -124,6 +124,7 @@ class State:
         "refreshed_at",
         "last_error",  # last failed refresh: {"code", "detail", "at"}
         "pending_offline",  # an offline request waiting for its answer
+        "revoked_dongles",  # serials on the vendor's signed revocation list, fetched on refresh
     )
     _SEAT = (
         "token",
@@ -151,6 +152,7 @@ class State:
         self.refreshed_at: int | None = None
         self.last_error: dict[str, Any] | None = None
         self.pending_offline: dict[str, Any] | None = None
+        self.revoked_dongles: list[str] | None = None
         self.extra: dict[str, Any] = {}
         for name, value in values.items():
             if name not in self.FIELDS:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TOKEN_TYP = "tessera-activation+jwt"  # noqa: S105 (a media type, not a secret)
+REVOCATIONS_TYP = "tessera-revocations+jwt"
 ALGORITHMS = ("EdDSA", "Ed25519")
 
 
@@ -103,8 +104,8 @@ def _pyjws() -> Any:
 _JWS: Any = None
 
 
-def verify_payload(token: str, jwks: Jwks) -> dict[str, Any]:
-    """The payload of `token` if its signature verifies under a trusted key."""
+def verify_payload(token: str, jwks: Jwks, typ: str = TOKEN_TYP) -> dict[str, Any]:
+    """The payload of `token` if its signature verifies under a trusted key and it is of type `typ`."""
     import jwt
 
     global _JWS
@@ -117,8 +118,8 @@ def verify_payload(token: str, jwks: Jwks) -> dict[str, Any]:
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise TokenError(f"algorithm {alg!r} is not accepted")
-    if header.get("typ") != TOKEN_TYP:
-        raise TokenError(f"typ {header.get('typ')!r} is not {TOKEN_TYP!r}")
+    if header.get("typ") != typ:
+        raise TokenError(f"typ {header.get('typ')!r} is not {typ!r}")
     if "crit" in header:
         raise TokenError("critical header extensions are not understood")
     kid = header.get("kid")

@@ -20,6 +20,7 @@ LEASE_EXPIRED = "lease-expired"
 SUBSCRIPTION_ENDED = "subscription-ended"
 HOST_MISMATCH = "host-mismatch"
 DONGLE_MISSING = "dongle-missing"
+DONGLE_REVOKED = "dongle-revoked"
 RELEASE_NOT_ENTITLED = "release-not-entitled"
 CLOCK_ROLLBACK = "clock-rollback"
 REVOKED = "revoked"
@@ -37,6 +38,7 @@ CODES = (
     SUBSCRIPTION_ENDED,
     HOST_MISMATCH,
     DONGLE_MISSING,
+    DONGLE_REVOKED,
     RELEASE_NOT_ENTITLED,
     CLOCK_ROLLBACK,
     REVOKED,
@@ -215,6 +217,7 @@ def decide(
     now: float,
     high_water: float,
     revoked: str | None = None,
+    revoked_dongles: frozenset[str] = frozenset(),
 ) -> Verdict:
     """May `product`, released at `released`, run on this machine at `now`?
 
@@ -229,6 +232,9 @@ def decide(
     floor = max(high_water, claims.iat)
     if now < floor - ROLLBACK_TOLERANCE:
         return Verdict(CLOCK_ROLLBACK, f"the clock reads {_iso(now)}, but the agent already saw {_iso(floor)}")
+    if claims.model == "dongle" and claims.dongle in revoked_dongles:
+        # Named before a plain `revoked`: the administrator learns why (the vendor's signed list, rule 6).
+        return Verdict(DONGLE_REVOKED, f"dongle {claims.dongle} was reported lost, stolen or defective")
     if revoked is not None:
         return Verdict(REVOKED, f"the server ended this seat ({revoked})")
     if claims.model == "dongle":

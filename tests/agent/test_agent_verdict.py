@@ -98,6 +98,18 @@ def ask(claims_payload: dict[str, Any] | None, **kw: Any) -> str:
             id="dongle-present-any-host",
         ),
         pytest.param(
+            payload(model="dongle", dongle="SN1"),
+            {"dongle_present": True, "revoked_dongles": frozenset({"SN1"}), "revoked": "activation-ended"},
+            "dongle-revoked",
+            id="dongle-on-the-signed-revocation-list",
+        ),
+        pytest.param(
+            payload(model="dongle", dongle="SN1"),
+            {"dongle_present": True, "revoked_dongles": frozenset({"SN9"})},
+            "entitled",
+            id="another-dongle-revoked",
+        ),
+        pytest.param(
             payload(),
             {"released": release_to_unix(date(2027, 1, 2))},
             "release-not-entitled",

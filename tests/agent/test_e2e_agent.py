@@ -370,6 +370,14 @@ def test_dongle_licence(live_server: LiveServer, machine_a: FakeMachine, tmp_pat
     machine_a.plug_dongle("1-3", "20a0", "4108", "DNG-000123")
     assert a.check(licence["product"]) == "entitled"
 
+    # Support records the dongle stolen: the agent learns it from the vendor's signed list on refresh.
+    activation = a.run("status")[1]["activation_id"]
+    replaced = live_server.admin("dongle", "replace", activation, "--reason", "stolen", "--new-serial", "DNG-000999")
+    assert replaced["charge"] == "free"  # maintenance is active
+    _, _, ended = a.run("refresh", ok=False)
+    assert ended["code"] == "activation-ended"
+    assert a.check(licence["product"]) == "dongle-revoked"
+
 
 def test_host_id_seat_moves_by_an_approved_transfer(
     live_server: LiveServer, machine_a: FakeMachine, machine_b: FakeMachine, tmp_path: Path
