@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 B64U = r"^[A-Za-z0-9_-]+$"
 
 ComponentKind = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
 Digest = Annotated[str, StringConstraints(min_length=16, max_length=88, pattern=B64U)]
 Printable = r"^[\x20-\x7e]+$"
+
+
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 4.0 is the integer 4 (JSON Schema's "integer" admits it, and our OpenAPI
+    # document says "integer"); "4" and true stay refused by the strict check after this.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number), Field(strict=True)]
 
 
 class Strict(BaseModel):
@@ -101,14 +110,14 @@ class DongleReplacementBody(Strict):
 
 
 class RenewalBody(Strict):
-    years: int = Field(strict=True, ge=1, le=10)
+    years: WholeNumber = Field(ge=1, le=10)
 
 
 class IssueLicenceBody(Strict):
     customer: Identifier
     product: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
     plan: Name
-    seats: int = Field(strict=True, ge=1, le=1_000_000)
+    seats: WholeNumber = Field(ge=1, le=1_000_000)
 
 
 class NewUserBody(Strict):
