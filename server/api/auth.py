@@ -32,6 +32,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def only_query(request: web.Request, *names: str) -> None:
+    """A query string holds only the documented parameters, each at most once."""
+    for name in request.query:
+        if name not in names:
+            raise ValidationFailed(f"unknown query parameter {name[:40]!r}: use {', '.join(names)}")
+        if len(request.query.getall(name)) > 1:
+            raise ValidationFailed(f"query parameter {name!r} given more than once")
+
+
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
@@ -46,32 +55,3 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
     if raw is not None and raw not in choices:
         raise ValidationFailed(f"{name} must be one of {', '.join(choices)}")
     return raw
-
-
-def bearer_op(
-    summary: str,
-    *,
-    body: str | None = None,
-    ok: str = "200",
-    ok_schema: dict[str, Any] | None = None,
-    params: tuple[str, ...] = (),
-    query: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """One OpenAPI operation of the bearer-token APIs."""
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    doc: dict[str, Any] = {
-        "summary": summary,
-        "security": [{"bearer": []}],
-        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-        + [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (query or {}).items()],
-        "responses": {
-            ok: {"description": "OK", "content": {"application/json": {"schema": ok_schema or {"type": "object"}}}},
-            "default": {"description": "problem", "content": problem},
-        },
-    }
-    if body:
-        doc["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    return doc

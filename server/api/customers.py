@@ -9,8 +9,9 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from server.api.auth import bearer_op, now, principal, query_int, run
+from server.api.auth import now, only_query, principal, query_int, run
 from server.api.context import SERVICES, SIGNER
+from server.api.openapi import bearer_op, operation
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
 from server.services import audit, people, terms, transfers
@@ -65,6 +66,7 @@ async def set_contacts(request: web.Request) -> web.Response:
 
 @routes.get("/v1/resellers/{reseller_id}/settlement")
 async def settlement(request: web.Request) -> web.Response:
+    only_query(request, "year", "format")
     year = query_int(request, "year", now().year, 2000, 2200)
     output = request.query.get("format", "json")
     if output not in ("json", "csv"):
@@ -94,6 +96,7 @@ def _csv_cell(value: object) -> str:
 
 @routes.get("/v1/audit")
 async def audit_events(request: web.Request) -> web.Response:
+    only_query(request, "subject", "limit")
     subject = request.query.get("subject")
     if subject is not None and not 1 <= len(subject) <= 100:
         raise ValidationFailed("subject must be 1 to 100 characters")
@@ -152,16 +155,6 @@ PATHS["/v1/resellers/{reseller_id}/settlement"]["get"]["responses"]["200"]["cont
 }
 PUBLIC_PATHS = {
     "/v1/products/{product}/dongle-revocations": {
-        "get": {
-            "summary": "Signed list of revoked dongle serials",
-            "parameters": [{"name": "product", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "default": {
-                    "description": "problem",
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                },
-            },
-        }
+        "get": operation("Signed list of revoked dongle serials", ok={"200": {"type": "object"}}, params=("product",))
     }
 }

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.auth import bearer_op, now, run
+from server.api.auth import now, run
+from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
 from server.services import licensing, moves, terms, transfers
 from server.services.requests import DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, RenewalBody

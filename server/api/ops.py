@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.api import customers, licences, transfers
 from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER
+from server.api.openapi import operation
 from server.api.problems import json_response, problem_response
 from server.db.database import Database, DatabaseUnavailable
 from server.db.models import Licence, Product
@@ -177,25 +178,9 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "type": "object",
         "properties": {"activation_id": {"type": "string"}, "ended_at": {"type": "string"}},
     }
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
     def op(summary: str, body: str | None, ok: dict[str, Any], codes: dict[str, str]) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "summary": summary,
-            "responses": {
-                **{
-                    status: {"description": "OK", "content": {"application/json": {"schema": ok}}}
-                    for status in codes.get("ok", "200").split(",")
-                },
-                "default": {"description": "problem", "content": problem},
-            },
-        }
-        if body:
-            doc["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-            }
-        return doc
+        return operation(summary, ok={status: ok for status in codes.get("ok", "200").split(",")}, body=body)
 
     activation_path = {"name": "activation_id", "in": "path", "required": True, "schema": {"type": "string"}}
     schemas = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.auth import bearer_op, now, query_choice, run
+from server.api.auth import now, only_query, query_choice, run
+from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
 from server.services import transfers
 from server.services.requests import DecisionBody, DenyBody, TransferRequestBody
@@ -15,6 +16,7 @@ STATES = ("pending", "approved", "denied")
 
 @routes.get("/v1/transfers")
 async def list_transfers(request: web.Request) -> web.Response:
+    only_query(request, "state")
     return json_response(await run(request, transfers.list_transfers, query_choice(request, "state", STATES)))
 
 
