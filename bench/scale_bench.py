@@ -147,14 +147,13 @@ def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: st
     insert_digest = f"INSERT INTO activation_digests ({', '.join(digest_columns)}) VALUES (?, ?, ?)"
     now = datetime.now(UTC)
     sample: list[tuple[str, bool]] = []  # refresh targets, spread over the whole table
-    stride = max(total // SAMPLE, 1)
+    stride = max(total // SAMPLE, 1) | 1  # odd: the sample mixes live and ended activations
     n = 0
     for licence_id, ids in plan_fill(licences, total):
         rows, digest_rows, live = [], [], 0
         lid = uuid_hex(licence_id) if uuid_hex else str(licence_id)
         for activation_id in ids:
             values, digests = activation_values(activation_id, n, now, agent_x)
-            n += 1
             values |= {"licence_id": licence_id, **extra}
             rows.append(tuple(processors[c](values[c]) if processors[c] else values[c] for c in columns))
             aid = uuid_hex(activation_id) if uuid_hex else str(activation_id)
@@ -164,6 +163,7 @@ def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: st
             live += bool(digests)
             if n % stride == 0:
                 sample.append((str(activation_id), bool(digests)))
+            n += 1
         conn.executemany(insert_activation, rows)
         digest_rows.sort()
         conn.executemany(insert_digest, digest_rows)
@@ -186,7 +186,7 @@ async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, age
     conn = await asyncpg.connect(db)
     now = datetime.now(UTC)
     sample: list[tuple[str, bool]] = []  # refresh targets, spread over the whole table
-    stride = max(total // SAMPLE, 1)
+    stride = max(total // SAMPLE, 1) | 1  # odd: the sample mixes live and ended activations
     n = 0
     try:
         async with conn.transaction():
@@ -194,7 +194,6 @@ async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, age
                 rows, digest_rows, live = [], [], 0
                 for activation_id in ids:
                     values, digests = activation_values(activation_id, n, now, agent_x)
-                    n += 1
                     values |= {"licence_id": licence_id, **extra}
                     values["host_components"] = json.dumps(values["host_components"])
                     rows.append(tuple(values[c] for c in columns))
@@ -202,6 +201,7 @@ async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, age
                     live += bool(digests)
                     if n % stride == 0:
                         sample.append((str(activation_id), bool(digests)))
+                    n += 1
                 await conn.copy_records_to_table("activations", records=rows, columns=columns)
                 digest_rows.sort()
                 await conn.copy_records_to_table(
@@ -353,6 +353,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio is over the budget")
     args = parser.parse_args()
     import uvloop
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
 
     backends = args.backends.split(",")
     if "postgres" in backends and not (

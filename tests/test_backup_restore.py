@@ -228,7 +228,9 @@ def test_restore_over_a_schema_without_rows_needs_no_force(
 
     empty = f"sqlite:///{tmp_path / 'fresh.db'}"
     upgrade(empty)
-    restored = admin(empty, keys_dir, "restore", "--from", str(good))
+    # --db may also follow the command, as in `tessera-admin restore --from FILE --db URL`.
+    restored = admin(f"sqlite:///{tmp_path / 'unused.db'}", keys_dir, "restore", "--from", str(good), "--db", empty)
+    assert not (tmp_path / "unused.db").exists()
     assert restored["replaced"] is True and restored["rows"]["licences"] == 1
 
 
