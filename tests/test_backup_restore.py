@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -308,3 +312,55 @@ def test_backup_file_is_self_contained(stopped_installation: tuple[str, Path, Pa
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
     assert not os.path.exists(str(good) + "-wal")
+
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+
+
+def _service_lines(key: str) -> list[str]:
+    return [
+        line.split("=", 1)[1]
+        for line in (UNITS / "tessera-backup.service").read_text().splitlines()
+        if line.startswith(key + "=")
+    ]
+
+
+def test_the_backup_unit_commands_back_up_and_prune(
+    stopped_installation: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    """The unit's own ExecStart and ExecStartPost, run here with the paths moved into a temporary directory."""
+    import shlex
+
+    db_url, _, _ = stopped_installation
+    (environment,) = [e for e in _service_lines("Environment") if e.startswith("TESSERA_DB=")]
+    assert environment == "TESSERA_DB=sqlite:////var/lib/tessera/tessera.db"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    old = backups / "tessera-20200101T000000Z.db"
+    old.write_bytes(b"an old backup")
+    os.utime(old, (time.time() - 30 * 86400,) * 2)
+    admin_bin = str(Path(sys.executable).with_name("tessera-admin"))
+    env = os.environ | {"TESSERA_DB": db_url}
+    for key in ("ExecStart", "ExecStartPost"):
+        (line,) = _service_lines(key)
+        argv = [
+            admin_bin if a == "/usr/bin/tessera-admin" else a.replace("/var/lib/tessera-backups", str(backups))
+            for a in shlex.split(line)
+        ]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        if key == "ExecStart":
+            report = json.loads(done.stdout)
+            assert Path(report["path"]).parent == backups and report["rows"]["licences"] == 1
+    assert [p.name for p in backups.iterdir()] == [Path(report["path"]).name]  # the old one was pruned
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_backup_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    admin_bin = str(Path(sys.executable).with_name("tessera-admin"))
+    for name in ("tessera-backup.service", "tessera-backup.timer"):
+        (tmp_path / name).write_text((UNITS / name).read_text().replace("/usr/bin/tessera-admin", admin_bin))
+    units = [str(tmp_path / "tessera-backup.service"), str(tmp_path / "tessera-backup.timer")]
+    done = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
+    complaints = [line for line in done.stderr.splitlines() if "tessera-backup" in line]
+    assert done.returncode == 0 and complaints == [], done.stderr
