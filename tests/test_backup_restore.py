@@ -117,6 +117,8 @@ def test_online_backup_during_a_burst_restores_to_a_server_that_serves_it(sqlite
     with sqlite3.connect(restored_path) as conn:
         assert conn.execute("SELECT count(*) FROM activation_digests").fetchone()[0] == 4 * sum(live.values())
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert admin(f"sqlite:///{restored_path}", server.keys_dir, "audit", "verify")["ok"]
 
     # A server on the restored file: old tokens refresh, a known host gets its seat back, counts agree.
     second = ServerProcess(f"sqlite:///{restored_path}", server.keys_dir, tmp / "restored.log")

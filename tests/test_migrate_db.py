@@ -107,6 +107,11 @@ def test_an_installation_moves_to_postgresql_exactly(installation: dict[str, Any
         assert report["target"] == target and report["source"] == server.db_url
         # Every value of every table round-trips: aware datetimes, UUIDs, JSON, booleans.
         assert postgres_rows(target) == source_rows
+        # So the hash-chained audit trail verifies on PostgreSQL with the same chain heads.
+        trail = admin(server.db_url, server.keys_dir, "audit", "verify")
+        moved = admin(target, server.keys_dir, "audit", "verify")
+        assert moved["ok"] and moved["events"] == trail["events"] > 0
+        assert moved["heads_digest"] == trail["heads_digest"]
 
         on_postgres = ServerProcess(target, server.keys_dir, tmp_path / "pg.log")
         on_postgres.start()
