@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 BACKENDS = "sqlite,postgres" if POSTGRES_URL else "sqlite"
 
 
-def run_bench(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_bench(
+    script: str, *args: str, timeout: float = 240, exit_codes: tuple[int, ...] = (0,)
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
         cwd=ROOT,
@@ -25,7 +27,7 @@ def run_bench(script: str, *args: str, timeout: float = 240) -> subprocess.Compl
         text=True,
         timeout=timeout,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode in exit_codes, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -59,6 +61,8 @@ def test_server_bench_runs(tmp_path: Path) -> None:
 
 
 def test_agent_bench_runs() -> None:
-    result = run_bench("agent_bench.py", "--calls", "20", "--cli-calls", "3", "--json", timeout=120)
+    # It exits 1 when a budget is missed, which a loaded test machine may cause; a crash prints no report.
+    result = run_bench("agent_bench.py", "--calls", "20", "--cli-calls", "3", "--json", timeout=120, exit_codes=(0, 1))
     report = json.loads(result.stdout)
     assert report["results"]["inprocess_p50_us"] > 0 and set(report["budgets"])
+    assert result.returncode == (0 if all(report["budgets"].values()) else 1)
