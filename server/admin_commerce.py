@@ -4,8 +4,6 @@ The operator acts as the vendor's admin; every change is audited as `operator:cl
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from typing import Any
 
 from server.clikit import CliError
@@ -63,12 +61,7 @@ def settlement_cmd(args: argparse.Namespace) -> Any:
     report = _run(args, terms.settlement, OPERATOR, args.reseller, args.year)
     if not args.csv:
         return report
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["created_at", "customer", "licence_id", "kind", "amount_cents", "currency"])
-    for e in report["entries"]:
-        writer.writerow([e["created_at"], e["customer"], e["licence_id"], e["kind"], e["amount_cents"], e["currency"]])
-    print(buffer.getvalue(), end="")
+    print(terms.settlement_csv(report), end="")
     return {"totals": report["totals"]}
 
 

@@ -3,8 +3,6 @@ the signed list of revoked dongles."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import timedelta
 
 from aiohttp import web
@@ -74,24 +72,12 @@ async def settlement(request: web.Request) -> web.Response:
     report = await run(request, terms.settlement, request.match_info["reseller_id"], year)
     if output == "json":
         return json_response(report)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    columns = ["created_at", "customer", "licence_id", "kind", "period_start", "period_end", "amount_cents", "currency"]
-    writer.writerow(columns)
-    for entry in report["entries"]:
-        writer.writerow([_csv_cell(entry[c]) for c in columns])
     filename = f"settlement-{report['reseller']['name']}-{year}.csv".replace('"', "")
     return web.Response(
-        text=buffer.getvalue(),
+        text=terms.settlement_csv(report),
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A spreadsheet must not run a customer's name as a formula (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @routes.get("/v1/audit")

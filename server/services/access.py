@@ -82,14 +82,19 @@ def licence_in_scope(conn: Connection, who: Principal, licence_id: str | uuid.UU
     return row
 
 
-def customer_in_scope(conn: Connection, who: Principal, customer: str | uuid.UUID) -> Any:
-    """A customer by id (or, for the operator's CLI, by name) that `who` may see."""
+def by_id_or_name(who: Principal, model: Any, text: str | uuid.UUID, what: str) -> Any:
+    """The condition finding `model` by id, or by name for the operator's CLI (API callers use ids)."""
     try:
-        condition = Customer.id == parse_id(customer, "customer")
+        return model.id == parse_id(text, what)
     except NotFound:
         if who.token_id is not None:
             raise
-        condition = Customer.name == str(customer)
+        return model.name == str(text)
+
+
+def customer_in_scope(conn: Connection, who: Principal, customer: str | uuid.UUID) -> Any:
+    """A customer by id (or, for the operator's CLI, by name) that `who` may see."""
+    condition = by_id_or_name(who, Customer, customer, "customer")
     row = conn.execute(select(Customer.__table__).where(condition)).first()
     if row is None or not sees_customer(who, row.id, row.reseller_id):
         raise NotFound(f"no customer {str(customer)!r}")

@@ -3,6 +3,8 @@ reinstatements, entitlement, the ledger and the resellers' settlement. Each func
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +17,7 @@ from server.domain import terms as rules
 from server.domain.calendar import add_months, whole_months_between
 from server.domain.errors import LicenceRevoked, MaintenanceCurrent, NotFound, ValidationFailed
 from server.services import audit
-from server.services.access import SYSTEM_RENEWAL, Principal, licence_in_scope, parse_id, plan_values
+from server.services.access import SYSTEM_RENEWAL, Principal, by_id_or_name, licence_in_scope, plan_values
 
 MAX_YEARS = 10
 
@@ -275,12 +277,7 @@ def settlement(conn: Connection, who: Principal, reseller: str, year: int) -> di
     who.may("settlement:read")
     if isinstance(year, bool) or not 2000 <= year <= 2200:
         raise ValidationFailed("year must be between 2000 and 2200")
-    try:
-        condition = Reseller.id == parse_id(reseller, "reseller")
-    except NotFound:
-        if who.token_id is not None:
-            raise
-        condition = Reseller.name == reseller
+    condition = by_id_or_name(who, Reseller, reseller, "reseller")
     row = conn.execute(select(Reseller.id, Reseller.name).where(condition)).first()
     if row is None or (who.role == "reseller" and row.id != who.owner_id):
         raise NotFound(f"no reseller {reseller!r}")
@@ -304,6 +301,26 @@ def settlement(conn: Connection, who: Principal, reseller: str, year: int) -> di
         "totals": totals,
         "by_kind": by_kind,
     }
+
+
+SETTLEMENT_COLUMNS = (
+    "created_at", "customer", "licence_id", "kind", "period_start", "period_end", "amount_cents", "currency",
+)  # fmt: skip
+
+
+def settlement_csv(report: dict[str, Any]) -> str:
+    """The settlement as CSV, for a spreadsheet: a cell that would start a formula is quoted (CSV injection)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SETTLEMENT_COLUMNS)
+    for entry in report["entries"]:
+        writer.writerow([_csv_cell(entry[c]) for c in SETTLEMENT_COLUMNS])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def ledger_json(r: Any) -> dict[str, Any]:
