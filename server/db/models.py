@@ -22,6 +22,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from server.db.ids import new_id
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -58,7 +60,7 @@ class Base(DeclarativeBase):
 
 class Product(Base):
     __tablename__ = "products"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
@@ -67,7 +69,7 @@ class Product(Base):
 class Release(Base):
     __tablename__ = "releases"
     __table_args__ = (UniqueConstraint("product_id", "version"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
     version: Mapped[str] = mapped_column(String(64))
     released_on: Mapped[date]
@@ -83,7 +85,7 @@ class Plan(Base):
         CheckConstraint("model IN ('activation', 'host-id', 'dongle')", name="model"),
         CheckConstraint("lease_days > 0 AND tolerance >= 0 AND grace_days >= 0", name="durations"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(20))
@@ -109,14 +111,14 @@ class Plan(Base):
 
 class Reseller(Base):
     __tablename__ = "resellers"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime]
 
 
 class Customer(Base):
     __tablename__ = "customers"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
     created_at: Mapped[datetime]
@@ -130,7 +132,7 @@ class Licence(Base):
         CheckConstraint("seats_in_use >= 0 AND seats_in_use <= seats", name="seats_in_use"),
         CheckConstraint("seats > 0", name="seats"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
     plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
@@ -152,7 +154,7 @@ class MaintenanceTerm(Base):
         # A renewal job in several processes can never create the same term twice.
         Index("ux_maintenance_terms_licence_start", "licence_id", "starts_at", unique=True),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
     starts_at: Mapped[datetime]
     ends_at: Mapped[datetime]
@@ -167,7 +169,7 @@ class Activation(Base):
         Index("ix_activations_licence_live", "licence_id", "ended_at"),
         Index("ix_activations_dongle", "licence_id", "dongle_serial"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
     host_components: Mapped[list[list[str]]] = mapped_column(JSON)
     host_match: Mapped[int]
@@ -213,7 +215,7 @@ class ApiToken(Base):
     __table_args__ = (
         CheckConstraint("role IN ('admin', 'support', 'reseller', 'customer-admin', 'customer-user')", name="role"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20))
     owner_id: Mapped[uuid.UUID | None]
@@ -232,7 +234,7 @@ class User(Base):
         CheckConstraint("contact IS NULL OR contact IN ('system-administrator', 'deputy')", name="contact"),
         Index("ux_users_customer_contact", "customer_id", "contact", unique=True),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     customer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"), index=True)
     reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
     name: Mapped[str] = mapped_column(String(200))
@@ -254,7 +256,7 @@ class TransferRequest(Base):
         Index("ix_transfer_requests_state", "state", "requested_at"),
         Index("ix_transfer_requests_licence", "licence_id", "state"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
     activation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activations.id"))
     reason: Mapped[str] = mapped_column(String(20))
@@ -282,7 +284,7 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_reseller", "reseller_id", "created_at"),
         Index("ix_ledger_entries_licence", "licence_id", "created_at"),
     )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
     reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))

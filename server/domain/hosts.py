@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Component = tuple[str, str]  # (kind, digest)
@@ -36,3 +36,17 @@ class HostRecord:
 
     def matches(self, presented: Iterable[Component]) -> bool:
         return len(self.components.intersection(presented)) >= self.match
+
+
+def indexed_digests(components: Iterable[Sequence[str]], match: int) -> list[str]:
+    """The digests a seat is found by when its host returns: any n - match + 1 of its n components.
+
+    A returning host is the same host when at least `match` of the n recorded components are
+    present (`HostRecord.matches`), so at most n - match of them are missing, and among any
+    n - match + 1 recorded components one is present: looking those up finds every seat that
+    could match, and `matches` then decides. With the default tolerance of one changed component
+    that is two index entries a seat instead of four.
+    """
+    distinct = sorted({(kind, digest) for kind, digest in components})
+    wanted = max(1, len(distinct) - match + 1)
+    return sorted({digest for _, digest in distinct[:wanted]})

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from keys.keyring import b64u_decode
 from keys.points import is_acceptable_public_key
 from server.db.database import Database
+from server.db.ids import new_id
 from server.db.models import (
     Activation,
     ActivationDigest,
@@ -44,7 +45,7 @@ from server.domain.errors import (
     TooManyAttempts,
     ValidationFailed,
 )
-from server.domain.hosts import HostRecord, key_hash, required_matches
+from server.domain.hosts import HostRecord, indexed_digests, key_hash, required_matches
 from server.domain.lease import check_status, lease_for
 from server.services import audit, moves
 from server.services.requests import (
@@ -268,7 +269,7 @@ def activate_unit(
     )
     components = [list(c) for c in presented]
     match = required_matches(len(components), row.tolerance)
-    activation_id = decision.activation_id if isinstance(decision, Reuse) else uuid.uuid4()
+    activation_id = decision.activation_id if isinstance(decision, Reuse) else new_id()
     # The lease is decided (a lapsed subscription refused) before anything is written.
     grant = _grant(
         row,
@@ -292,7 +293,7 @@ def activate_unit(
         # The same host (or dongle) again, perhaps with a new agent key: the seat is rebound to it.
         conn.execute(_REBIND, {"activation_id": activation_id, **host_values})
         conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
-        conn.execute(_INSERT_DIGESTS, _digest_rows(row.id, activation_id, components))
+        conn.execute(_INSERT_DIGESTS, _digest_rows(row.id, activation_id, components, match))
         if decision.agent_key != agent_key:
             _audit_seat(conn, row.id, activation_id, "seat.rebind", request.hostname, now)
     else:
@@ -301,8 +302,13 @@ def activate_unit(
     return grant
 
 
-def _digest_rows(licence_id: uuid.UUID, activation_id: uuid.UUID, components: list[list[str]]) -> list[dict[str, Any]]:
-    return [{"licence_id": licence_id, "digest": d, "activation_id": activation_id} for _, d in components]
+def _digest_rows(
+    licence_id: uuid.UUID, activation_id: uuid.UUID, components: list[list[str]], match: int
+) -> list[dict[str, Any]]:
+    return [
+        {"licence_id": licence_id, "digest": d, "activation_id": activation_id}
+        for d in indexed_digests(components, match)
+    ]
 
 
 def _audit_seat(
@@ -336,7 +342,10 @@ def insert_seat(
             **host_values,
         },
     )
-    conn.execute(_INSERT_DIGESTS, _digest_rows(licence_id, activation_id, host_values["host_components"]))
+    conn.execute(
+        _INSERT_DIGESTS,
+        _digest_rows(licence_id, activation_id, host_values["host_components"], host_values["host_match"]),
+    )
 
 
 def _candidates(

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.db.database import Database
+from server.db.ids import new_id
 from server.db.models import (
     Activation,
     ApiToken,
@@ -77,7 +78,7 @@ def _insert_unique(conn: Connection, model: Any, values: dict[str, Any], what: s
 
 
 def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[str, Any]:
-    product_id = uuid.uuid4()
+    product_id = new_id()
     _insert_unique(
         conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
     )
@@ -96,7 +97,7 @@ def add_release(
     product_row = _one(conn, Product, Product.code, product, "product")
     if end_of_support is not None and end_of_support < released:
         raise ValidationFailed("end of support cannot come before the release date")
-    release_id = uuid.uuid4()
+    release_id = new_id()
     _insert_unique(
         conn,
         Release,
@@ -142,7 +143,7 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
         raise ValidationFailed(f"renewal_rule must be one of {', '.join(rules.RENEWAL_RULES)}")
     if fields.get("reinstatement_rule", rules.BACK_FEES) not in rules.REINSTATEMENT_RULES:
         raise ValidationFailed(f"reinstatement_rule must be one of {', '.join(rules.REINSTATEMENT_RULES)}")
-    plan_id = uuid.uuid4()
+    plan_id = new_id()
     values = {"features": [], "dongle_usb_ids": []} | fields
     _insert_unique(conn, Plan, {"id": plan_id, "name": name, "created_at": now, **values}, f"plan {name!r}")
     _vendor_event(conn, "plan.add", f"plan:{plan_id}", {"name": name, **values}, now)
@@ -150,7 +151,7 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
 
 
 def add_reseller(conn: Connection, name: str, now: datetime) -> dict[str, Any]:
-    reseller_id = uuid.uuid4()
+    reseller_id = new_id()
     _insert_unique(conn, Reseller, {"id": reseller_id, "name": name, "created_at": now}, f"reseller {name!r}")
     _vendor_event(conn, "reseller.add", f"reseller:{reseller_id}", {"name": name}, now)
     return {"id": str(reseller_id), "name": name}
@@ -158,7 +159,7 @@ def add_reseller(conn: Connection, name: str, now: datetime) -> dict[str, Any]:
 
 def add_customer(conn: Connection, name: str, reseller: str | None, now: datetime) -> dict[str, Any]:
     reseller_id = _one(conn, Reseller, Reseller.name, reseller, "reseller").id if reseller else None
-    customer_id = uuid.uuid4()
+    customer_id = new_id()
     _insert_unique(
         conn,
         Customer,
@@ -180,7 +181,7 @@ def issue_licence(
     product_row = _one(conn, Product, Product.code, product, "product")
     plan_row = _one(conn, Plan, Plan.name, plan, "plan")
     key = new_licence_key()
-    licence_id = uuid.uuid4()
+    licence_id = new_id()
     conn.execute(
         insert(Licence).values(
             id=licence_id,
@@ -319,7 +320,7 @@ def create_token_row(
     conn: Connection, role: str, owner_id: uuid.UUID | None, label: str, now: datetime, user_id: uuid.UUID | None
 ) -> dict[str, Any]:
     token = "tsk_" + secrets.token_urlsafe(32)
-    token_id = uuid.uuid4()
+    token_id = new_id()
     conn.execute(
         insert(ApiToken).values(
             id=token_id, token_hash=token_hash(token), role=role, owner_id=owner_id, label=label, created_at=now,

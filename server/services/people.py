@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from server.db.ids import new_id
 from server.db.models import ApiToken, User
 from server.domain.errors import Conflict, NotFound, ValidationFailed
 from server.services import audit
@@ -45,7 +46,7 @@ def add_user(
     if role not in ("customer-admin", "customer-user"):
         raise ValidationFailed("role must be customer-admin or customer-user")
     row = customer_in_scope(conn, who, customer)
-    user_id = uuid.uuid4()
+    user_id = new_id()
     try:
         with conn.begin_nested():
             conn.execute(

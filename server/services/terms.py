@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from server.db.database import Database
+from server.db.ids import new_id
 from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Release, Reseller
 from server.domain import terms as rules
 from server.domain.calendar import add_months, whole_months_between
@@ -42,7 +43,7 @@ def yearly_price(plan: Any) -> int:
 def add_term(conn: Connection, licence_id: uuid.UUID, start: datetime, end: datetime, origin: str, auto: bool) -> None:
     conn.execute(
         insert(MaintenanceTerm).values(
-            id=uuid.uuid4(), licence_id=licence_id, starts_at=start, ends_at=end, origin=origin, auto_renew=auto
+            id=new_id(), licence_id=licence_id, starts_at=start, ends_at=end, origin=origin, auto_renew=auto
         )
     )
 
@@ -60,7 +61,7 @@ def write_ledger(
     note: str = "",
 ) -> dict[str, Any]:
     reseller_id = conn.execute(select(Customer.reseller_id).where(Customer.id == licence.customer_id)).scalar_one()
-    entry_id = uuid.uuid4()
+    entry_id = new_id()
     conn.execute(
         insert(LedgerEntry).values(
             id=entry_id,

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from keys.keyring import b64u_decode
 from keys.points import is_acceptable_public_key
+from server.db.ids import new_id
 from server.db.models import Activation, Customer, DongleRevocation, Licence, Product, TransferRequest, User
 from server.domain import quotas
 from server.domain.access import CUSTOMER_ROLES, RESELLER
@@ -130,7 +131,7 @@ def request_transfer(conn: Connection, who: Principal, body: TransferRequestBody
         seat = HostRecord(frozenset((k, d) for k, d in row.host_components), row.host_match)
         if seat.matches([(k, d) for k, d in new_host["host_components"]]):
             raise Conflict("the new host is the one that already holds this seat")
-    transfer_id = uuid.uuid4()
+    transfer_id = new_id()
     conn.execute(
         insert(TransferRequest).values(
             id=transfer_id, licence_id=licence.id, activation_id=row.id, reason=body.reason, state="pending",
@@ -193,7 +194,7 @@ def decide_transfer(
     moves.end_activation(conn, request.activation_id, licence.id, "transferred", now)
     new_activation_id = None
     if request.new_host is not None:
-        new_activation_id = uuid.uuid4()
+        new_activation_id = new_id()
         host = dict(request.new_host) | {"refreshed_at": now}
         insert_seat(conn, licence.id, licence.seats, new_activation_id, host, None, now)
     ledger = None

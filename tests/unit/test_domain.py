@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import combinations
 
 import pytest
 
 from server.domain import errors
 from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, decide_activation
 from server.domain.calendar import add_months
-from server.domain.hosts import HostRecord, fingerprint_salt, key_hash, required_matches
+from server.domain.hosts import HostRecord, fingerprint_salt, indexed_digests, key_hash, required_matches
 from server.domain.lease import lease_for
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -45,6 +46,28 @@ def test_add_months_follows_the_calendar(start: datetime, months: int, expected:
 )
 def test_required_matches(count: int, tolerance: int, required: int) -> None:
     assert required_matches(count, tolerance) == required
+
+
+@pytest.mark.parametrize("count", range(1, 7))
+def test_the_indexed_digests_find_every_host_that_matches(count: int) -> None:
+    """Exhaustive over small hosts: whichever components a returning host kept, if it still
+    matches the record, one of its digests is among the few the seat was indexed by."""
+    recorded = [(f"kind-{i}", f"digest-{i}") for i in range(count)]
+    newcomer = [("kind-new", "digest-new")]
+    for match in range(1, count + 1):
+        indexed = indexed_digests([list(c) for c in recorded], match)
+        assert len(indexed) == count - match + 1
+        record = HostRecord(frozenset(recorded), match)
+        for kept in range(count + 1):
+            for subset in combinations(recorded, kept):
+                presented = [*subset, *newcomer]
+                found = bool(set(indexed) & {d for _, d in presented})
+                assert found or not record.matches(presented), (match, subset)
+
+
+def test_indexed_digests_ignore_repeated_components() -> None:
+    assert indexed_digests([["mac", "a"], ["mac", "a"], ["disk", "b"]], 2) == ["b"]
+    assert indexed_digests([["mac", "a"]], 3) == ["a"]  # never fewer than one
 
 
 def test_keys_are_normalised_before_hashing_and_salting() -> None:
@@ -146,3 +169,16 @@ def test_lease(kind: str, lease_days: int, grace: int, use_until: datetime | Non
             run()
     else:
         assert run().expires == expires
+
+
+def test_row_ids_are_uuid7_ordered_by_creation_time() -> None:
+    from server.db.ids import new_id, uuid7
+
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert {i.version for i in ids} == {7} and {i.variant for i in ids} == {uuid.RFC_4122}
+    earlier, later = uuid7(1_700_000_000_000), uuid7(1_700_000_000_001)
+    assert earlier < later and earlier.hex < later.hex  # as PostgreSQL's uuid and SQLite's text sort them
+    assert earlier.int >> 80 == 1_700_000_000_000
+    with pytest.raises(ValueError, match="48-bit"):
+        uuid7(1 << 48)
