@@ -61,13 +61,15 @@ def admin(db: str, keys: Path, *args: str) -> Any:
 
 
 @contextlib.contextmanager
-def database(backend: str, directory: Path) -> Iterator[str]:
+def database(backend: str, directory: Path, postgres_url: str | None = None) -> Iterator[str]:
+    """A new database for one bench: an SQLite file, or a database on the PostgreSQL at `postgres_url`
+    (default: TESSERA_BENCH_POSTGRES_URL or TESSERA_TEST_POSTGRES_URL)."""
     if backend == "sqlite":
         yield f"sqlite:///{directory / 'bench.db'}"
         return
     import asyncpg
 
-    base_url = os.environ.get("TESSERA_BENCH_POSTGRES_URL") or os.environ["TESSERA_TEST_POSTGRES_URL"]
+    base_url = postgres_url or os.environ.get("TESSERA_BENCH_POSTGRES_URL") or os.environ["TESSERA_TEST_POSTGRES_URL"]
     name = "tessera_bench_" + secrets.token_hex(4)
 
     async def execute(sql: str) -> None:

@@ -286,7 +286,8 @@ def test_postgresql_keeps_room_on_activation_pages_for_in_place_refreshes(tmp_pa
     async def options(url: str) -> list[str] | None:
         conn = await asyncpg.connect(url)
         try:
-            found: list[str] | None = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'activations'")
+            sql = "SELECT reloptions FROM pg_class WHERE relname = 'activations'"
+            found: list[str] | None = await conn.fetchval(sql)
             return found
         finally:
             await conn.close()

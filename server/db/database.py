@@ -11,7 +11,8 @@ SQLAlchemy ``Connection``; services are written once and run on both stores:
   commit (group commit), then the loop is woken once per batch. If any unit in
   a batch raises, the batch is rolled back and its units are run again one
   transaction each, so every unit gets its own outcome and a failed unit
-  leaves nothing behind.
+  leaves nothing behind. A second thread checkpoints the WAL into the
+  database file behind the writer, so no commit waits for a checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ T = TypeVar("T")
 Unit = Callable[..., Any]
 
 BATCH_LIMIT = 256
+
+# SQLite checkpoints (copying committed pages from the WAL into the database file, then an fsync of the
+# file) run on a thread of their own, at most every CHECKPOINT_INTERVAL seconds after a commit, so no
+# request waits for one. A committing writer checkpoints itself only if the WAL grows past
+# WAL_BACKSTOP_PAGES (40 MB of 4 KiB pages) because the checkpointer could not keep up or failed.
+CHECKPOINT_INTERVAL = 0.5
+WAL_BACKSTOP_PAGES = 10_000
 
 # PostgreSQL outages must fail fast, never hang a request (docs/FAULTS.md). A refused or black-holed connect
 # gives up after CONNECT_TIMEOUT; a request waiting for a pooled connection after POOL_TIMEOUT; a whole unit of
@@ -81,6 +89,8 @@ def sqlite_engine(url: URL) -> Any:
         cursor.execute("PRAGMA synchronous=FULL")  # durable: an acknowledged activation survives power loss
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")  # other processes on the same file
+        # The checkpointer thread copies the WAL into the file; a commit checkpoints only as a backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -106,6 +116,7 @@ class SQLiteDatabase:
         self._engine = sqlite_engine(url)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
+        self._checkpointer = _Checkpointer(self._engine)
         self._started = False
         self._lock = threading.Lock()
 
@@ -114,6 +125,7 @@ class SQLiteDatabase:
             if not self._started:
                 self._started = True
                 self._thread.start()
+                self._checkpointer.start()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         self._ensure_started()
@@ -129,6 +141,7 @@ class SQLiteDatabase:
         if self._started:
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
         self._engine.dispose()
 
     # -- the writer thread ----------------------------------------------
@@ -153,6 +166,7 @@ class SQLiteDatabase:
                 if conn is None:
                     conn = self._engine.connect()
                 self._run_batch(conn, batch)
+                self._checkpointer.nudge()
             except (OperationalError, DBAPIError) as exc:
                 # The file is gone, locked too long, read-only or the disk is full.
                 failure = DatabaseUnavailable(f"database unavailable: {exc.orig}")
@@ -201,6 +215,51 @@ class SQLiteDatabase:
         for loop, jobs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed; nobody is waiting
                 loop.call_soon_threadsafe(_settle, jobs)
+
+
+class _Checkpointer:
+    """PASSIVE checkpoints on a connection and thread of their own: they never take the write lock,
+    so the writer goes on committing to the WAL while pages are copied into the file behind it."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-checkpointer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def nudge(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wanted.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _serve(self) -> None:
+        connection: Any = None
+        while True:
+            self._wanted.wait()
+            if self._stopping.wait(CHECKPOINT_INTERVAL):  # let commits gather: one checkpoint, one fsync
+                break
+            self._wanted.clear()
+            try:
+                if connection is None:
+                    connection = self._engine.raw_connection()
+                cursor = connection.cursor()
+                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                cursor.fetchall()
+                cursor.close()
+            except Exception:  # a full or read-only disk: the writer reports it to requests; retry later
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    connection = None
+        if connection is not None:
+            connection.close()
 
 
 def _settle(jobs: list[_Job]) -> None:
