@@ -54,3 +54,32 @@ def test_commits_reach_the_database_file_from_the_checkpointer_not_the_writer(tm
     # The writer itself would checkpoint only after WAL_BACKSTOP_PAGES: 500 one-row commits are far fewer pages.
     assert backstop == WAL_BACKSTOP_PAGES
     assert found == 500, f"after {waited:.1f} s the database file holds {found} of 500 committed rows"
+
+
+def test_a_failed_statement_does_not_carry_its_bound_values(tmp_path: Path) -> None:
+    """Error texts may be logged: the values bound to a failed statement (key hashes, agent keys) stay out."""
+    from sqlalchemy.exc import IntegrityError
+
+    secret = "hash-of-a-licence-key-0123456789"
+
+    async def go() -> str:
+        db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+        try:
+            await db.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x TEXT PRIMARY KEY)"))
+
+            def twice(conn: Any) -> None:
+                from sqlalchemy import text
+
+                conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": secret})
+                conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": secret})
+
+            try:
+                await db.run(twice)
+            except IntegrityError as exc:
+                return str(exc)
+            raise AssertionError("the duplicate was accepted")
+        finally:
+            await db.close()
+
+    message = asyncio.run(go())
+    assert "UNIQUE" in message and secret not in message

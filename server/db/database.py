@@ -78,7 +78,9 @@ class Database(Protocol):
 
 
 def sqlite_engine(url: URL) -> Any:
-    engine = create_engine(url, poolclass=None)
+    # hide_parameters: a failed statement's error text (which may reach a log) never carries the bound
+    # values, such as a licence key's hash or an agent's public key.
+    engine = create_engine(url, poolclass=None, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -287,6 +289,7 @@ class PostgresDatabase:
         self._unit_timeout = unit_timeout
         self._engine = create_async_engine(
             url,
+            hide_parameters=True,  # as for SQLite: no bound values in error texts
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=POOL_TIMEOUT,
