@@ -95,6 +95,10 @@ class Plan(Base):
     term_months: Mapped[int] = mapped_column(default=12)
     allow_virtual: Mapped[bool] = mapped_column(default=True)
     deactivations_per_term: Mapped[int | None]
+    # Identifying fingerprint components an activation must present (issue: one seat is one machine),
+    # and how often a seat may be rebound to a new agent key without a proof from the old one.
+    min_identifying: Mapped[int] = mapped_column(default=2, server_default=text("2"))
+    rebinds_per_term: Mapped[int] = mapped_column(default=2, server_default=text("2"))
     free_host_changes_per_term: Mapped[int] = mapped_column(default=1)
     price_cents: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
@@ -168,6 +172,7 @@ class Activation(Base):
     __table_args__ = (
         Index("ix_activations_licence_live", "licence_id", "ended_at"),
         Index("ix_activations_dongle", "licence_id", "dongle_serial"),
+        Index("ix_activations_agent_key", "licence_id", "agent_key"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
@@ -190,6 +195,24 @@ class ActivationDigest(Base):
     licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"), primary_key=True)
     digest: Mapped[str] = mapped_column(String(100), primary_key=True)
     activation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activations.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ActivationRebind(Base):
+    """A seat bound to a new agent key: proven by the old key, or counted against the plan's allowance.
+    The old key's next refresh is told `activation-rebound` instead of an opaque signature failure."""
+
+    __tablename__ = "activation_rebinds"
+    __table_args__ = (
+        Index("ix_activation_rebinds_licence", "licence_id", "rebound_at"),
+        Index("ix_activation_rebinds_old_key", "activation_id", "old_agent_key"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    licence_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("licences.id"))
+    activation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activations.id"))
+    old_agent_key: Mapped[str] = mapped_column(String(64))
+    new_agent_key: Mapped[str] = mapped_column(String(64))
+    proven: Mapped[bool]  # signed by the old key: not counted
+    rebound_at: Mapped[datetime]
 
 
 class RequestNonce(Base):
