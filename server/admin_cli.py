@@ -122,6 +122,8 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "renewal_price_cents": args.renewal_price_cents,
         "host_change_price_cents": args.host_change_price_cents,
         "dongle_replacement_price_cents": args.dongle_replacement_price_cents,
+        "min_identifying": args.min_identifying,
+        "rebinds_per_term": args.rebinds_per_term,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -220,7 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=int, default=1, help="components that may change on the same host")
     p.add_argument("--grace-days", type=int, default=0)
     p.add_argument("--term-months", type=int, default=12)
-    p.add_argument("--no-virtual", action="store_true", help="refuse virtual machines and containers")
+    p.add_argument("--min-identifying", type=int, default=2,
+                   help="identifying fingerprint components an activation must present (machine-id, DMI, MACs, disks)")
+    p.add_argument("--rebinds-per-term", type=int, default=2,
+                   help="seat rebinds to a new agent key without the old key's proof, per maintenance term")
+    p.add_argument("--no-virtual", action="store_true",
+                   help="refuse virtual machines and containers (as the agent reports them)")
     p.add_argument("--deactivations-per-term", type=int)
     p.add_argument("--free-host-changes", type=int, default=1)
     p.add_argument("--price-cents", type=int, default=0)

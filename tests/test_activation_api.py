@@ -72,10 +72,15 @@ def test_the_same_host_gets_its_seat_back_and_tolerates_one_changed_part(live_se
     status, again = activate(live_server, agent, licence)
     assert status == 200 and again["activation_id"] == first["activation_id"]
     agent.replace_component("disk-serial")
-    agent.replace_component("machine-id")  # two more parts changed: beyond tolerance, a new host
+    agent.replace_component("machine-id")  # beyond tolerance of the seat's anchor: another machine
     status, other = activate(live_server, agent, licence)
     assert status == 201 and other["activation_id"] != first["activation_id"]
-    assert seats_in_use(live_server, licence) == 2
+    # The same agent took its seat along (a move, counted like a deactivation), it did not take a second.
+    assert seats_in_use(live_server, licence) == 1
+    ended = {a["id"]: a["end_reason"] for a in live_server.admin("licence", "show", licence["id"])["activations"]}
+    assert ended[first["activation_id"]] == "moved"
+    status, newcomer = activate(live_server, FakeAgent(), licence)  # another machine, another agent
+    assert status == 201 and seats_in_use(live_server, licence) == 2
 
 
 def test_refresh_is_signed_by_the_agent_key_and_cannot_be_replayed(live_server: LiveServer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,12 +9,11 @@ from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import text
 
-from server.db.database import open_database
 from tests.conftest import AdminError, LiveServer
 from tests.support.agent import FakeAgent
 from tests.support.http import request
+from tests.support.sql import run_sql
 
 
 @dataclass
@@ -293,17 +291,6 @@ def test_seat_release_quota_and_dongle_replacement(live_server: LiveServer) -> N
     assert (status, problem["code"]) == (409, "wrong-binding-model")
 
 
-def _sql(url: str, statement: str) -> None:
-    async def go() -> None:
-        db = open_database(url, pool_size=1)
-        try:
-            await db.run(lambda conn: conn.execute(text(statement)))
-        finally:
-            await db.close()
-
-    asyncio.run(go())
-
-
 @pytest.mark.parametrize("tamper", ["edit", "delete-last", "delete-middle"])
 def test_audit_verify_detects_tampering(live_server: LiveServer, tamper: str) -> None:
     w = world(live_server)
@@ -317,7 +304,7 @@ def test_audit_verify_detects_tampering(live_server: LiveServer, tamper: str) ->
         "delete-last": f"DELETE FROM audit_events WHERE chain = '{chain}' AND seq = 2",
         "delete-middle": "DELETE FROM audit_events WHERE chain = 'vendor' AND seq = 3",
     }
-    _sql(live_server.db_url, statements[tamper])
+    run_sql(live_server.db_url, statements[tamper])
     with pytest.raises(AdminError) as broken:
         live_server.admin("audit", "verify")
     assert broken.value.problem["code"] == "audit-chain-broken"

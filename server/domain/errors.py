@@ -187,6 +187,16 @@ class DongleRevoked(DomainError):
     title = "Dongle revoked"
 
 
+class FingerprintTooWeak(ValidationFailed):
+    code = "fingerprint-too-weak"
+    title = "Fingerprint too weak"
+
+
+class ActivationRebound(DomainError):
+    code = "activation-rebound"
+    title = "Activation rebound to another agent key"
+
+
 # One table maps refusals to HTTP; a test asserts that every subclass has a row.
 HTTP_STATUS: dict[type[DomainError], int] = {
     DomainError: 400,
@@ -225,6 +235,8 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     WrongBindingModel: 409,
     ActivationRequired: 422,
     DongleRevoked: 403,
+    FingerprintTooWeak: 422,
+    ActivationRebound: 409,
 }
 
 

@@ -7,6 +7,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from server.domain.errors import FingerprintTooWeak
+from tessera_common.fingerprints import IDENTIFYING_KINDS
+
 Component = tuple[str, str]  # (kind, digest)
 
 
@@ -30,12 +33,50 @@ def required_matches(component_count: int, tolerance: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Enrolment:
+    """What a seat is anchored to: the identifying components it was enrolled with, and how many of
+    them must still be present for a later request to be the same machine."""
+
+    components: list[list[str]]
+    match: int
+
+
+def identifying(presented: Iterable[Sequence[str]]) -> list[list[str]]:
+    """The components that tell one machine from another, sorted and distinct; a CPU model or a
+    virtualisation label is shared by thousands of machines and never counts."""
+    return [list(c) for c in sorted({(kind, digest) for kind, digest in presented if kind in IDENTIFYING_KINDS})]
+
+
+def enrol(presented: Iterable[Sequence[str]], *, tolerance: int, minimum: int, dongle: bool) -> Enrolment:
+    """The anchor of a new seat, or FingerprintTooWeak when the machine shows too little of itself
+    to be told apart from others (a dongle's serial counts as one identifying component)."""
+    components = identifying(presented)
+    shown = len(components) + (1 if dongle else 0)
+    if shown < minimum:
+        kinds = ", ".join(sorted({k for k, _ in components})) or "none"
+        raise FingerprintTooWeak(
+            f"the fingerprint has {shown} identifying component(s) ({kinds}); this licence needs at least {minimum}"
+            " (machine-id, DMI product UUID, board serial, NIC MACs, disk serials): run the agent as a user"
+            " that can read them",
+            identifying=shown,
+            required=minimum,
+        )
+    return Enrolment(components, required_matches(len(components), tolerance))
+
+
+def anchor_strength(components: Iterable[Sequence[str]], *, dongle: bool) -> int:
+    return len(identifying(components)) + (1 if dongle else 0)
+
+
+@dataclass(frozen=True, slots=True)
 class HostRecord:
     components: frozenset[Component]
     match: int
 
     def matches(self, presented: Iterable[Component]) -> bool:
-        return len(self.components.intersection(presented)) >= self.match
+        # Only identifying components are ever anchored, so only they can count towards the match.
+        anchored = {c for c in self.components if c[0] in IDENTIFYING_KINDS}
+        return bool(anchored) and len(anchored.intersection(presented)) >= self.match
 
 
 def indexed_digests(components: Iterable[Sequence[str]], match: int) -> list[str]:

@@ -6,14 +6,14 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, union, update
 from sqlalchemy.exc import IntegrityError
 
 from keys.keyring import b64u_decode
@@ -23,6 +23,7 @@ from server.db.ids import new_id
 from server.db.models import (
     Activation,
     ActivationDigest,
+    ActivationRebind,
     AuthFailure,
     DongleRevocation,
     Licence,
@@ -31,11 +32,22 @@ from server.db.models import (
     Product,
     RequestNonce,
 )
-from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, decide_activation
+from server.domain.activation import (
+    LicenceSnapshot,
+    LiveSeat,
+    Move,
+    NewSeat,
+    ReEnrol,
+    Reuse,
+    check_rebind_allowance,
+    decide_activation,
+)
 from server.domain.errors import (
     ActivationEnded,
     ActivationNotFound,
+    ActivationRebound,
     DongleRevoked,
+    FingerprintTooWeak,
     InvalidAgentKey,
     InvalidSignature,
     LicenceNotFound,
@@ -45,13 +57,14 @@ from server.domain.errors import (
     TooManyAttempts,
     ValidationFailed,
 )
-from server.domain.hosts import HostRecord, indexed_digests, key_hash, required_matches
+from server.domain.hosts import Enrolment, HostRecord, anchor_strength, indexed_digests, key_hash
 from server.domain.lease import check_status, lease_for
 from server.services import audit, moves
 from server.services.requests import (
     ActivationRequest,
     OfflineActivationRequest,
     ProofClaims,
+    RebindClaims,
 )
 from server.signing import SeatGrant
 
@@ -59,12 +72,14 @@ REFRESH_PROOF = "tessera-refresh+jwt"
 DEACTIVATE_PROOF = "tessera-deactivate+jwt"
 OFFLINE_ACTIVATION = "tessera-offline-activation+jwt"
 OFFLINE_DEACTIVATION = "tessera-offline-deactivate+jwt"
+REBIND_PROOF = "tessera-rebind+jwt"
 
 T = TypeVar("T")
 PROOF_WINDOW = timedelta(seconds=300)
 OFFLINE_WINDOW = timedelta(days=30)  # an air-gapped request may travel for a while, not for ever
 THROTTLE_WINDOW = timedelta(minutes=10)
 THROTTLE_LIMIT = 10
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _jws = jwt.PyJWS(options={"verify_signature": True})
 
@@ -90,6 +105,8 @@ _LICENCE_COLUMNS = (
     Plan.allow_virtual,
     Plan.features,
     Plan.deactivations_per_term,
+    Plan.min_identifying,
+    Plan.rebinds_per_term,
     Product.code,
     _latest_term_end.label("maint_until"),
 )
@@ -118,11 +135,20 @@ _CANDIDATE_COLUMNS = (
     Activation.dongle_serial,
     Activation.agent_key,
 )
+# The live seats that share a digest with the request, and the live seat bound to the request's agent
+# key (the same agent on a machine that changed): both by index.
 _CANDIDATES_BY_DIGEST = select(*_CANDIDATE_COLUMNS).where(
     Activation.id.in_(
-        select(ActivationDigest.activation_id).where(
-            ActivationDigest.licence_id == bindparam("licence_id"),
-            ActivationDigest.digest.in_(bindparam("digests", expanding=True)),
+        union(
+            select(ActivationDigest.activation_id).where(
+                ActivationDigest.licence_id == bindparam("licence_id"),
+                ActivationDigest.digest.in_(bindparam("digests", expanding=True)),
+            ),
+            select(Activation.id).where(
+                Activation.licence_id == bindparam("licence_id"),
+                Activation.agent_key == bindparam("agent_key"),
+                Activation.ended_at.is_(None),
+            ),
         )
     ),
     Activation.ended_at.is_(None),
@@ -143,6 +169,13 @@ _REVOKED = select(DongleRevocation.serial).where(
 )
 _INSERT_DIGESTS = insert(ActivationDigest)
 _REBIND = update(Activation).where(Activation.id == bindparam("activation_id"))
+_INSERT_REBIND = insert(ActivationRebind)
+_COUNTED_REBINDS = select(func.count()).where(
+    ActivationRebind.licence_id == bindparam("licence_id"),
+    ActivationRebind.proven.is_(False),
+    ActivationRebind.rebound_at >= bindparam("since"),
+)
+_OLD_KEYS = select(ActivationRebind.old_agent_key).where(ActivationRebind.activation_id == bindparam("activation_id"))
 _DROP_DIGESTS = delete(ActivationDigest).where(ActivationDigest.activation_id == bindparam("activation_id"))
 
 
@@ -250,7 +283,7 @@ def activate_unit(
     dongle = request.dongle_serial if row.model == "dongle" else None
     if dongle is not None and conn.execute(_REVOKED, {"product_id": row.product_id, "serial": dongle}).first():
         raise DongleRevoked("this dongle was reported lost, stolen or defective: use its replacement")
-    candidates = _candidates(conn, row.id, presented, dongle)
+    candidates = _candidates(conn, row.id, presented, dongle, agent_key)
     licence = LicenceSnapshot(
         id=row.id,
         status=row.status,
@@ -259,6 +292,8 @@ def activate_unit(
         kind=row.kind,
         model=row.model,
         allow_virtual=row.allow_virtual,
+        tolerance=row.tolerance,
+        min_identifying=row.min_identifying,
     )
     decision = decide_activation(
         licence,
@@ -266,40 +301,96 @@ def activate_unit(
         dongle_serial=dongle,
         virtualisation=request.fingerprint.virtualisation,
         candidates=candidates,
+        agent_key=agent_key,
     )
-    components = [list(c) for c in presented]
-    match = required_matches(len(components), row.tolerance)
-    activation_id = decision.activation_id if isinstance(decision, Reuse) else new_id()
+    if isinstance(decision, Reuse):
+        seat = next(c for c in candidates if c.id == decision.activation_id)
+        anchor = decision.reanchor or Enrolment(sorted_components(seat.host.components), seat.host.match)
+        activation_id = decision.activation_id
+    else:
+        anchor = decision.enrolment
+        activation_id = new_id() if isinstance(decision, NewSeat | Move) else decision.activation_id
     # The lease is decided (a lapsed subscription refused) before anything is written.
     grant = _grant(
         row,
         activation_id=activation_id,
-        components=components,
-        match=match,
+        components=anchor.components,
+        match=anchor.match,
         dongle_serial=dongle,
         agent_key=agent_key,
         now=now,
-        created=isinstance(decision, NewSeat),
+        created=isinstance(decision, NewSeat | Move),
     )
-    host_values = {
-        "host_components": components,
-        "host_match": match,
+    seen = {
         "virtualisation": request.fingerprint.virtualisation,
         "agent_key": agent_key,
         "hostname": request.hostname,
         "refreshed_at": now,
     }
+    anchored = {"host_components": anchor.components, "host_match": anchor.match}
     if isinstance(decision, Reuse):
-        # The same host (or dongle) again, perhaps with a new agent key: the seat is rebound to it.
-        conn.execute(_REBIND, {"activation_id": activation_id, **host_values})
-        conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
-        conn.execute(_INSERT_DIGESTS, _digest_rows(row.id, activation_id, components, match))
-        if decision.agent_key != agent_key:
-            _audit_seat(conn, row.id, activation_id, "seat.rebind", request.hostname, now)
+        # The anchor stays as it was enrolled (only a dongle seat follows its dongle to a new host).
+        if decision.rebind:
+            _rebind(conn, row, request, decision, agent_key, now)
+        conn.execute(_REBIND, {"activation_id": activation_id, **seen, **(anchored if decision.reanchor else {})})
+        if decision.reanchor is not None:
+            _reindex(conn, row.id, activation_id, anchor)
+    elif isinstance(decision, ReEnrol):
+        conn.execute(_REBIND, {"activation_id": activation_id, **seen, **anchored})
+        _reindex(conn, row.id, activation_id, anchor)
+        _audit_seat(conn, row.id, activation_id, "seat.re-enrol", request.hostname, now)
+    elif isinstance(decision, Move):
+        moved = moves.SeatPolicy(row.id, row.model, row.deactivations_per_term)
+        moves.self_service_release(conn, moved, decision.from_activation_id, "moved", f"agent:{activation_id}", now)
+        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now)
+        _audit_seat(conn, row.id, activation_id, "seat.activate", request.hostname, now,
+                    moved_from=str(decision.from_activation_id))  # fmt: skip
     else:
-        insert_seat(conn, row.id, row.seats, activation_id, host_values, dongle, now)
+        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now)
         _audit_seat(conn, row.id, activation_id, "seat.activate", request.hostname, now)
     return grant
+
+
+def sorted_components(components: frozenset[tuple[str, str]]) -> list[list[str]]:
+    return [list(c) for c in sorted(components)]
+
+
+def _reindex(conn: Connection, licence_id: uuid.UUID, activation_id: uuid.UUID, anchor: Enrolment) -> None:
+    conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
+    conn.execute(_INSERT_DIGESTS, _digest_rows(licence_id, activation_id, anchor.components, anchor.match))
+
+
+def _rebind(conn: Connection, row: Any, request: ActivationRequest, decision: Reuse, agent_key: str,
+            now: datetime) -> None:  # fmt: skip
+    """A seat bound to a new agent key. Proven by the old key (or by the dongle itself), it is free;
+    otherwise it is counted against the plan's allowance per maintenance term. Either way the old
+    key's next refresh is told `activation-rebound`."""
+    proven = decision.reanchor is not None  # a dongle seat follows its dongle: the dongle is the proof
+    if request.rebind_proof is not None:
+        _verify_rebind_proof(request.rebind_proof, decision, agent_key, now)
+        proven = True
+    if not proven:
+        _, span = moves.window(conn, row.id, now)
+        used = int(conn.execute(_COUNTED_REBINDS, {"licence_id": row.id, "since": span.start or _EPOCH})
+                   .scalar_one())  # fmt: skip
+        check_rebind_allowance(row.rebinds_per_term, used, span.resets_at)
+    conn.execute(_INSERT_REBIND, {
+        "id": new_id(), "licence_id": row.id, "activation_id": decision.activation_id,
+        "old_agent_key": decision.agent_key, "new_agent_key": agent_key, "proven": proven, "rebound_at": now,
+    })  # fmt: skip
+    _audit_seat(conn, row.id, decision.activation_id, "seat.rebind", request.hostname, now, proven=proven)
+
+
+def _verify_rebind_proof(proof: str, decision: Reuse, agent_key: str, now: datetime) -> None:
+    payload = verify_signed(proof, REBIND_PROOF, b64u_decode(decision.agent_key))
+    try:
+        claims = RebindClaims.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ValidationFailed(f"the rebind proof is malformed: {exc.errors()[0]['msg']}") from exc
+    if claims.sub != str(decision.activation_id) or claims.new_key != agent_key:
+        raise InvalidSignature("the rebind proof is signed for another activation or another key")
+    if abs(datetime.fromtimestamp(claims.iat, now.tzinfo) - now) > PROOF_WINDOW:
+        raise StaleRequest("the rebind proof's time is more than 5 minutes from the server's clock")
 
 
 def _digest_rows(
@@ -312,10 +403,16 @@ def _digest_rows(
 
 
 def _audit_seat(
-    conn: Connection, licence_id: uuid.UUID, activation_id: uuid.UUID, action: str, hostname: str, now: datetime
+    conn: Connection,
+    licence_id: uuid.UUID,
+    activation_id: uuid.UUID,
+    action: str,
+    hostname: str,
+    now: datetime,
+    **details: Any,
 ) -> None:
     audit.record(conn, chain=audit.licence_chain(licence_id), actor=f"agent:{activation_id}", action=action,
-                 subject=f"activation:{activation_id}", details={"hostname": hostname}, now=now)  # fmt: skip
+                 subject=f"activation:{activation_id}", details={"hostname": hostname, **details}, now=now)  # fmt: skip
 
 
 def insert_seat(
@@ -349,12 +446,18 @@ def insert_seat(
 
 
 def _candidates(
-    conn: Connection, licence_id: uuid.UUID, presented: Sequence[tuple[str, str]], dongle: str | None
+    conn: Connection,
+    licence_id: uuid.UUID,
+    presented: Sequence[tuple[str, str]],
+    dongle: str | None,
+    agent_key: str,
 ) -> list[LiveSeat]:
     if dongle is not None:
         rows = conn.execute(_CANDIDATES_BY_DONGLE, {"licence_id": licence_id, "dongle": dongle})
     else:
-        rows = conn.execute(_CANDIDATES_BY_DIGEST, {"licence_id": licence_id, "digests": [d for _, d in presented]})
+        digests = [d for _, d in presented]
+        params = {"licence_id": licence_id, "digests": digests, "agent_key": agent_key}
+        rows = conn.execute(_CANDIDATES_BY_DIGEST, params)
     return [
         LiveSeat(
             id=r.id,
@@ -470,7 +573,11 @@ def _signed_unit(
     row = conn.execute(_ACTIVATION_BY_ID, {"activation_id": activation_id}).first()
     if row is None:
         raise ActivationNotFound("no such activation")
-    claims = verify_proof(proof, proof_type, b64u_decode(row.agent_key))
+    try:
+        claims = verify_proof(proof, proof_type, b64u_decode(row.agent_key))
+    except InvalidSignature:
+        _refuse_rebound_key(conn, activation_id, proof, proof_type)
+        raise
     if claims.sub != str(activation_id):
         raise InvalidSignature("the request is signed for another activation")
     if windowed:
@@ -483,9 +590,29 @@ def _signed_unit(
     return row, claims
 
 
+def _refuse_rebound_key(conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str) -> None:
+    """A request signed by a key this seat was bound to before: say so, rather than 'invalid signature'."""
+    for old_key in conn.execute(_OLD_KEYS, {"activation_id": activation_id}).scalars():
+        try:
+            verify_signed(proof, proof_type, b64u_decode(old_key))
+        except InvalidSignature:
+            continue
+        raise ActivationRebound(
+            "this seat was bound to another agent key on the same machine (an OS reinstall or a restored copy):"
+            " activate again if this installation should hold it"
+        )
+
+
 def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: datetime) -> SeatGrant:
     row, _ = _signed_unit(conn, activation_id, proof, REFRESH_PROOF, now, windowed=True)
     check_status(row.status)
+    if anchor_strength(row.host_components, dongle=row.model == "dongle") < row.min_identifying:
+        # Enrolled before anchors needed identifying components: such a seat matches too many machines.
+        raise FingerprintTooWeak(
+            "this seat was enrolled with too few identifying components: activate again on this machine",
+            identifying=anchor_strength(row.host_components, dongle=row.model == "dongle"),
+            required=row.min_identifying,
+        )
     grant = _grant(
         row,
         activation_id=row.activation_id,

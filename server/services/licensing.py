@@ -118,7 +118,7 @@ PLAN_FIELDS = (
     "kind", "model", "lease_days", "tolerance", "grace_days", "term_months", "allow_virtual",
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
-    "host_change_price_cents", "dongle_replacement_price_cents",
+    "host_change_price_cents", "dongle_replacement_price_cents", "min_identifying", "rebinds_per_term",
 )  # fmt: skip
 
 
@@ -130,12 +130,13 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
         raise ValidationFailed("kind must be perpetual or subscription")
     if fields.get("model") not in ("activation", "host-id", "dongle"):
         raise ValidationFailed("model must be activation, host-id or dongle")
-    for numeric in ("lease_days", "term_months"):
+    for numeric in ("lease_days", "term_months", "min_identifying"):
         if numeric in fields and fields[numeric] < 1:
             raise ValidationFailed(f"{numeric} must be at least 1")
     for numeric in (
         "tolerance", "grace_days", "price_cents", "notice_months", "free_host_changes_per_term",
         "deactivations_per_term", "renewal_price_cents", "host_change_price_cents", "dongle_replacement_price_cents",
+        "rebinds_per_term",
     ):  # fmt: skip
         if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")

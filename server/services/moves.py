@@ -17,7 +17,8 @@ from server.services import audit
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.terms import load_terms
 
-SELF_SERVICE_REASONS = ("deactivated", "offline-deactivated", "released")
+# A move (the agent's machine changed beyond the tolerance) is counted like a deactivation (rule 4).
+SELF_SERVICE_REASONS = ("deactivated", "offline-deactivated", "released", "moved")
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,8 @@ class ActivationRequest(Strict):
     dongle_serial: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable)] | None = None
     agent_key: AgentKey
     hostname: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=Printable)]
+    # Moving a seat to a new agent key uncounted: a JWS by the seat's current key (docs/PROTOCOL.md).
+    rebind_proof: Annotated[str, StringConstraints(min_length=20, max_length=4096)] | None = None
 
 
 class OfflineActivationRequest(ActivationRequest):
@@ -76,6 +78,12 @@ class ProofClaims(Strict):
     sub: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     nonce: Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U)]
     iat: int
+
+
+class RebindClaims(Strict):
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    new_key: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U)]
+    iat: int = Field(ge=0, le=2**40)
 
 
 # -- customer, support and reseller APIs ------------------------------------

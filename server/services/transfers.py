@@ -26,7 +26,7 @@ from server.domain.errors import (
     TransferPending,
     WrongBindingModel,
 )
-from server.domain.hosts import HostRecord, key_hash, required_matches
+from server.domain.hosts import HostRecord, enrol, key_hash
 from server.services import audit, moves
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.activation import insert_seat
@@ -76,15 +76,17 @@ def _seat_to_move(conn: Connection, who: Principal, body: TransferRequestBody) -
     return live[0], licence
 
 
-def _new_host(request: ActivationRequest, licence: Any, tolerance: int) -> dict[str, Any]:
+def _new_host(request: ActivationRequest, licence: Any, plan: Any) -> dict[str, Any]:
     if request.product != licence.product:
         raise LicenceNotFound("no licence with this key for this product")
     if not is_acceptable_public_key(b64u_decode(request.agent_key.x)):
         raise InvalidAgentKey("agent_key is not a usable Ed25519 public key")
-    components = [[c.kind, c.digest] for c in request.fingerprint.components]
+    # The approval re-enrols the seat: the new host's identifying components become its anchor.
+    anchor = enrol([(c.kind, c.digest) for c in request.fingerprint.components], tolerance=plan.tolerance,
+                   minimum=plan.min_identifying, dongle=False)  # fmt: skip
     return {
-        "host_components": components,
-        "host_match": required_matches(len(components), tolerance),
+        "host_components": anchor.components,
+        "host_match": anchor.match,
         "virtualisation": request.fingerprint.virtualisation,
         "agent_key": request.agent_key.x,
         "hostname": request.hostname,
@@ -126,7 +128,7 @@ def request_transfer(conn: Connection, who: Principal, body: TransferRequestBody
     ).first()
     if pending is not None:
         raise TransferPending(f"transfer {pending.id} for this seat is already waiting for support")
-    new_host = _new_host(body.new_host, licence, plan.tolerance) if body.new_host else None
+    new_host = _new_host(body.new_host, licence, plan) if body.new_host else None
     if new_host is not None:
         seat = HostRecord(frozenset((k, d) for k, d in row.host_components), row.host_match)
         if seat.matches([(k, d) for k, d in new_host["host_components"]]):

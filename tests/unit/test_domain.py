@@ -9,9 +9,26 @@ from itertools import combinations
 import pytest
 
 from server.domain import errors
-from server.domain.activation import LicenceSnapshot, LiveSeat, NewSeat, Reuse, decide_activation
+from server.domain.activation import (
+    LicenceSnapshot,
+    LiveSeat,
+    Move,
+    NewSeat,
+    ReEnrol,
+    Reuse,
+    check_rebind_allowance,
+    decide_activation,
+)
 from server.domain.calendar import add_months
-from server.domain.hosts import HostRecord, fingerprint_salt, indexed_digests, key_hash, required_matches
+from server.domain.hosts import (
+    Enrolment,
+    HostRecord,
+    enrol,
+    fingerprint_salt,
+    indexed_digests,
+    key_hash,
+    required_matches,
+)
 from server.domain.lease import lease_for
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -79,71 +96,99 @@ def test_keys_are_normalised_before_hashing_and_salting() -> None:
 
 def snapshot(**overrides: object) -> LicenceSnapshot:
     values: dict = dict(id=uuid.uuid4(), status="active", seats=2, seats_in_use=0, kind="perpetual",
-                        model="activation", allow_virtual=True)  # fmt: skip
+                        model="activation", allow_virtual=True, tolerance=1, min_identifying=2)  # fmt: skip
     return LicenceSnapshot(**(values | overrides))
 
 
-HOST = [("machine-id", "a" * 22), ("mac", "b" * 22), ("disk-serial", "c" * 22)]
-SEAT = LiveSeat(uuid.uuid4(), HostRecord(frozenset(HOST), 2), None)
+HOST = [("disk-serial", "c" * 22), ("machine-id", "a" * 22), ("mac", "b" * 22)]
+ANCHOR = Enrolment(sorted([list(c) for c in HOST]), 2)
+SEAT = LiveSeat(uuid.uuid4(), HostRecord(frozenset(HOST), 2), None, agent_key="K1")
+WEAK_SEAT = LiveSeat(uuid.uuid4(), HostRecord(frozenset({("virtualisation", "v" * 22)}), 1), None, agent_key="K1")
+TWO_CHANGED = [HOST[1], ("mac", "y" * 22), ("disk-serial", "z" * 22)]
+TWO_CHANGED_ANCHOR = Enrolment(sorted([list(c) for c in TWO_CHANGED]), 2)
+DESCRIPTIVE = [("cpu-model", "d" * 22), ("virtualisation", "e" * 22)]
 
 
 @pytest.mark.parametrize(
-    ("licence", "presented", "dongle", "virt", "candidates", "outcome"),
+    ("licence", "presented", "dongle", "virt", "candidates", "agent", "outcome"),
     [
-        pytest.param(snapshot(), HOST, None, "none", [], NewSeat(), id="first-seat"),
-        pytest.param(snapshot(seats_in_use=2), HOST, None, None, [SEAT], Reuse(SEAT.id, False), id="same-host-full"),
-        pytest.param(
-            snapshot(),
-            [*HOST[:2], ("disk-serial", "z" * 22)],
-            None,
-            None,
-            [SEAT],
-            Reuse(SEAT.id, False),
-            id="one-part-changed",
-        ),
-        pytest.param(snapshot(), HOST[:1], None, None, [SEAT], NewSeat(), id="two-parts-changed"),
-        pytest.param(snapshot(seats_in_use=2), HOST[:1], None, None, [SEAT], errors.SeatsExhausted, id="full"),
-        pytest.param(
-            snapshot(seats_in_use=2, model="host-id"),
-            HOST[:1],
-            None,
-            None,
-            [SEAT],
-            errors.TransferRequired,
-            id="host-id-full",
-        ),
-        pytest.param(snapshot(status="suspended"), HOST, None, None, [], errors.LicenceSuspended, id="suspended"),
-        pytest.param(snapshot(status="revoked"), HOST, None, None, [], errors.LicenceRevoked, id="revoked"),
-        pytest.param(snapshot(allow_virtual=False), HOST, None, "kvm", [], errors.VirtualMachineRefused, id="vm"),
-        pytest.param(snapshot(allow_virtual=False), HOST, None, "none", [], NewSeat(), id="bare-metal"),
-        pytest.param(snapshot(model="dongle"), HOST, None, None, [], errors.DongleRequired, id="no-dongle"),
-        pytest.param(
-            snapshot(model="dongle", seats_in_use=2),
-            HOST,
-            "SN1",
-            None,
-            [LiveSeat(SEAT.id, SEAT.host, "SN1")],
-            Reuse(SEAT.id, True),
-            id="dongle-moves",
-        ),
-        pytest.param(
-            snapshot(model="dongle", seats_in_use=2),
-            HOST,
-            "SN2",
-            None,
-            [LiveSeat(SEAT.id, SEAT.host, "SN1")],
-            errors.SeatsExhausted,
-            id="other-dongle-full",
-        ),
+        pytest.param(snapshot(), HOST, None, "none", [], "K1", NewSeat(ANCHOR), id="first-seat"),
+        pytest.param(snapshot(), HOST + DESCRIPTIVE, None, None, [], "K1", NewSeat(ANCHOR),
+                     id="descriptive-parts-are-not-anchored"),
+        pytest.param(snapshot(seats_in_use=2), HOST, None, None, [SEAT], "K1", Reuse(SEAT.id, False, "K1"),
+                     id="same-host-full"),
+        pytest.param(snapshot(), [*HOST[:2], ("mac", "z" * 22)], None, None, [SEAT], "K1",
+                     Reuse(SEAT.id, False, "K1"), id="one-part-changed"),
+        pytest.param(snapshot(), HOST, None, None, [SEAT], "K2", Reuse(SEAT.id, True, "K1"),
+                     id="same-host-new-agent-key-is-a-rebind"),
+        pytest.param(snapshot(), TWO_CHANGED, None, None, [], "K2", NewSeat(TWO_CHANGED_ANCHOR),
+                     id="two-parts-changed-another-machine"),
+        pytest.param(snapshot(seats_in_use=2), TWO_CHANGED, None, None, [SEAT], "K1",
+                     Move(SEAT.id, TWO_CHANGED_ANCHOR), id="two-parts-changed-same-agent-moves-its-seat"),
+        pytest.param(snapshot(seats_in_use=2, model="host-id"), TWO_CHANGED, None, None, [SEAT], "K1",
+                     errors.TransferRequired, id="host-id-changed-beyond-tolerance-needs-a-transfer"),
+        pytest.param(snapshot(seats_in_use=2), TWO_CHANGED, None, None, [SEAT], "K2", errors.SeatsExhausted,
+                     id="full"),
+        pytest.param(snapshot(seats_in_use=2, model="host-id"), TWO_CHANGED, None, None, [SEAT], "K2",
+                     errors.TransferRequired, id="host-id-full"),
+        pytest.param(snapshot(), HOST, None, None, [WEAK_SEAT], "K1", ReEnrol(WEAK_SEAT.id, ANCHOR),
+                     id="a-seat-enrolled-without-identifying-parts-is-re-enrolled-by-its-agent"),
+        pytest.param(snapshot(), HOST, None, None, [WEAK_SEAT], "K2", NewSeat(ANCHOR),
+                     id="a-weak-seat-matches-no-other-machine"),
+        pytest.param(snapshot(), HOST[1:2], None, None, [], "K1", errors.FingerprintTooWeak, id="one-component"),
+        pytest.param(snapshot(), HOST[1:2], None, None, [SEAT], "K1", errors.FingerprintTooWeak,
+                     id="one-component-even-for-a-known-seat"),
+        pytest.param(snapshot(), DESCRIPTIVE, None, None, [], "K1", errors.FingerprintTooWeak,
+                     id="descriptive-only"),
+        pytest.param(snapshot(), [HOST[1], *DESCRIPTIVE], None, None, [], "K1", errors.FingerprintTooWeak,
+                     id="descriptive-parts-do-not-count-towards-the-minimum"),
+        pytest.param(snapshot(min_identifying=1), HOST[1:2], None, None, [], "K1",
+                     NewSeat(Enrolment([list(HOST[1])], 1)), id="plan-allows-one"),
+        pytest.param(snapshot(min_identifying=1), [HOST[1], *DESCRIPTIVE], None, None, [SEAT], "K2",
+                     NewSeat(Enrolment([list(HOST[1])], 1)), id="descriptive-parts-never-match-a-seat"),
+        pytest.param(snapshot(status="suspended"), HOST, None, None, [], "K1", errors.LicenceSuspended, id="suspended"),
+        pytest.param(snapshot(status="revoked"), HOST, None, None, [], "K1", errors.LicenceRevoked, id="revoked"),
+        pytest.param(snapshot(allow_virtual=False), HOST, None, "kvm", [], "K1", errors.VirtualMachineRefused,
+                     id="vm"),
+        pytest.param(snapshot(allow_virtual=False), HOST, None, "none", [], "K1", NewSeat(ANCHOR), id="bare-metal"),
+        pytest.param(snapshot(model="dongle"), HOST, None, None, [], "K1", errors.DongleRequired, id="no-dongle"),
+        pytest.param(snapshot(model="dongle", seats_in_use=2), HOST, "SN1", None, [LiveSeat(SEAT.id, SEAT.host, "SN1")],
+                     "K2", Reuse(SEAT.id, True, "", reanchor=ANCHOR), id="dongle-moves"),
+        pytest.param(snapshot(model="dongle"), HOST[1:2], "SN1", None, [], "K1",
+                     NewSeat(Enrolment([list(HOST[1])], 1)), id="the-dongle-counts-as-identifying"),
+        pytest.param(snapshot(model="dongle"), DESCRIPTIVE, "SN1", None, [], "K1", errors.FingerprintTooWeak,
+                     id="a-dongle-alone-is-not-enough"),
+        pytest.param(snapshot(model="dongle", seats_in_use=2), HOST, "SN2", None, [LiveSeat(SEAT.id, SEAT.host, "SN1")],
+                     "K1", errors.SeatsExhausted, id="other-dongle-full"),
     ],
-)
-def test_decide_activation(licence, presented, dongle, virt, candidates, outcome) -> None:
+)  # fmt: skip
+def test_decide_activation(licence, presented, dongle, virt, candidates, agent, outcome) -> None:
+    def run():
+        return decide_activation(licence, presented, dongle_serial=dongle, virtualisation=virt,
+                                 candidates=candidates, agent_key=agent)  # fmt: skip
+
     if isinstance(outcome, type):
         with pytest.raises(outcome):
-            decide_activation(licence, presented, dongle_serial=dongle, virtualisation=virt, candidates=candidates)
+            run()
     else:
-        got = decide_activation(licence, presented, dongle_serial=dongle, virtualisation=virt, candidates=candidates)
-        assert got == outcome
+        assert run() == outcome
+
+
+def test_a_too_weak_fingerprint_says_what_it_has_and_needs() -> None:
+    with pytest.raises(errors.FingerprintTooWeak) as raised:
+        enrol([HOST[1], *DESCRIPTIVE], tolerance=1, minimum=2, dongle=False)
+    assert raised.value.extra == {"identifying": 1, "required": 2}
+    assert "machine-id" in str(raised.value)
+
+
+@pytest.mark.parametrize(("used", "allowed"), [(0, True), (1, True), (2, False), (5, False)])
+def test_rebinds_without_the_old_key_are_counted(used: int, allowed: bool) -> None:
+    resets = datetime(2027, 11, 22, tzinfo=UTC)
+    if allowed:
+        check_rebind_allowance(2, used, resets)
+    else:
+        with pytest.raises(errors.QuotaExhausted, match="2027-11-22"):
+            check_rebind_allowance(2, used, resets)
 
 
 @pytest.mark.parametrize(
