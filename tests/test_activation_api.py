@@ -79,7 +79,7 @@ def test_the_same_host_gets_its_seat_back_and_tolerates_one_changed_part(live_se
     assert seats_in_use(live_server, licence) == 1
     ended = {a["id"]: a["end_reason"] for a in live_server.admin("licence", "show", licence["id"])["activations"]}
     assert ended[first["activation_id"]] == "moved"
-    status, newcomer = activate(live_server, FakeAgent(), licence)  # another machine, another agent
+    status, _ = activate(live_server, FakeAgent(), licence)  # another machine, another agent
     assert status == 201 and seats_in_use(live_server, licence) == 2
 
 
