@@ -3,6 +3,7 @@ component at a time, or taken over by a new agent key. Through the real server, 
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -13,7 +14,7 @@ from joserfc.jwk import KeySet
 from tests.conftest import LiveServer, issue_demo_licence
 from tests.support.agent import FakeAgent
 from tests.support.http import get, post
-from tests.support.sql import run_sql
+from tests.support.sql import query_sql, run_sql
 
 
 def activate(server: LiveServer, agent: FakeAgent, licence: dict, **extra) -> tuple[int, dict]:
@@ -181,3 +182,34 @@ def test_a_seat_enrolled_without_identifying_components_is_re_enrolled_by_its_ow
     assert refresh(live_server, agent, aid)[0] == 200
     status, stranger = activate(live_server, FakeAgent(), licence)
     assert (status, stranger["code"]) == (409, "seats-exhausted")
+
+
+def test_upgrading_keeps_only_identifying_components_of_existing_seats(live_server: LiveServer) -> None:
+    """An installation from before anchors: its seats' descriptive components are dropped, their match
+    count and index rows recomputed from the plan's tolerance (migration 0004)."""
+    from alembic import command
+
+    from server.db.migrate import alembic_config, upgrade
+    from server.domain.hosts import indexed_digests
+
+    licence = issue_demo_licence(live_server, seats=2, tolerance=1)
+    agent = FakeAgent()
+    status, first = activate(live_server, agent, licence)
+    assert status == 201
+    identifying = [[c["kind"], c["digest"]] for c in agent.fingerprint(licence["key"])["components"]]
+    old_style = [*identifying, ["cpu-model", "Y3B1LW1vZGVsLWRpZ2VzdA"], ["virtualisation", "dmlydHVhbGlzYXRpb24"]]
+    command.downgrade(alembic_config(live_server.db_url), "0003")
+    run_sql(live_server.db_url, "UPDATE activations SET host_components = :c, host_match = 5",
+            c=json.dumps(old_style))  # fmt: skip
+    run_sql(live_server.db_url, "DELETE FROM activation_digests")
+    upgrade(live_server.db_url)
+    state = show(live_server, licence)
+    assert state["seats_in_use"] == 1
+    rows = query_sql(live_server.db_url, "SELECT host_components, host_match FROM activations")
+    components, match = rows[0]
+    components = json.loads(components) if isinstance(components, str) else components
+    assert sorted(map(tuple, components)) == sorted(map(tuple, identifying)) and match == 3
+    digests = {r[0] for r in query_sql(live_server.db_url, "SELECT digest FROM activation_digests")}
+    assert digests == set(indexed_digests(components, match))
+    status, again = activate(live_server, agent, licence)  # the machine is still found by its anchor
+    assert status == 200 and again["activation_id"] == first["activation_id"]

@@ -481,10 +481,12 @@ def offline_activate_unit(
     """An offline request is used once: uploading it again while its seat is held is idempotent,
     but after that seat was released (offline-deactivate) a replay must not take a seat again."""
     nonce_hash = hashlib.sha256(f"offline\x00{agent_key}\x00{nonce}".encode()).hexdigest()
+    # The nonce is looked up under the licence row lock that activate_unit takes, so two uploads of
+    # one request at the same moment are serialised: the second sees the first's nonce (and its seat).
+    grant = activate_unit(conn, request, agent_key, address, now)
     seen = conn.execute(_NONCE_OWNER, {"nonce_hash": nonce_hash}).first()
     if seen is not None and seen.ended_at is not None:
         raise ReplayedRequest("this offline request was already used and its seat released: make a new request")
-    grant = activate_unit(conn, request, agent_key, address, now)
     if seen is None:
         conn.execute(
             _INSERT_NONCE,

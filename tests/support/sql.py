@@ -10,12 +10,22 @@ from sqlalchemy import text
 from server.db.database import open_database
 
 
-def run_sql(url: str, statement: str, **params: Any) -> None:
-    async def go() -> None:
+def query_sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The statement's rows (none for an UPDATE or DELETE), committed."""
+
+    async def go() -> list[tuple[Any, ...]]:
         db = open_database(url, pool_size=1)
         try:
-            await db.run(lambda conn: conn.execute(text(statement), params))
+            return await db.run(lambda conn: _rows(conn.execute(text(statement), params)))
         finally:
             await db.close()
 
-    asyncio.run(go())
+    return asyncio.run(go())
+
+
+def _rows(result: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in result] if result.returns_rows else []
+
+
+def run_sql(url: str, statement: str, **params: Any) -> None:
+    query_sql(url, statement, **params)
