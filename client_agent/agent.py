@@ -8,7 +8,6 @@ installs a token only after verifying it exactly as a check would.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -137,10 +136,6 @@ class Agent:
             raise AgentError("wrong-product", f"the token is for {claims.aud!r}, not {product!r}")
         return {
             "claims_iat": int(claims.iat),
-            "verified": {
-                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-                "jwks_sha256": hashlib.sha256(jwks_raw).hexdigest(),
-            },
             "product": claims.aud,
             "server": claims.iss,
             "licence_id": claims.sub,
@@ -167,7 +162,6 @@ class Agent:
             if signing_key.x != key.x:
                 raise AgentError("token-mismatch", "the agent key changed while the server answered")
             state.token = token
-            state.verified = facts["verified"]
             state.product = facts["product"]
             state.server = server or state.server or facts["server"]
             state.licence_id = str(answer.get("licence_id") or facts["licence_id"])

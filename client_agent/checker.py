@@ -2,10 +2,12 @@
 
 The expensive parts run once and again only when something changes:
 
-- the token is verified (PyJWT, ~150 µs) when the state file or the JWKS file
-  changes (stat signature: mtime, size, inode); a verification is recorded in
-  the signed state with the token's and the JWKS's SHA-256, so a fresh process
-  (the `check` command) trusts it without importing PyJWT at all;
+- the token's signature is verified (Ed25519, ~100 µs) whenever this process
+  loads the state: on its first check and when the state file or the JWKS file
+  changes (stat signature: mtime, size, inode). Nothing persisted stands in for
+  that verification: a record of "already verified" beside the state would be
+  protected only by the agent key in the same directory, so whoever can read
+  that key could make any claims pass;
 - the fingerprint is read once and re-read every FACTS_TTL seconds, the
   per-licence digests are cached per salt;
 - a dongle's sysfs directory is stat'ed on every check (unplugging removes it).
@@ -15,7 +17,6 @@ Then a check is two stats and a few comparisons in `verdict.decide`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -24,15 +25,12 @@ from typing import Any, NamedTuple
 
 from client_agent import dongle, fingerprint
 from client_agent.state import Loaded, State, StateError, StateStore
-from client_agent.util import jws_parts
 from client_agent.verdict import (
     INVALID_REQUEST,
     JWKS_UNAVAILABLE,
     STATE_TAMPERED,
     Claims,
-    ClaimsError,
     Verdict,
-    claims_from_payload,
     decide,
     release_to_unix,
 )
@@ -87,7 +85,6 @@ class Checker:
         self._dongle_stat: tuple[int, int, int] | None = None
         self._high_water = 0
         self._persisted_high_water = 0
-        self._own_write: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ snapshot
 
@@ -102,10 +99,8 @@ class Checker:
         # Stat before loading: a change racing the load shows up next time.
         key = (self.store.stat_signature(), self._stat(self.jwks_path))
         if key != self._key:
-            self._own_write = None
             self._snapshot = self._load()
-            # Our own write of the verification record must not force another load.
-            self._key = key if self._own_write is None else (self._own_write, key[1])
+            self._key = key
         return self._snapshot
 
     def _load(self) -> _Snapshot:
@@ -127,25 +122,12 @@ class Checker:
                 None,
                 Verdict(JWKS_UNAVAILABLE, f"cannot read the trusted JWKS {self.jwks_path}: {exc.strerror}"),
             )
-        record = {
-            "token_sha256": hashlib.sha256(state.token.encode()).hexdigest(),
-            "jwks_sha256": hashlib.sha256(jwks_raw).hexdigest(),
-        }
-        if state.verified == record:
-            # Verified before under this very JWKS, and the record is covered
-            # by the state's signature: parse without PyJWT.
-            try:
-                claims = claims_from_payload(jws_parts(state.token)[1])
-            except (ValueError, ClaimsError) as exc:
-                return _Snapshot(loaded, None, Verdict("bad-signature", f"malformed token: {exc}"))
-        else:
-            from client_agent.tokens import Jwks, JwksError, TokenError, verify
+        from client_agent.tokens import Jwks, JwksError, TokenError, verify
 
-            try:
-                claims = verify(state.token, Jwks.from_bytes(jwks_raw))
-            except (TokenError, JwksError) as exc:
-                return _Snapshot(loaded, None, Verdict(exc.code, exc.detail))
-            self._record_verification(state.token, record)
+        try:
+            claims = verify(state.token, Jwks.from_bytes(jwks_raw))
+        except (TokenError, JwksError) as exc:
+            return _Snapshot(loaded, None, Verdict(exc.code, exc.detail))
         if claims.cnf_x != loaded.agent_x:
             return _Snapshot(
                 loaded,
@@ -153,21 +135,6 @@ class Checker:
                 Verdict(STATE_TAMPERED, "the token is bound to another agent key than this state's"),
             )
         return _Snapshot(loaded, claims, None)
-
-    def _record_verification(self, token: str, record: dict[str, str]) -> None:
-        if not self.persist:
-            return
-
-        def change(state: State, _key: Any) -> None:
-            if state.token == token:
-                state.verified = record
-
-        try:
-            written = self.store.update(change)
-        except (OSError, StateError):
-            return  # read-only: verify again next time, still correct
-        if written.token == token:
-            self._own_write = self.store.last_written
 
     # ------------------------------------------------------------ machine
 
@@ -261,12 +228,7 @@ class Checker:
             written = self.store.update(change)
         except (OSError, StateError):
             return
-        same = (
-            loaded is not None
-            and written.token == loaded.state.token
-            and written.revoked == loaded.state.revoked
-            and written.verified == loaded.state.verified
-        )
+        same = loaded is not None and written.token == loaded.state.token and written.revoked == loaded.state.revoked
         if same and self._key is not None and self.store.last_written is not None:
             self._key = (self.store.last_written, self._key[1])
         else:

@@ -103,6 +103,9 @@ def verify_with_x(x: str, signature: bytes, message: bytes) -> bool:
     return True
 
 
+_NOT_EXTRA = frozenset({"agent_x", "verified"})
+
+
 class State:
     """Everything the agent remembers. Times are unix seconds (int).
 
@@ -118,7 +121,6 @@ class State:
         "activation_id",
         "licence_id",
         "dongle_ids",  # "vvvv:pppp" the dongle was found under
-        "verified",  # {"token_sha256", "jwks_sha256"} of the last full verification
         "revoked",  # the server's code when it ended the seat
         "activated_at",
         "refreshed_at",
@@ -130,7 +132,6 @@ class State:
         "token",
         "activation_id",
         "licence_id",
-        "verified",
         "revoked",
         "activated_at",
         "refreshed_at",
@@ -146,7 +147,6 @@ class State:
         self.activation_id: str | None = None
         self.licence_id: str | None = None
         self.dongle_ids: str | None = None
-        self.verified: dict[str, str] | None = None
         self.revoked: str | None = None
         self.activated_at: int | None = None
         self.refreshed_at: int | None = None
@@ -167,7 +167,8 @@ class State:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> State:
         state = cls(**{k: v for k, v in body.items() if k in cls.FIELDS})
-        state.extra = {k: v for k, v in body.items() if k not in cls.FIELDS and k != "agent_x"}
+        # "verified" was an older agent's record of a verification: never trusted, dropped on the next write.
+        state.extra = {k: v for k, v in body.items() if k not in cls.FIELDS and k not in _NOT_EXTRA}
         if not isinstance(state.high_water, int) or (state.token is not None and not isinstance(state.token, str)):
             raise StateError("the state file has fields of the wrong type")
         return state
