@@ -254,6 +254,12 @@ class Checker:
             snapshot = self._current()
         return snapshot.claims if snapshot.failure is None else None
 
+    def seat_ended(self) -> str | None:
+        """The server's code when it ended or rebound the seat: then there is nothing to refresh."""
+        with self._lock:
+            snapshot = self._current()
+        return snapshot.loaded.state.revoked if snapshot.loaded is not None else None
+
     # ------------------------------------------------------------ status
 
     def status(self, *, now: datetime | None = None) -> dict[str, Any]:
@@ -289,6 +295,7 @@ class Checker:
                 lease_expires=_iso(claims.exp),
                 maint_until=_iso(claims.maint_until),
                 use_until=_iso(claims.use_until),
+                grace_until=_iso(claims.grace_until),
                 issued_at=_iso(claims.iat),
             )
         elif snapshot.failure is None:
