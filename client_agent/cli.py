@@ -150,9 +150,9 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
         sys.stdout.write(text + "\n")
 
 
-def _error(as_json: bool, code: str, detail: str) -> int:
+def _error(as_json: bool, code: str, detail: str, extra: dict[str, Any] | None = None) -> int:
     if as_json:
-        sys.stderr.write(json.dumps({"code": code, "detail": detail}) + "\n")
+        sys.stderr.write(json.dumps({**(extra or {}), "code": code, "detail": detail}) + "\n")
     else:
         sys.stderr.write(f"tessera-agent: {code}: {detail}\n")
     return EXIT_REFUSED
@@ -288,16 +288,25 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
                 salt, salt_from = str(jws_parts(token)[1]["host"]["salt"]), "the token"
         except (StateError, ValueError, KeyError, TypeError):
             pass
-    components = [{"kind": k, "digest": d} for k, d in fingerprint.digest_components(facts, salt)]
+    components = [
+        {"kind": k, "digest": d, "class": fingerprint.component_class(k)}
+        for k, d in fingerprint.digest_components(facts, salt)
+    ]
+    identifying = sum(1 for c in components if c["class"] == "identifying")
     result = {
         "components": components,
+        "identifying": identifying,
         "virtualisation": facts.virtualisation,
         "unreadable": [{"kind": k, "why": why} for k, why in facts.unreadable],
         "salt_from": salt_from,
     }
     text = "\n".join(
-        [f"{c['kind']:<18} {c['digest']}" for c in components]
-        + [f"virtualisation     {facts.virtualisation}", f"salted with        {salt_from}"]
+        [f"{c['kind']:<18} {c['class']:<12} {c['digest']}" for c in components]
+        + [
+            f"virtualisation     {facts.virtualisation}",
+            f"identifying        {identifying} (only these count towards a match)",
+            f"salted with        {salt_from}",
+        ]
         + [f"unreadable         {k}: {why}" for k, why in facts.unreadable]
     )
     _emit(args, result, text)
@@ -403,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         # Agent errors carry a stable code; anything else is reported, not dumped.
         code = getattr(exc, "code", None)
         detail = getattr(exc, "detail", None)
+        extra = getattr(exc, "extra", None)
         if isinstance(code, str) and isinstance(detail, str):
-            return _error(args.json, code, detail)
+            return _error(args.json, code, detail, extra if isinstance(extra, dict) else None)
         if isinstance(exc, OSError):
             return _error(args.json, "io-error", str(exc))
         raise

@@ -109,8 +109,30 @@ def test_fingerprint_command(
         "virtualisation",
     }
     assert [u["kind"] for u in a["unreadable"]] == ["board-serial"]
+    classes = {c["kind"]: c["class"] for c in a["components"]}
+    assert classes == {
+        "machine-id": "identifying",
+        "dmi-product-uuid": "identifying",
+        "mac": "identifying",
+        "disk-serial": "identifying",
+        "cpu-model": "descriptive",
+        "virtualisation": "descriptive",
+    }
+    assert a["identifying"] == 4
     assert a["components"] != b["components"]
     assert "CN7016351N0123" not in json.dumps(a)
+
+
+def test_fingerprint_text_shows_classes_and_reasons(
+    machine: FakeMachine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (machine.root / "sys/class/dmi/id/product_uuid").unlink()
+    assert main(["--sysroot", str(machine.root), "--state-dir", str(tmp_path / "none"), "fingerprint"]) == 0
+    text = capsys.readouterr().out
+    assert any(line.split()[:2] == ["mac", "identifying"] for line in text.splitlines())
+    assert any(line.split()[:2] == ["cpu-model", "descriptive"] for line in text.splitlines())
+    assert "identifying        4 (only these count towards a match)" in text
+    assert "unreadable         dmi-product-uuid: no /sys/class/dmi/id/product_uuid" in text
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
