@@ -59,6 +59,7 @@ class Config:
     sysroot: str = "/"
     server: str | None = None
     socket_path: str = "/run/tessera/agent.sock"
+    clock_marks: tuple[str, ...] = ()  # more copies of the clock high-water mark (state.py)
 
 
 def _now() -> int:
@@ -88,7 +89,7 @@ def fingerprint_request(facts: fingerprint.Facts, licence_key: str) -> dict[str,
 class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = StateStore(config.state_dir)
+        self.store = StateStore(config.state_dir, config.clock_marks)
 
     # ------------------------------------------------------------ helpers
 

@@ -70,8 +70,9 @@ class Checker:
         jwks: str = DEFAULT_JWKS,
         sysroot: str = "/",
         persist: bool = True,
+        clock_marks: tuple[str, ...] = (),
     ) -> None:
-        self.store = StateStore(state_dir)
+        self.store = StateStore(state_dir, clock_marks)
         self.jwks_path = jwks
         self.sysroot = sysroot
         self.persist = persist  # False: never write (read-only products, tests)

@@ -60,6 +60,14 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=default(env("TESSERA_AGENT_SOCKET") or DEFAULT_SOCKET),
         help="the daemon's Unix socket (TESSERA_AGENT_SOCKET)",
     )
+    parser.add_argument(
+        "--clock-mark",
+        action="append",
+        default=default(None),
+        metavar="FILE",
+        help="another copy of the clock high-water mark, best outside the state directory's backups; "
+        f"repeatable (TESSERA_AGENT_CLOCK_MARK, several separated by {os.pathsep!r})",
+    )
 
 
 class _Unused:
@@ -158,6 +166,12 @@ def _error(as_json: bool, code: str, detail: str, extra: dict[str, Any] | None =
     return EXIT_REFUSED
 
 
+def clock_marks(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.clock_mark:
+        return tuple(args.clock_mark)
+    return tuple(p for p in os.environ.get("TESSERA_AGENT_CLOCK_MARK", "").split(os.pathsep) if p)
+
+
 def _agent(args: argparse.Namespace) -> Any:
     from client_agent.agent import Agent, Config
 
@@ -168,6 +182,7 @@ def _agent(args: argparse.Namespace) -> Any:
             sysroot=args.sysroot,
             server=args.server,
             socket_path=args.socket,
+            clock_marks=clock_marks(args),
         )
     )
 
@@ -217,6 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             jwks=args.jwks,
             sysroot=args.sysroot,
             persist=os.access(args.state_dir, os.W_OK),
+            clock_marks=clock_marks(args),
         )
         answer = checker.check_dict(args.product, args.version, args.released)
     _emit(args, answer, f"{answer['code']}: {answer['detail']}")
@@ -226,7 +242,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from client_agent.checker import Checker
 
-    result = Checker(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False).status()
+    result = Checker(
+        state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False, clock_marks=clock_marks(args)
+    ).status()
     _emit(args, result, _lines(result))
     return EXIT_OK
 
@@ -363,6 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server=args.server,
             socket_path=args.socket,
             socket_mode=mode,
+            clock_marks=clock_marks(args),
         )
     )
 
@@ -383,7 +402,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-_VALUE_OPTIONS = frozenset({"--state-dir", "--sysroot", "--jwks", "--server", "--socket"})
+_VALUE_OPTIONS = frozenset({"--state-dir", "--sysroot", "--jwks", "--server", "--socket", "--clock-mark"})
 
 
 def _command_in(argv: list[str]) -> str | None:

@@ -43,6 +43,7 @@ class DaemonSettings:
     socket_path: str = "/run/tessera/agent.sock"
     socket_mode: int = 0o666
     refresh: bool = True
+    clock_marks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -216,7 +217,9 @@ def create_app(settings: DaemonSettings) -> web.Application:
     """The daemon's application; opens nothing (the refresher starts in cleanup_ctx)."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[CHECKER] = Checker(state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot)
+    app[CHECKER] = Checker(
+        state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot, clock_marks=settings.clock_marks
+    )
     app[AGENT] = Agent(
         Config(
             state_dir=settings.state_dir,
@@ -224,6 +227,7 @@ def create_app(settings: DaemonSettings) -> web.Application:
             sysroot=settings.sysroot,
             server=settings.server,
             socket_path=settings.socket_path,
+            clock_marks=settings.clock_marks,
         )
     )
     app[REFRESH] = RefreshStatus()

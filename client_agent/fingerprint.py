@@ -105,6 +105,7 @@ _DMI_VIRT = (
 # Hyper-V and Azure say "Microsoft Corporation" / "Virtual Machine"; Azure also sets this asset tag.
 _AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
+
 class Component(NamedTuple):
     kind: str
     value: str
