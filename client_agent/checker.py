@@ -26,8 +26,10 @@ from typing import Any, NamedTuple
 from client_agent import dongle, fingerprint
 from client_agent.state import Loaded, State, StateError, StateStore
 from client_agent.verdict import (
+    ACTIVATION_REBOUND,
     INVALID_REQUEST,
     JWKS_UNAVAILABLE,
+    REVOKED,
     STATE_TAMPERED,
     Claims,
     Verdict,
@@ -286,7 +288,10 @@ class Checker:
                 pending_offline=bool(state.pending_offline),
             )
         claims = snapshot.claims
-        out["active"] = claims is not None and snapshot.failure is None
+        ended = snapshot.loaded.state.revoked if snapshot.loaded is not None else None
+        out["active"] = claims is not None and snapshot.failure is None and ended is None
+        if ended is not None and snapshot.failure is None:
+            out["code"] = ACTIVATION_REBOUND if ended == ACTIVATION_REBOUND else REVOKED  # as `check` answers
         if claims is not None:
             out.update(
                 kind=claims.kind,

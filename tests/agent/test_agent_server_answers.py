@@ -61,7 +61,7 @@ def test_a_rebound_seat_is_recorded_and_check_says_so(
     assert (rc, out["code"], out["entitled"]) == (1, "activation-rebound", False)
     assert "activate" in out["detail"]
     _, status, _ = run(capsys, *agent_args(installed), "status")
-    assert status["revoked"] == "activation-rebound"
+    assert (status["revoked"], status["code"], status["active"]) == ("activation-rebound",) * 2 + (False,)
     assert status["last_error"]["code"] == "activation-rebound"
     # The old key has nothing more to ask: a second refresh does not reach the server.
     rc, _, err = run(capsys, *agent_args(installed), "refresh")
