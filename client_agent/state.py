@@ -16,7 +16,8 @@ The clock high-water mark is kept in more than one place, so that restoring an
 older copy of `state.json` does not lower it: on load the newest mark that
 verifies wins. A mark verifies under the clock key the state names (`clock_x`);
 anything else found at a mark path (garbage, a mark of another key, a forged
-future time) is ignored, so it cannot brick the agent either. The clock key is
+future time) is ignored, so it cannot brick the agent either: forging a mark
+that counts needs `clock.key`, which only the agent's user (root) can read. The clock key is
 not rotated with the agent key (a deactivation replaces that), so marks written
 after a restored state's time still verify under it; once a state names a clock
 key, that key going missing is `state-corrupt`, as for the agent key. Restoring
@@ -270,13 +271,13 @@ class StateStore:
         try:
             raw = read_nofollow(path)
         except OSError as exc:
-            raise StateError(f"cannot read the agent key {path}: {exc.strerror}") from None
+            raise StateError(f"cannot read the key {path}: {exc.strerror}") from None
         if raw is None:
             return None
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise StateError(f"the agent key {path} is damaged: {exc}") from None
+            raise StateError(f"the key {path} is damaged: {exc}") from None
 
     def _read_key(self, path: str) -> AgentKey | None:
         jwk = self._read_key_json(path)
@@ -285,7 +286,7 @@ class StateStore:
         try:
             return AgentKey.from_jwk(jwk)
         except (ValueError, AttributeError, TypeError, KeyError) as exc:
-            raise StateError(f"the agent key {path} is damaged: {exc}") from None
+            raise StateError(f"the key {path} is damaged: {exc}") from None
 
     def _read_key_x(self, path: str) -> str | None:
         """The public half only: reading the state needs no private key operation."""
@@ -294,7 +295,7 @@ class StateStore:
             return None
         x = jwk.get("x") if isinstance(jwk, dict) else None
         if not isinstance(x, str):
-            raise StateError(f"the agent key {path} is damaged")
+            raise StateError(f"the key {path} is damaged")
         return x
 
     def agent_key(self) -> AgentKey | None:
