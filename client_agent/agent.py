@@ -8,7 +8,6 @@ installs a token only after verifying it exactly as a check would.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -20,14 +19,37 @@ from client_agent import dongle, fingerprint, server_api
 from client_agent.state import AgentKey, State, StateError, StateStore
 from client_agent.util import atomic_write
 
-ENDED_BY_SERVER = ("licence-revoked", "activation-ended", "activation-not-found")
+# The server's answers after which this agent key has nothing more to ask for its seat.
+# `activation-rebound`: the seat was bound to another agent key on the same machine (an OS
+# reinstall, a restored backup); only a new `activate` gets it back.
+REBOUND = "activation-rebound"
+ENDED_BY_SERVER = ("licence-revoked", "activation-ended", "activation-not-found", REBOUND)
+
+
+FINGERPRINT_TOO_WEAK = "fingerprint-too-weak"
 
 
 class AgentError(Exception):
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.extra = extra or {}  # more fields for the JSON error, e.g. what was unreadable
+
+
+def too_weak(facts: fingerprint.Facts, detail: str) -> AgentError:
+    """`fingerprint-too-weak`, with what this machine could not read and why (often: DMI needs root)."""
+    found = [c.kind for c in facts.identifying()]
+    return AgentError(
+        FINGERPRINT_TOO_WEAK,
+        f"{detail}; this machine shows {len(found)} identifying component(s)"
+        + (f" ({', '.join(found)})" if found else "")
+        + f"; could not read: {fingerprint.unreadable_summary(facts)}",
+        {
+            "identifying": found,
+            "unreadable": [{"kind": kind, "why": why} for kind, why in facts.unreadable],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class Config:
     sysroot: str = "/"
     server: str | None = None
     socket_path: str = "/run/tessera/agent.sock"
+    clock_marks: tuple[str, ...] = ()  # more copies of the clock high-water mark (state.py)
 
 
 def _now() -> int:
@@ -66,7 +89,7 @@ def fingerprint_request(facts: fingerprint.Facts, licence_key: str) -> dict[str,
 class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = StateStore(config.state_dir)
+        self.store = StateStore(config.state_dir, config.clock_marks)
 
     # ------------------------------------------------------------ helpers
 
@@ -137,10 +160,6 @@ class Agent:
             raise AgentError("wrong-product", f"the token is for {claims.aud!r}, not {product!r}")
         return {
             "claims_iat": int(claims.iat),
-            "verified": {
-                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-                "jwks_sha256": hashlib.sha256(jwks_raw).hexdigest(),
-            },
             "product": claims.aud,
             "server": claims.iss,
             "licence_id": claims.sub,
@@ -167,7 +186,6 @@ class Agent:
             if signing_key.x != key.x:
                 raise AgentError("token-mismatch", "the agent key changed while the server answered")
             state.token = token
-            state.verified = facts["verified"]
             state.product = facts["product"]
             state.server = server or state.server or facts["server"]
             state.licence_id = str(answer.get("licence_id") or facts["licence_id"])
@@ -184,17 +202,33 @@ class Agent:
         return self._update(change)
 
     def _seat_request(
-        self, key: AgentKey, licence_key: str, product: str, dongle_ids: str | None, label: str | None
+        self,
+        key: AgentKey,
+        licence_key: str,
+        product: str,
+        dongle_ids: str | None,
+        label: str | None,
+        facts: fingerprint.Facts,
     ) -> dict[str, Any]:
         """What the server needs to bind a seat to this machine (docs/PROTOCOL.md)."""
+        serial = self._dongle_serial(dongle_ids)
+        if not facts.identifying() and serial is None:
+            # The server would refuse it too: a CPU model and "virtualisation: none" are the same on
+            # thousands of machines. Say so here, with the reasons, before sending anything.
+            raise too_weak(facts, "no identifying fingerprint component could be read, so no server is asked")
         return {
             "licence_key": licence_key.strip(),
             "product": product,
-            "fingerprint": fingerprint_request(fingerprint.read_facts(self.config.sysroot), licence_key),
-            "dongle_serial": self._dongle_serial(dongle_ids),
+            "fingerprint": fingerprint_request(facts, licence_key),
+            "dongle_serial": serial,
             "agent_key": key.public_jwk(),
             "hostname": label or hostname(self.config.sysroot),
         }
+
+    def _server_refusal(self, exc: server_api.ServerError, facts: fingerprint.Facts) -> AgentError:
+        if exc.code == FINGERPRINT_TOO_WEAK:
+            return too_weak(facts, f"the server refused this machine's fingerprint: {exc.detail}")
+        return AgentError(exc.code, exc.detail)
 
     # ------------------------------------------------------------ online
 
@@ -209,17 +243,22 @@ class Agent:
                 f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
             )
         key = self._key()
-        request = self._seat_request(key, licence_key, product, dongle_ids, label)
+        facts = fingerprint.read_facts(self.config.sysroot)
+        request = self._seat_request(key, licence_key, product, dongle_ids, label, facts)
         try:
             answer = server_api.activate(server, request)
         except server_api.ServerError as exc:
-            raise AgentError(exc.code, exc.detail) from None
+            raise self._server_refusal(exc, facts) from None
         return self._install(answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
 
     def refresh(self) -> State:
         state = self._load()
         if state.token is None or state.activation_id is None:
             raise AgentError("no-token", "nothing to refresh: the agent holds no seat")
+        if state.revoked == REBOUND:
+            raise AgentError(
+                REBOUND, "the server bound this seat to another agent key: run `tessera-agent activate` again"
+            )
         if state.revoked is not None:
             raise AgentError("revoked", f"the server ended this seat ({state.revoked})")
         server = self._server(state)
@@ -249,16 +288,17 @@ class Agent:
         After the approval, `activate` on this machine gets the seat."""
         server = self._server()
         key = self._key()
+        facts = fingerprint.read_facts(self.config.sysroot)
         body: dict[str, Any] = {
             "reason": reason,
-            "new_host": self._seat_request(key, licence_key, product, None, label),
+            "new_host": self._seat_request(key, licence_key, product, None, label, facts),
         }
         if replaces:
             body["activation_id"] = replaces
         try:
             return server_api.post(server, "/v1/transfers", body, bearer=api_token)[1]
         except server_api.ServerError as exc:
-            raise AgentError(exc.code, exc.detail) from None
+            raise self._server_refusal(exc, facts) from None
 
     def _fetch_revoked_dongles(self, server: str, product: str) -> None:
         """The vendor's signed list of lost, stolen and defective dongles (rule 6). Best effort: an
@@ -304,7 +344,7 @@ class Agent:
         try:
             answer = server_api.deactivate(server, state.activation_id, key, _now())
         except server_api.ServerError as exc:
-            if exc.code not in ("activation-ended", "activation-not-found"):
+            if exc.code not in ("activation-ended", "activation-not-found", REBOUND):
                 raise AgentError(exc.code, exc.detail) from None
             answer = {"activation_id": state.activation_id, "ended_at": None, "note": exc.code}
         self._forget_seat()
@@ -327,7 +367,8 @@ class Agent:
     ) -> dict[str, Any]:
         key = self._key()
         now = _now()
-        payload = self._seat_request(key, licence_key, product, dongle_ids, label)
+        facts = fingerprint.read_facts(self.config.sysroot)
+        payload = self._seat_request(key, licence_key, product, dongle_ids, label, facts)
         payload |= {"nonce": server_api.nonce(), "iat": now}
         document = {"request": server_api.sign_jws(key, server_api.OFFLINE_ACTIVATION_TYP, payload)}
         _write_file(out_path, document)
@@ -388,6 +429,10 @@ def submit_offline(server: str, in_path: str, out_path: str | None) -> dict[str,
     try:
         answer = server_api.submit_offline(server, document)
     except server_api.ServerError as exc:
+        if exc.code == FINGERPRINT_TOO_WEAK:
+            # The request was made on another machine: only the server's words are known here.
+            detail = f"{exc.detail}; run `tessera-agent fingerprint` on the machine that made the request"
+            raise AgentError(exc.code, detail) from None
         raise AgentError(exc.code, exc.detail) from None
     if out_path:
         _write_file(out_path, answer, mode=0o644)

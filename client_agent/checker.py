@@ -2,10 +2,12 @@
 
 The expensive parts run once and again only when something changes:
 
-- the token is verified (PyJWT, ~150 µs) when the state file or the JWKS file
-  changes (stat signature: mtime, size, inode); a verification is recorded in
-  the signed state with the token's and the JWKS's SHA-256, so a fresh process
-  (the `check` command) trusts it without importing PyJWT at all;
+- the token's signature is verified (Ed25519, ~100 µs) whenever this process
+  loads the state: on its first check and when the state file or the JWKS file
+  changes (stat signature: mtime, size, inode). Nothing persisted stands in for
+  that verification: a record of "already verified" beside the state would be
+  protected only by the agent key in the same directory, so whoever can read
+  that key could make any claims pass;
 - the fingerprint is read once and re-read every FACTS_TTL seconds, the
   per-licence digests are cached per salt;
 - a dongle's sysfs directory is stat'ed on every check (unplugging removes it).
@@ -15,7 +17,6 @@ Then a check is two stats and a few comparisons in `verdict.decide`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -24,15 +25,14 @@ from typing import Any, NamedTuple
 
 from client_agent import dongle, fingerprint
 from client_agent.state import Loaded, State, StateError, StateStore
-from client_agent.util import jws_parts
 from client_agent.verdict import (
+    ACTIVATION_REBOUND,
     INVALID_REQUEST,
     JWKS_UNAVAILABLE,
+    REVOKED,
     STATE_TAMPERED,
     Claims,
-    ClaimsError,
     Verdict,
-    claims_from_payload,
     decide,
     release_to_unix,
 )
@@ -72,8 +72,9 @@ class Checker:
         jwks: str = DEFAULT_JWKS,
         sysroot: str = "/",
         persist: bool = True,
+        clock_marks: tuple[str, ...] = (),
     ) -> None:
-        self.store = StateStore(state_dir)
+        self.store = StateStore(state_dir, clock_marks)
         self.jwks_path = jwks
         self.sysroot = sysroot
         self.persist = persist  # False: never write (read-only products, tests)
@@ -87,7 +88,6 @@ class Checker:
         self._dongle_stat: tuple[int, int, int] | None = None
         self._high_water = 0
         self._persisted_high_water = 0
-        self._own_write: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ snapshot
 
@@ -102,10 +102,8 @@ class Checker:
         # Stat before loading: a change racing the load shows up next time.
         key = (self.store.stat_signature(), self._stat(self.jwks_path))
         if key != self._key:
-            self._own_write = None
             self._snapshot = self._load()
-            # Our own write of the verification record must not force another load.
-            self._key = key if self._own_write is None else (self._own_write, key[1])
+            self._key = key
         return self._snapshot
 
     def _load(self) -> _Snapshot:
@@ -127,25 +125,12 @@ class Checker:
                 None,
                 Verdict(JWKS_UNAVAILABLE, f"cannot read the trusted JWKS {self.jwks_path}: {exc.strerror}"),
             )
-        record = {
-            "token_sha256": hashlib.sha256(state.token.encode()).hexdigest(),
-            "jwks_sha256": hashlib.sha256(jwks_raw).hexdigest(),
-        }
-        if state.verified == record:
-            # Verified before under this very JWKS, and the record is covered
-            # by the state's signature: parse without PyJWT.
-            try:
-                claims = claims_from_payload(jws_parts(state.token)[1])
-            except (ValueError, ClaimsError) as exc:
-                return _Snapshot(loaded, None, Verdict("bad-signature", f"malformed token: {exc}"))
-        else:
-            from client_agent.tokens import Jwks, JwksError, TokenError, verify
+        from client_agent.tokens import Jwks, JwksError, TokenError, verify
 
-            try:
-                claims = verify(state.token, Jwks.from_bytes(jwks_raw))
-            except (TokenError, JwksError) as exc:
-                return _Snapshot(loaded, None, Verdict(exc.code, exc.detail))
-            self._record_verification(state.token, record)
+        try:
+            claims = verify(state.token, Jwks.from_bytes(jwks_raw))
+        except (TokenError, JwksError) as exc:
+            return _Snapshot(loaded, None, Verdict(exc.code, exc.detail))
         if claims.cnf_x != loaded.agent_x:
             return _Snapshot(
                 loaded,
@@ -153,21 +138,6 @@ class Checker:
                 Verdict(STATE_TAMPERED, "the token is bound to another agent key than this state's"),
             )
         return _Snapshot(loaded, claims, None)
-
-    def _record_verification(self, token: str, record: dict[str, str]) -> None:
-        if not self.persist:
-            return
-
-        def change(state: State, _key: Any) -> None:
-            if state.token == token:
-                state.verified = record
-
-        try:
-            written = self.store.update(change)
-        except (OSError, StateError):
-            return  # read-only: verify again next time, still correct
-        if written.token == token:
-            self._own_write = self.store.last_written
 
     # ------------------------------------------------------------ machine
 
@@ -261,12 +231,7 @@ class Checker:
             written = self.store.update(change)
         except (OSError, StateError):
             return
-        same = (
-            loaded is not None
-            and written.token == loaded.state.token
-            and written.revoked == loaded.state.revoked
-            and written.verified == loaded.state.verified
-        )
+        same = loaded is not None and written.token == loaded.state.token and written.revoked == loaded.state.revoked
         if same and self._key is not None and self.store.last_written is not None:
             self._key = (self.store.last_written, self._key[1])
         else:
@@ -291,6 +256,12 @@ class Checker:
         with self._lock:
             snapshot = self._current()
         return snapshot.claims if snapshot.failure is None else None
+
+    def seat_ended(self) -> str | None:
+        """The server's code when it ended or rebound the seat: then there is nothing to refresh."""
+        with self._lock:
+            snapshot = self._current()
+        return snapshot.loaded.state.revoked if snapshot.loaded is not None else None
 
     # ------------------------------------------------------------ status
 
@@ -317,7 +288,10 @@ class Checker:
                 pending_offline=bool(state.pending_offline),
             )
         claims = snapshot.claims
-        out["active"] = claims is not None and snapshot.failure is None
+        ended = snapshot.loaded.state.revoked if snapshot.loaded is not None else None
+        out["active"] = claims is not None and snapshot.failure is None and ended is None
+        if ended is not None and snapshot.failure is None:
+            out["code"] = ACTIVATION_REBOUND if ended == ACTIVATION_REBOUND else REVOKED  # as `check` answers
         if claims is not None:
             out.update(
                 kind=claims.kind,
@@ -327,6 +301,7 @@ class Checker:
                 lease_expires=_iso(claims.exp),
                 maint_until=_iso(claims.maint_until),
                 use_until=_iso(claims.use_until),
+                grace_until=_iso(claims.grace_until),
                 issued_at=_iso(claims.iat),
             )
         elif snapshot.failure is None:

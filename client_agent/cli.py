@@ -60,6 +60,14 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=default(env("TESSERA_AGENT_SOCKET") or DEFAULT_SOCKET),
         help="the daemon's Unix socket (TESSERA_AGENT_SOCKET)",
     )
+    parser.add_argument(
+        "--clock-mark",
+        action="append",
+        default=default(None),
+        metavar="FILE",
+        help="another copy of the clock high-water mark, best outside the state directory's backups; "
+        f"repeatable (TESSERA_AGENT_CLOCK_MARK, several separated by {os.pathsep!r})",
+    )
 
 
 class _Unused:
@@ -150,12 +158,18 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
         sys.stdout.write(text + "\n")
 
 
-def _error(as_json: bool, code: str, detail: str) -> int:
+def _error(as_json: bool, code: str, detail: str, extra: dict[str, Any] | None = None) -> int:
     if as_json:
-        sys.stderr.write(json.dumps({"code": code, "detail": detail}) + "\n")
+        sys.stderr.write(json.dumps({**(extra or {}), "code": code, "detail": detail}) + "\n")
     else:
         sys.stderr.write(f"tessera-agent: {code}: {detail}\n")
     return EXIT_REFUSED
+
+
+def clock_marks(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.clock_mark:
+        return tuple(args.clock_mark)
+    return tuple(p for p in os.environ.get("TESSERA_AGENT_CLOCK_MARK", "").split(os.pathsep) if p)
 
 
 def _agent(args: argparse.Namespace) -> Any:
@@ -168,6 +182,7 @@ def _agent(args: argparse.Namespace) -> Any:
             sysroot=args.sysroot,
             server=args.server,
             socket_path=args.socket,
+            clock_marks=clock_marks(args),
         )
     )
 
@@ -217,6 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             jwks=args.jwks,
             sysroot=args.sysroot,
             persist=os.access(args.state_dir, os.W_OK),
+            clock_marks=clock_marks(args),
         )
         answer = checker.check_dict(args.product, args.version, args.released)
     _emit(args, answer, f"{answer['code']}: {answer['detail']}")
@@ -226,7 +242,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from client_agent.checker import Checker
 
-    result = Checker(state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False).status()
+    result = Checker(
+        state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False, clock_marks=clock_marks(args)
+    ).status()
     _emit(args, result, _lines(result))
     return EXIT_OK
 
@@ -288,16 +306,25 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
                 salt, salt_from = str(jws_parts(token)[1]["host"]["salt"]), "the token"
         except (StateError, ValueError, KeyError, TypeError):
             pass
-    components = [{"kind": k, "digest": d} for k, d in fingerprint.digest_components(facts, salt)]
+    components = [
+        {"kind": k, "digest": d, "class": fingerprint.component_class(k)}
+        for k, d in fingerprint.digest_components(facts, salt)
+    ]
+    identifying = sum(1 for c in components if c["class"] == "identifying")
     result = {
         "components": components,
+        "identifying": identifying,
         "virtualisation": facts.virtualisation,
         "unreadable": [{"kind": k, "why": why} for k, why in facts.unreadable],
         "salt_from": salt_from,
     }
     text = "\n".join(
-        [f"{c['kind']:<18} {c['digest']}" for c in components]
-        + [f"virtualisation     {facts.virtualisation}", f"salted with        {salt_from}"]
+        [f"{c['kind']:<18} {c['class']:<12} {c['digest']}" for c in components]
+        + [
+            f"virtualisation     {facts.virtualisation}",
+            f"identifying        {identifying} (only these count towards a match)",
+            f"salted with        {salt_from}",
+        ]
         + [f"unreadable         {k}: {why}" for k, why in facts.unreadable]
     )
     _emit(args, result, text)
@@ -354,6 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server=args.server,
             socket_path=args.socket,
             socket_mode=mode,
+            clock_marks=clock_marks(args),
         )
     )
 
@@ -374,7 +402,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-_VALUE_OPTIONS = frozenset({"--state-dir", "--sysroot", "--jwks", "--server", "--socket"})
+_VALUE_OPTIONS = frozenset({"--state-dir", "--sysroot", "--jwks", "--server", "--socket", "--clock-mark"})
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -403,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         # Agent errors carry a stable code; anything else is reported, not dumped.
         code = getattr(exc, "code", None)
         detail = getattr(exc, "detail", None)
+        extra = getattr(exc, "extra", None)
         if isinstance(code, str) and isinstance(detail, str):
-            return _error(args.json, code, detail)
+            return _error(args.json, code, detail, extra if isinstance(extra, dict) else None)
         if isinstance(exc, OSError):
             return _error(args.json, "io-error", str(exc))
         raise

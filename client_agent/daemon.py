@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from client_agent.agent import Agent, AgentError, Config
+from client_agent.agent import REBOUND, Agent, AgentError, Config
 from client_agent.checker import Checker
 from client_agent.schedule import refresh_delay
 from tessera_common.systemd import listen_fds, sd_notify, watchdog_interval, watchdog_pings
@@ -43,6 +43,7 @@ class DaemonSettings:
     socket_path: str = "/run/tessera/agent.sock"
     socket_mode: int = 0o666
     refresh: bool = True
+    clock_marks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RefreshStatus:
     next_at: float | None = None
     last_error: str | None = None
     last_success: float | None = None
+    stopped: str | None = None  # the server ended or rebound the seat: no refresh with this key
     started: float = field(default_factory=time.time)
 
 
@@ -142,6 +144,7 @@ async def handle_status(request: web.Request) -> web.Response:
             "next_at": _iso(refresh.next_at),
             "last_error": refresh.last_error,
             "last_success": _iso(refresh.last_success),
+            "stopped": refresh.stopped,
         },
     }
     return web.json_response(status)
@@ -161,6 +164,7 @@ async def refresh_loop(app: web.Application) -> None:
     retry_after: float | None = None
     while True:
         claims = checker.current_claims()
+        status.stopped = checker.seat_ended()
         now = time.time()
         delay = refresh_delay(
             iat=claims.iat if claims else None,
@@ -169,11 +173,14 @@ async def refresh_loop(app: web.Application) -> None:
             failures=status.failures,
             rand=random.random(),  # noqa: S311 (jitter, not a secret)
             retry_after=retry_after,
+            use_until=claims.use_until if claims else None,
+            grace_until=claims.grace_until if claims else None,
+            stopped=status.stopped is not None,
         )
-        status.next_at = now + delay
+        status.next_at = None if status.stopped else now + delay
         await asyncio.sleep(delay)
-        if checker.current_claims() is None:
-            continue  # nothing to refresh (yet): a new activation shows up here
+        if checker.current_claims() is None or checker.seat_ended() is not None:
+            continue  # nothing to refresh (yet), or nothing left to ask with this key: a new activation shows up here
         try:
             await asyncio.to_thread(agent.refresh)
         except AgentError as exc:
@@ -181,7 +188,7 @@ async def refresh_loop(app: web.Application) -> None:
             status.last_error = f"{exc.code}: {exc.detail}"
             retry_after = None
             log.warning("lease refresh failed (%s), attempt %d", exc.code, status.failures)
-            if exc.code in ("revoked", "no-token"):
+            if exc.code in ("revoked", "no-token", REBOUND) or checker.seat_ended() is not None:
                 status.failures = 0  # nothing more to try until the state changes
         else:
             status.failures, status.last_error, status.last_success = 0, None, time.time()
@@ -210,7 +217,9 @@ def create_app(settings: DaemonSettings) -> web.Application:
     """The daemon's application; opens nothing (the refresher starts in cleanup_ctx)."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[CHECKER] = Checker(state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot)
+    app[CHECKER] = Checker(
+        state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot, clock_marks=settings.clock_marks
+    )
     app[AGENT] = Agent(
         Config(
             state_dir=settings.state_dir,
@@ -218,6 +227,7 @@ def create_app(settings: DaemonSettings) -> web.Application:
             sysroot=settings.sysroot,
             server=settings.server,
             socket_path=settings.socket_path,
+            clock_marks=settings.clock_marks,
         )
     )
     app[REFRESH] = RefreshStatus()

@@ -16,11 +16,14 @@ a start-up budget). Only stdlib is imported here.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import os
 import re
 from typing import NamedTuple
+
+from tessera_common.fingerprints import IDENTIFYING_KINDS
 
 KINDS = (
     "machine-id",
@@ -77,22 +80,30 @@ _VIRTUAL_NIC_PREFIXES = (
 )
 _VIRTUAL_DISK_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd", "rbd")
 
-# sys_vendor / product_name / bios_vendor substrings → systemd-detect-virt names.
+# DMI field prefixes (sys_vendor, product_name, bios_vendor, board_vendor), case-insensitive →
+# systemd-detect-virt's names. Whole leading words, not substrings: "Xen" must not match "Xenon".
 _DMI_VIRT = (
-    ("qemu", "qemu"),
     ("kvm", "kvm"),
+    ("kubevirt", "kvm"),
+    ("openstack", "openstack"),
+    ("amazon ec2", "amazon"),
+    ("google compute engine", "google"),  # not plain "Google": Chromebooks say that too
+    ("qemu", "qemu"),
     ("vmware", "vmware"),
-    ("innotek", "oracle"),
+    ("vmw", "vmware"),
+    ("innotek gmbh", "oracle"),
     ("virtualbox", "oracle"),
     ("xen", "xen"),
+    ("hvm domu", "xen"),
     ("bochs", "bochs"),
     ("parallels", "parallels"),
     ("bhyve", "bhyve"),
-    ("amazon ec2", "amazon"),
-    ("google compute engine", "google"),
-    ("openstack", "openstack"),
-    ("microsoft corporation virtual machine", "microsoft"),
+    ("hyper-v", "microsoft"),
+    ("apple virtualization", "apple"),
+    ("alibaba cloud ecs", "alibaba"),
 )
+# Hyper-V and Azure say "Microsoft Corporation" / "Virtual Machine"; Azure also sets this asset tag.
+_AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
 
 class Component(NamedTuple):
@@ -105,7 +116,21 @@ class Facts(NamedTuple):
 
     components: tuple[Component, ...]
     virtualisation: str
-    unreadable: tuple[tuple[str, str], ...]  # (kind, why) for `tessera-agent fingerprint`
+    unreadable: tuple[tuple[str, str], ...]  # (kind, why) for `tessera-agent fingerprint` and `activate`
+
+    def identifying(self) -> tuple[Component, ...]:
+        return tuple(c for c in self.components if c.kind in IDENTIFYING_KINDS)
+
+
+def component_class(kind: str) -> str:
+    """`identifying` (counts towards a match) or `descriptive` (shown, sent, never counted)."""
+    return "identifying" if kind in IDENTIFYING_KINDS else "descriptive"
+
+
+def unreadable_summary(facts: Facts) -> str:
+    """One line for people: which identifying components are missing and why."""
+    reasons = [f"{kind}: {why}" for kind, why in facts.unreadable]
+    return "; ".join(reasons) if reasons else "nothing was unreadable"
 
 
 # ---------------------------------------------------------------- pure part
@@ -165,6 +190,15 @@ def cpu_model(cpuinfo: str) -> str | None:
     return None
 
 
+def _environ_value(environ: str | None, name: str) -> str | None:
+    """A variable of a NUL-separated /proc/PID/environ."""
+    for entry in (environ or "").split("\0"):
+        key, sep, value = entry.partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
 def virtualisation_from(
     *,
     container_marker: str | None,
@@ -175,31 +209,43 @@ def virtualisation_from(
     hypervisor_type: str | None,
     dmi: tuple[str, ...],
     cpu_flags: str | None,
+    pid1_environ: str | None = None,
+    kubernetes_secrets: bool = False,
+    wsl_interop: bool = False,
+    dmi_asset_tag: str | None = None,
 ) -> str:
-    """Name the VM or container, systemd-detect-virt style; containers first."""
-    if container_marker:
-        return container_marker.strip().lower() or "container-other"
+    """Name the container or VM, systemd-detect-virt style; containers first (a container in a VM
+    reports the container). What the machine reports, so a determined owner can hide it."""
+    container_env = _environ_value(pid1_environ, "container")
+    marker = (container_marker or "").strip().lower() or (container_env or "").strip().lower()
+    if container_marker is not None or container_env is not None:
+        # systemd-nspawn, LXC, podman and others tell PID 1 (and write /run/systemd/container).
+        return marker or "container-other"
+    if kubernetes_secrets or _environ_value(pid1_environ, "KUBERNETES_SERVICE_HOST") is not None:
+        return "kubernetes"
+    if cgroup and "kubepods" in cgroup:
+        return "kubernetes"
     if dockerenv:
         return "docker"
     if containerenv:
         return "podman"
     if cgroup:
-        for needle, name in (
-            ("docker", "docker"),
-            ("kubepods", "kubernetes"),
-            ("lxc", "lxc"),
-            ("libpod", "podman"),
-        ):
+        for needle, name in (("docker", "docker"), ("/lxc", "lxc"), ("lxc.payload", "lxc"), ("libpod", "podman")):
             if needle in cgroup:
                 return name
-    if osrelease and "microsoft" in osrelease.lower():
+    if wsl_interop or (osrelease and ("microsoft" in osrelease.lower() or "wsl" in osrelease.lower())):
         return "wsl"
-    if hypervisor_type and hypervisor_type.strip().lower() == "xen":
-        return "xen"
-    joined = " ".join(dmi).lower()
-    for needle, name in _DMI_VIRT:
-        if needle in joined:
-            return name
+    fields = [" ".join(v.split()).lower() for v in dmi]
+    if dmi_asset_tag and dmi_asset_tag.strip() == _AZURE_ASSET_TAG:
+        return "microsoft"
+    if "microsoft corporation" in fields and "virtual machine" in fields:
+        return "microsoft"
+    for field in fields:
+        for prefix, name in _DMI_VIRT:
+            if field.startswith(prefix) and (len(field) == len(prefix) or not field[len(prefix)].isalnum()):
+                return name
+    if hypervisor_type and hypervisor_type.strip():
+        return hypervisor_type.strip().lower()  # /sys/hypervisor/type: "xen" on Xen guests
     if cpu_flags and "hypervisor" in cpu_flags.split():
         return "vm-other"
     return "none"
@@ -216,22 +262,43 @@ class _Reader:
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
-    def text(self, rel: str, kind: str | None = None) -> str | None:
+    def text(self, rel: str, kind: str | None = None, *, missing: str | None = None) -> str | None:
+        """The file's text; None when absent or unreadable, and then, for a `kind`, say why."""
         try:
             with open(self.path(rel), encoding="utf-8", errors="replace") as handle:
                 return handle.read().strip()
         except FileNotFoundError:
+            if kind is not None and missing is not None:
+                self.unreadable.append((kind, missing))
             return None
         except OSError as exc:
             if kind is not None:
-                self.unreadable.append((kind, f"{rel}: {exc.strerror or exc.__class__.__name__}"))
+                self.unreadable.append((kind, why_unreadable(rel, exc)))
             return None
+
+    def raw(self, rel: str) -> str | None:
+        try:
+            with open(self.path(rel), "rb") as handle:
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
 
     def listdir(self, rel: str) -> list[str]:
         try:
             return sorted(os.listdir(self.path(rel)))
         except OSError:
             return []
+
+
+def why_unreadable(rel: str, exc: OSError) -> str:
+    """A reason a system administrator can act on."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = " (DMI needs root)" if rel.startswith("sys/class/dmi/") else ""
+        return f"permission denied on /{rel}{hint}"
+    return f"/{rel}: {exc.strerror or exc.__class__.__name__}"
 
 
 def _disk_serial(reader: _Reader, name: str) -> str | None:
@@ -281,10 +348,13 @@ def read_facts(root: str = "/") -> Facts:
         ("dmi-product-uuid", "sys/class/dmi/id/product_uuid"),
         ("board-serial", "sys/class/dmi/id/board_serial"),
     ):
-        value = reader.text(rel, kind)
-        cleaned = _clean(value.lower() if kind == "dmi-product-uuid" else value) if value else None
+        value = reader.text(rel, kind, missing=f"no /{rel} (no DMI here: ARM, some VMs and containers)")
+        cleaned = _clean(value.lower() if kind == "dmi-product-uuid" else value) if value is not None else None
+        if value is not None and cleaned is None:
+            reader.unreadable.append((kind, f"/{rel} holds a firmware placeholder ({value[:40]!r}), not an identity"))
         add(kind, cleaned)
 
+    before = len(components)
     for iface in reader.listdir("sys/class/net"):
         if iface.startswith(_VIRTUAL_NIC_PREFIXES):
             continue
@@ -293,7 +363,10 @@ def read_facts(root: str = "/") -> Facts:
         mac = (reader.text(f"sys/class/net/{iface}/address", "mac") or "").lower()
         if _mac_is_usable(mac, reader.text(f"sys/class/net/{iface}/addr_assign_type")):
             add("mac", mac)
+    if len(components) == before and not any(kind == "mac" for kind, _ in reader.unreadable):
+        reader.unreadable.append(("mac", "no physical network interface with a permanent MAC address"))
 
+    before = len(components)
     for disk in reader.listdir("sys/block"):
         if disk.startswith(_VIRTUAL_DISK_PREFIXES):
             continue
@@ -302,6 +375,8 @@ def read_facts(root: str = "/") -> Facts:
         if not os.path.exists(reader.path("sys/block", disk, "device")):
             continue
         add("disk-serial", _disk_serial(reader, disk))
+    if len(components) == before and not any(kind == "disk-serial" for kind, _ in reader.unreadable):
+        reader.unreadable.append(("disk-serial", "no non-removable disk reports a serial number"))
 
     cpuinfo = reader.text("proc/cpuinfo", "cpu-model")
     add("cpu-model", cpu_model(cpuinfo) if cpuinfo else None)
@@ -312,11 +387,15 @@ def read_facts(root: str = "/") -> Facts:
         flags = match.group(1) if match else None
     virt = virtualisation_from(
         container_marker=reader.text("run/systemd/container"),
-        dockerenv=os.path.exists(reader.path(".dockerenv")),
-        containerenv=os.path.exists(reader.path("run/.containerenv")),
+        dockerenv=reader.exists(".dockerenv"),
+        containerenv=reader.exists("run/.containerenv"),
         cgroup=reader.text("proc/1/cgroup"),
         osrelease=reader.text("proc/sys/kernel/osrelease"),
         hypervisor_type=reader.text("sys/hypervisor/type"),
+        pid1_environ=reader.raw("proc/1/environ"),
+        kubernetes_secrets=reader.exists("var/run/secrets/kubernetes.io") or reader.exists("run/secrets/kubernetes.io"),
+        wsl_interop=reader.exists("proc/sys/fs/binfmt_misc/WSLInterop"),
+        dmi_asset_tag=reader.text("sys/class/dmi/id/chassis_asset_tag"),
         dmi=tuple(
             v
             for v in (

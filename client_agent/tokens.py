@@ -1,9 +1,16 @@
-"""Verify activation tokens against the trusted JWKS file, with PyJWT.
+"""Verify activation tokens against the trusted JWKS file.
 
 Only Ed25519 is accepted (`alg` `EdDSA`, or RFC 9864's `Ed25519`), only with
 `typ: tessera-activation+jwt`, only under a `kid` the JWKS file lists. Keys
 come from that file and nowhere else: `jku`, `x5u` and `jwk` headers are never
 looked at, an unknown `kid` is refused, nothing is fetched.
+
+Every process that loads the state verifies the token again (no record of an
+earlier verification is trusted: it would sit beside the state, under a key an
+administrator can read). The compact JWS is therefore checked here with
+cryptography's Ed25519 directly, not PyJWT: importing PyJWT costs more than the
+whole `check` command may take. With one algorithm, one key type and no
+optional features (`crit` is refused), the format leaves nothing else to check.
 
 Every failure is one `TokenError` with code `bad-signature`; the detail says
 why, for the log, but callers must not branch on it.
@@ -11,9 +18,10 @@ why, for the log, but callers must not branch on it.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
-from dataclasses import dataclass
+import re
 from typing import TYPE_CHECKING, Any
 
 from client_agent.util import b64u_decode
@@ -25,6 +33,9 @@ if TYPE_CHECKING:
 TOKEN_TYP = "tessera-activation+jwt"  # noqa: S105 (a media type, not a secret)
 REVOCATIONS_TYP = "tessera-revocations+jwt"
 ALGORITHMS = ("EdDSA", "Ed25519")
+
+# base64url without padding (RFC 7515 section 2): anything else is not a JWS segment.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class TokenError(Exception):
@@ -43,10 +54,12 @@ class JwksError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
 class Jwks:
-    keys: dict[str, Ed25519PublicKey]
-    sha256: str  # of the file's bytes: a verification is valid for this JWKS only
+    """The trusted keys by `kid` (a plain class: dataclasses would cost the `check` command start-up time)."""
+
+    def __init__(self, keys: dict[str, Ed25519PublicKey], sha256: str) -> None:
+        self.keys = keys
+        self.sha256 = sha256  # of the file's bytes
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Jwks:
@@ -92,29 +105,36 @@ class Jwks:
         return cls.from_bytes(raw)
 
 
-def _pyjws() -> Any:
-    from jwt.algorithms import OKPAlgorithm
-    from jwt.api_jws import PyJWS
+def _segment(text: str, what: str) -> bytes:
+    if _SEGMENT.fullmatch(text) is None or len(text) % 4 == 1:
+        raise TokenError(f"the {what} is not base64url")
+    try:
+        return b64u_decode(text)
+    except ValueError:
+        raise TokenError(f"the {what} is not base64url") from None
 
-    jws = PyJWS(algorithms=["EdDSA"])
-    jws.register_algorithm("Ed25519", OKPAlgorithm())
-    return jws
 
-
-_JWS: Any = None
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise TokenError(f"the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise TokenError(f"the {what} is not a JSON object")
+    return value
 
 
 def verify_payload(token: str, jwks: Jwks, typ: str = TOKEN_TYP) -> dict[str, Any]:
     """The payload of `token` if its signature verifies under a trusted key and it is of type `typ`."""
-    import jwt
+    from cryptography.exceptions import InvalidSignature
 
-    global _JWS
-    if _JWS is None:
-        _JWS = _pyjws()
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"not a JWS: {exc}") from None
+    if not isinstance(token, str):
+        raise TokenError("not a JWS")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenError("not a compact JWS")
+    head_b64, body_b64, sig_b64 = parts
+    header = _json_object(_segment(head_b64, "header"), "header")
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise TokenError(f"algorithm {alg!r} is not accepted")
@@ -126,17 +146,14 @@ def verify_payload(token: str, jwks: Jwks, typ: str = TOKEN_TYP) -> dict[str, An
     key = jwks.keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise TokenError(f"key id {kid!r} is not in the trusted JWKS")
+    signature = _segment(sig_b64, "signature")
+    if len(signature) != 64:
+        raise TokenError("an Ed25519 signature is 64 bytes")
     try:
-        decoded = _JWS.decode_complete(token, key=key, algorithms=[alg])
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"signature does not verify: {exc}") from None
-    try:
-        payload = json.loads(decoded["payload"])
-    except ValueError:
-        raise TokenError("the payload is not JSON") from None
-    if not isinstance(payload, dict):
-        raise TokenError("the payload is not a JSON object")
-    return payload
+        key.verify(signature, f"{head_b64}.{body_b64}".encode("ascii"))
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise TokenError("signature does not verify") from None
+    return _json_object(_segment(body_b64, "payload"), "payload")
 
 
 def verify(token: str, jwks: Jwks) -> Claims:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 from typing import Any
@@ -47,7 +48,12 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    # A fresh file, never one planted there (a symlink or a hard link to something else):
+    # the rename then replaces whatever sits at `path` itself, a symlink included, and
+    # writes through nothing.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
         view = memoryview(data)

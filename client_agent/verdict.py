@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from tessera_common.fingerprints import IDENTIFYING_KINDS
+
 # Stable reason codes: public contract, never rename.
 ENTITLED = "entitled"
 NO_TOKEN = "no-token"  # noqa: S105 (a reason code)
@@ -24,10 +26,17 @@ DONGLE_REVOKED = "dongle-revoked"
 RELEASE_NOT_ENTITLED = "release-not-entitled"
 CLOCK_ROLLBACK = "clock-rollback"
 REVOKED = "revoked"
+ACTIVATION_REBOUND = "activation-rebound"  # the server bound this seat to another agent key
 STATE_CORRUPT = "state-corrupt"
 STATE_TAMPERED = "state-tampered"
+STATE_SYMLINK = "state-symlink"  # a symlink where a state file belongs: never followed
+STATE_DIR_UNSAFE = "state-dir-unsafe"  # writable by group or others, or owned by another user
 JWKS_UNAVAILABLE = "jwks-unavailable"
 INVALID_REQUEST = "invalid-request"
+
+# Not a code: an `entitled` answer during a subscription's grace days carries this notice
+# (and `grace_until`), so the product can tell its user to renew.
+SUBSCRIPTION_GRACE = "subscription-grace"
 
 CODES = (
     ENTITLED,
@@ -42,8 +51,11 @@ CODES = (
     RELEASE_NOT_ENTITLED,
     CLOCK_ROLLBACK,
     REVOKED,
+    ACTIVATION_REBOUND,
     STATE_CORRUPT,
     STATE_TAMPERED,
+    STATE_SYMLINK,
+    STATE_DIR_UNSAFE,
     JWKS_UNAVAILABLE,
     INVALID_REQUEST,
 )
@@ -61,19 +73,36 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 class Verdict(NamedTuple):
     code: str
     detail: str
+    grace_until: float | None = None  # set only while a subscription runs on its grace days
 
     @property
     def ok(self) -> bool:
         return self.code == ENTITLED
 
     def as_dict(self) -> dict[str, Any]:
-        return {"entitled": self.ok, "code": self.code, "detail": self.detail}
+        out: dict[str, Any] = {"entitled": self.ok, "code": self.code, "detail": self.detail}
+        if self.grace_until is not None:
+            out["notice"] = SUBSCRIPTION_GRACE
+            out["grace_until"] = _iso(self.grace_until)
+        return out
 
 
 class HostClaim(NamedTuple):
+    """The token's `host` claim; only identifying components count towards a match."""
+
     salt: str
     components: frozenset[tuple[str, str]]
     match: int
+    identifying: frozenset[tuple[str, str]]
+    needed: int  # how many of `identifying` must be on this machine
+
+    @classmethod
+    def of(cls, salt: str, components: frozenset[tuple[str, str]], match: int) -> HostClaim:
+        identifying = frozenset(c for c in components if c[0] in IDENTIFYING_KINDS)
+        # A token issued before descriptive components stopped counting lists them and counted
+        # them in `match` (they matched on every machine): take them off, the tolerance stays.
+        needed = max(1, match - (len(components) - len(identifying)))
+        return cls(salt, components, match, identifying, needed)
 
 
 class Claims(NamedTuple):
@@ -95,6 +124,7 @@ class Claims(NamedTuple):
     features: tuple[str, ...]
     seats: int
     cnf_x: str
+    grace_until: float | None = None  # subscriptions: use_until plus the plan's grace days
 
 
 class ClaimsError(ValueError):
@@ -187,19 +217,24 @@ def claims_from_payload(payload: dict[str, Any]) -> Claims:
         exp=_number(payload, "exp"),
         kind=_string(payload, "kind"),
         model=_string(payload, "model"),
-        host=HostClaim(salt=salt, components=frozenset(components), match=match),
+        host=HostClaim.of(salt, frozenset(components), match),
         dongle=dongle,
         maint_until=_optional_time(payload, "maint_until"),
         use_until=_optional_time(payload, "use_until"),
         features=tuple(features),
         seats=seats,
         cnf_x=jwk["x"],
+        grace_until=_optional_time(payload, "grace_until"),
     )
 
 
 def host_matches(host: HostClaim, machine: frozenset[tuple[str, str]]) -> bool:
-    """At least `match` of the token's (kind, digest) pairs are on this machine (PROTOCOL.md)."""
-    return len(host.components & machine) >= host.match
+    """Enough of the token's identifying (kind, digest) pairs are on this machine (PROTOCOL.md).
+
+    A CPU model or a virtualisation label is the same on thousands of machines: a token whose
+    host has no identifying component matches no machine at all.
+    """
+    return bool(host.identifying) and len(host.identifying & machine) >= host.needed
 
 
 @lru_cache(maxsize=64)
@@ -235,23 +270,34 @@ def decide(
     if claims.model == "dongle" and claims.dongle in revoked_dongles:
         # Named before a plain `revoked`: the administrator learns why (the vendor's signed list, rule 6).
         return Verdict(DONGLE_REVOKED, f"dongle {claims.dongle} was reported lost, stolen or defective")
+    if revoked == ACTIVATION_REBOUND:
+        return Verdict(
+            ACTIVATION_REBOUND,
+            "the server bound this seat to another agent key on this machine: run `tessera-agent activate` again",
+        )
     if revoked is not None:
         return Verdict(REVOKED, f"the server ended this seat ({revoked})")
     if claims.model == "dongle":
         if not dongle_present:
             return Verdict(DONGLE_MISSING, "the licence dongle is not plugged in")
     elif not host_matches(claims.host, machine):
-        found = len(claims.host.components & machine)
+        host = claims.host
+        if not host.identifying:
+            return Verdict(HOST_MISMATCH, "the token names no identifying host component: activate again")
+        found = len(host.identifying & machine)
         return Verdict(
             HOST_MISMATCH,
-            f"{found} of {len(claims.host.components)} host components match, {claims.host.match} needed",
+            f"{found} of {len(host.identifying)} identifying host components match, {host.needed} needed",
         )
     if now < claims.nbf - ROLLBACK_TOLERANCE:
         return Verdict(CLOCK_ROLLBACK, f"the token is valid only from {_iso(claims.nbf)}")
     if now >= claims.exp:
         return Verdict(LEASE_EXPIRED, f"the lease ended at {_iso(claims.exp)}: refresh with the server")
+    grace: float | None = None
     if claims.use_until is not None and now >= claims.use_until:
-        return Verdict(SUBSCRIPTION_ENDED, f"the subscription ended at {_iso(claims.use_until)}")
+        if claims.grace_until is None or now >= claims.grace_until:
+            return Verdict(SUBSCRIPTION_ENDED, f"the subscription ended at {_iso(claims.use_until)}")
+        grace = claims.grace_until  # rule 3: the paid term plus the plan's grace days
     # A subscription includes maintenance for its whole term (DESIGN 2).
     maint_until = claims.maint_until
     if maint_until is None and claims.kind == "subscription":
@@ -259,4 +305,11 @@ def decide(
     if maint_until is None or released > maint_until:
         until = "no maintenance" if maint_until is None else f"maintenance until {_iso(maint_until)}"
         return Verdict(RELEASE_NOT_ENTITLED, f"this release is newer than the licence's {until}")
+    if grace is not None:
+        return Verdict(
+            ENTITLED,
+            f"{SUBSCRIPTION_GRACE}: the subscription ended at {_iso(claims.use_until or grace)}; "
+            f"it runs until {_iso(grace)}: renew it",
+            grace,
+        )
     return Verdict(ENTITLED, f"{claims.kind} licence {claims.sub}, lease until {_iso(claims.exp)}")

@@ -270,3 +270,57 @@ def install(tmp_path: Path, machine: FakeMachine, vendor: Vendor) -> Callable[..
 
 def mode_of(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+class FakeLicenceServer:
+    """The licence server's HTTP answers, canned: for answers the real server does not give yet
+    or that are hard to provoke (a rebound seat). Counts what it was asked."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.requests: list[tuple[str, dict[str, Any] | None]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                outer.requests.append((self.path, body))
+                status, document = outer.answers.get(self.path, (404, {"code": "not-found", "detail": self.path}))
+                raw = json.dumps(document).encode()
+                self.send_response(status)
+                kind = "application/json" if status < 400 else "application/problem+json"
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def problem(self, path: str, status: int, code: str, detail: str) -> None:
+        self.answers[path] = (status, {"type": "about:blank", "status": status, "code": code, "detail": detail})
+
+    def asked(self, path: str) -> int:
+        return sum(1 for p, _ in self.requests if p == path)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def fake_server() -> Any:
+    server = FakeLicenceServer()
+    yield server
+    server.close()

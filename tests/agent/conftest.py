@@ -1,5 +1,5 @@
 """Fixtures for the agent's tests; the fakes themselves live in agent_fakes.py."""
 
-from agent_fakes import install, machine, other_machine, vendor
+from agent_fakes import fake_server, install, machine, other_machine, vendor
 
-__all__ = ["install", "machine", "other_machine", "vendor"]
+__all__ = ["fake_server", "install", "machine", "other_machine", "vendor"]

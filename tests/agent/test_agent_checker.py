@@ -1,5 +1,7 @@
 """The in-process check, end to end on fake machines with a throwaway vendor key."""
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -10,10 +12,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agent_fakes import DAY, FakeMachine, Installed, Vendor, claims_for, put_token
+from agent_fakes import DAY, FakeMachine, Installed, Vendor, b64u, claims_for, put_token
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_agent import Checker, checker, tokens
+from client_agent import Checker, checker, fingerprint, tokens
 from client_agent.state import State, StateStore
 
 RELEASED = date(2026, 3, 1)
@@ -153,23 +155,82 @@ def test_corrupt_state_is_a_clear_code(install: Callable[..., Installed]) -> Non
     assert "state.json" in verdict.detail
 
 
-def test_a_verified_token_is_not_verified_again_by_a_fresh_process(
+def test_every_process_that_loads_the_state_verifies_the_token(
     install: Callable[..., Installed], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     installed = install()
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "entitled"
-    assert StateStore(str(installed.state_dir)).load().state.verified is not None
+    calls = []
+    real = tokens.verify
+    monkeypatch.setattr(tokens, "verify", lambda *a: calls.append(1) or real(*a))
+    fresh = checker_for(installed)
+    for _ in range(3):
+        assert fresh.check("cad-pro", "1", RELEASED).code == "entitled"
+    assert calls == [1]  # once per load, not once per check
 
-    def no_verify(*_a: object) -> None:
-        raise AssertionError("the token was verified again")
 
-    monkeypatch.setattr(tokens, "verify", no_verify)
-    assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "entitled"
+def _b64u_json(segment: str) -> dict[str, object]:
+    loaded = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    assert isinstance(loaded, dict)
+    return loaded
 
 
-def test_the_check_path_does_not_import_pyjwt_once_verified(install: Callable[..., Installed]) -> None:
+def forge(installed: Installed, **claims: object) -> None:
+    """What anyone who can read agent.key can do: edit the token's claims, keep its signature,
+    write a record saying it was verified under this very JWKS, and sign the state again."""
+    head, body, sig = installed.token.split(".")
+    payload = _b64u_json(body) | claims
+    edited = f"{head}.{b64u(json.dumps(payload).encode())}.{sig}"
+    record = {
+        "token_sha256": hashlib.sha256(edited.encode()).hexdigest(),
+        "jwks_sha256": hashlib.sha256(installed.jwks.read_bytes()).hexdigest(),
+    }
+
+    def change(state: State, _key: object) -> None:
+        state.token = edited
+        state.extra["verified"] = record
+
+    StateStore(str(installed.state_dir)).update(change)
+
+
+ENDED = {"kind": "subscription", "maint_until": None, "use_until": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("issued", "claims", "question"),
+    [
+        pytest.param({}, {"maint_until": "2099-01-01T00:00:00Z"}, {"released": date(2098, 1, 1)}, id="maintenance"),
+        pytest.param({}, {"exp": 4_102_444_800}, {"now": datetime(2099, 1, 1, tzinfo=UTC)}, id="lease"),
+        pytest.param({}, {"aud": "cad-ultimate"}, {"product": "cad-ultimate"}, id="product"),
+        pytest.param(ENDED, {"use_until": "2099-01-01T00:00:00Z"}, {"released": date(2025, 1, 1)}, id="subscription"),
+    ],
+)
+def test_a_forged_verified_record_does_not_admit_an_edited_token(
+    install: Callable[..., Installed],
+    issued: dict[str, object],
+    claims: dict[str, object],
+    question: dict[str, object],
+) -> None:
+    installed = install(**issued)
+    assert checker_for(installed).check("cad-pro", "1", RELEASED).code in ("entitled", "subscription-ended")
+    forge(installed, **claims)
+    ask = {"product": "cad-pro", "version": "1", "released": RELEASED} | question
+    verdict = checker_for(installed).check(**ask)  # type: ignore[arg-type]
+    assert verdict.code == "bad-signature"
+
+
+def test_an_edited_host_claim_is_refused_on_the_other_machine(
+    install: Callable[..., Installed], other_machine: FakeMachine, tmp_path: Path
+) -> None:
     installed = install()
-    checker_for(installed).check("cad-pro", "1", RELEASED)
+    salt = fingerprint.licence_salt("TSR-ABCDE-FGHIJ-KLMNO-PQRST-UVWXY")
+    theirs = [{"kind": k, "digest": d} for k, d in fingerprint.digest_components(other_machine.facts(), salt)]
+    forge(installed, host={"salt": salt, "components": theirs, "match": 1})
+    assert checker_for(installed, other_machine).check("cad-pro", "1", RELEASED).code == "bad-signature"
+
+
+def test_the_check_path_does_not_import_pyjwt(install: Callable[..., Installed]) -> None:
+    installed = install()
     import subprocess
 
     code = (

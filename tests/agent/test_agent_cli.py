@@ -109,8 +109,30 @@ def test_fingerprint_command(
         "virtualisation",
     }
     assert [u["kind"] for u in a["unreadable"]] == ["board-serial"]
+    classes = {c["kind"]: c["class"] for c in a["components"]}
+    assert classes == {
+        "machine-id": "identifying",
+        "dmi-product-uuid": "identifying",
+        "mac": "identifying",
+        "disk-serial": "identifying",
+        "cpu-model": "descriptive",
+        "virtualisation": "descriptive",
+    }
+    assert a["identifying"] == 4
     assert a["components"] != b["components"]
     assert "CN7016351N0123" not in json.dumps(a)
+
+
+def test_fingerprint_text_shows_classes_and_reasons(
+    machine: FakeMachine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (machine.root / "sys/class/dmi/id/product_uuid").unlink()
+    assert main(["--sysroot", str(machine.root), "--state-dir", str(tmp_path / "none"), "fingerprint"]) == 0
+    text = capsys.readouterr().out
+    assert any(line.split()[:2] == ["mac", "identifying"] for line in text.splitlines())
+    assert any(line.split()[:2] == ["cpu-model", "descriptive"] for line in text.splitlines())
+    assert "identifying        4 (only these count towards a match)" in text
+    assert "unreadable         dmi-product-uuid: no /sys/class/dmi/id/product_uuid" in text
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -166,3 +188,31 @@ def test_a_state_only_the_daemon_may_read_is_asked_over_its_socket(
                               env={"PATH": "/usr/bin:/bin"})  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["code"] == "entitled"
+
+
+def test_check_during_grace_is_entitled_with_a_notice(
+    install: Callable[..., Installed], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    def iso(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    now = time.time()
+    installed = install(
+        now=now - 40 * 86400, lease_days=60, kind="subscription", maint_until=None,
+        use_until=iso(now - 86400), grace_until=iso(now + 13 * 86400),
+    )  # fmt: skip
+    rc = main(args_for(installed, "check", "--product", "cad-pro", "--version", "5", "--released", "2026-03-01",
+                       "--json"))  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert (rc, out["code"], out["notice"], out["grace_until"]) == (
+        0,
+        "entitled",
+        "subscription-grace",
+        iso(now + 13 * 86400),
+    )
+    assert out["detail"].startswith("subscription-grace: ")
+    assert main(args_for(installed, "status", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["grace_until"] == iso(now + 13 * 86400)

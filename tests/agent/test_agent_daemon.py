@@ -225,3 +225,25 @@ def test_sd_notify_abstract_and_absent(tmp_path: Path) -> None:
         assert receiver.recv(64) == b"READY=1"
     finally:
         receiver.close()
+
+
+def test_the_daemon_schedules_a_refresh_ahead_of_the_subscription_end(
+    install: Callable[..., Installed], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    now = time.time()
+    use_until = now + 2 * DAY
+    installed = install(
+        now=now, lease_days=30, kind="subscription", maint_until=None,
+        use_until=datetime.fromtimestamp(use_until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )  # fmt: skip
+    with running_daemon(installed, tmp_path, server="http://127.0.0.1:9") as daemon:
+        deadline = time.monotonic() + 15
+        next_at = None
+        while time.monotonic() < deadline and next_at is None:
+            next_at = get(daemon.socket_path, "/v1/status")[1]["daemon"]["refresh"]["next_at"]
+        assert next_at is not None
+        planned = datetime.fromisoformat(next_at).timestamp()
+        # A day before the term ends (minus up to a quarter day of jitter), not at half the 30-day lease.
+        assert use_until - 1.25 * DAY - 120 <= planned <= use_until - DAY + 120, next_at

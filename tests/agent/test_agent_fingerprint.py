@@ -1,6 +1,11 @@
 import base64
 import hashlib
 import hmac
+import json
+import os
+import pwd
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -185,10 +190,92 @@ NO_VIRT = dict(
         pytest.param({"hypervisor_type": "xen\n"}, "xen", id="xen"),
         pytest.param({"cpu_flags": "fpu hypervisor sse2"}, "vm-other", id="unknown-hypervisor"),
         pytest.param({"dockerenv": True, "dmi": ("QEMU", "x")}, "docker", id="container-inside-vm"),
+        pytest.param({"dmi": ("QEMU", "KVM")}, "qemu", id="qemu-kvm-sys-vendor-first"),
+        pytest.param({"dmi": ("Red Hat", "KVM")}, "kvm", id="kvm"),
+        pytest.param({"dmi": ("KubeVirt", "None")}, "kvm", id="kubevirt"),
+        pytest.param({"dmi": ("VMware, Inc.", "VMware7,1", "VMW")}, "vmware", id="vmware-new-bios"),
+        pytest.param({"dmi": ("Oracle Corporation", "VirtualBox")}, "oracle", id="virtualbox-oracle-vendor"),
+        pytest.param({"dmi": ("Xen", "HVM domU")}, "xen", id="xen-hvm-dmi"),
+        pytest.param(
+            {"dmi": ("Parallels Software International Inc.", "Parallels Virtual Platform")},
+            "parallels",
+            id="parallels",
+        ),
+        pytest.param({"dmi": ("BHYVE", "BHYVE")}, "bhyve", id="bhyve"),
+        pytest.param({"dmi": ("Bochs", "Bochs")}, "bochs", id="bochs"),
+        pytest.param({"dmi": ("Google", "Google Compute Engine")}, "google", id="gce"),
+        pytest.param({"dmi": ("Google", "Eve")}, "none", id="a-chromebook-is-not-gce"),
+        pytest.param({"dmi": ("Amazon EC2", "c6i.large", "Amazon EC2")}, "amazon", id="ec2-nitro"),
+        pytest.param(
+            {"dmi": ("Microsoft Corporation", "Virtual Machine"), "dmi_asset_tag": "7783-7084-3265-9085-8269-3286-77"},
+            "microsoft",
+            id="azure",
+        ),
+        pytest.param({"dmi": ("Microsoft Corporation", "Surface Laptop 5")}, "none", id="a-surface-is-not-hyper-v"),
+        pytest.param({"dmi": ("Xenon Systems", "X1")}, "none", id="xen-prefix-only-not-xenon"),
+        pytest.param({"dmi": ("Apple Inc.", "Apple Virtualization Generic Platform")}, "apple", id="apple-vz"),
+        pytest.param({"hypervisor_type": "kvm"}, "kvm", id="sys-hypervisor-type"),
+        pytest.param({"pid1_environ": "HOME=/\0container=systemd-nspawn\0"}, "systemd-nspawn", id="nspawn-env"),
+        pytest.param({"pid1_environ": "container=lxc\0"}, "lxc", id="lxc-env"),
+        pytest.param({"pid1_environ": "container=podman\0", "dockerenv": True}, "podman", id="podman-env"),
+        pytest.param({"pid1_environ": "container=\0"}, "container-other", id="empty-container-env"),
+        pytest.param({"pid1_environ": "KUBERNETES_SERVICE_HOST=10.0.0.1\0"}, "kubernetes", id="kubernetes-env"),
+        pytest.param({"kubernetes_secrets": True, "dockerenv": True}, "kubernetes", id="kubernetes-secrets"),
+        pytest.param({"cgroup": "0::/lxc.payload.web/init.scope"}, "lxc", id="lxc-cgroup"),
+        pytest.param({"cgroup": "0::/machine.slice/libpod-1234.scope"}, "podman", id="podman-cgroup"),
+        pytest.param({"wsl_interop": True}, "wsl", id="wsl-interop"),
+        pytest.param({"osrelease": "4.4.0-19041-Microsoft"}, "wsl", id="wsl1"),
     ],
 )
 def test_virtualisation_detection(changes: dict[str, object], expected: str) -> None:
     assert virtualisation_from(**{**NO_VIRT, **changes}) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param({}, "none", id="bare-metal"),
+        pytest.param({".dockerenv": ""}, "docker", id="docker"),
+        pytest.param({"run/.containerenv": ""}, "podman", id="podman"),
+        pytest.param({"run/systemd/container": "systemd-nspawn\n"}, "systemd-nspawn", id="nspawn"),
+        pytest.param({"proc/1/environ": b"PATH=/bin\x00container=lxc\x00"}, "lxc", id="lxc-pid1-environ"),
+        pytest.param({"var/run/secrets/kubernetes.io/serviceaccount/token": "t"}, "kubernetes", id="kubernetes"),
+        pytest.param({"proc/sys/kernel/osrelease": "5.15.153.1-microsoft-standard-WSL2\n"}, "wsl", id="wsl"),
+        pytest.param({"sys/hypervisor/type": "xen\n"}, "xen", id="xen"),
+        pytest.param({"sys/class/dmi/id/sys_vendor": "QEMU\n"}, "qemu", id="qemu"),
+        pytest.param({"sys/class/dmi/id/sys_vendor": "Amazon EC2\n"}, "amazon", id="ec2"),
+        pytest.param(
+            {
+                "sys/class/dmi/id/sys_vendor": "Microsoft Corporation\n",
+                "sys/class/dmi/id/product_name": "Virtual Machine\n",
+            },
+            "microsoft",
+            id="hyper-v",
+        ),
+        pytest.param(
+            {
+                "sys/class/dmi/id/sys_vendor": "Microsoft Corporation\n",
+                "sys/class/dmi/id/product_name": "Virtual Machine\n",
+                "sys/class/dmi/id/chassis_asset_tag": "7783-7084-3265-9085-8269-3286-77\n",
+            },
+            "microsoft",
+            id="azure",
+        ),
+        pytest.param(
+            {"proc/cpuinfo": "processor\t: 0\nmodel name\t: X\nflags\t\t: fpu hypervisor\n"},
+            "vm-other",
+            id="hypervisor-cpu-flag",
+        ),
+    ],
+)
+def test_virtualisation_on_fake_sysroots(tmp_path: Path, files: dict[str, str | bytes], expected: str) -> None:
+    machine = build_machine(tmp_path / "m")
+    for rel, content in files.items():
+        machine.write(rel, content)
+    facts = machine.facts()
+    assert facts.virtualisation == expected
+    assert ("virtualisation", expected) in kinds(facts)
+    assert fingerprint.component_class("virtualisation") == "descriptive"
 
 
 def test_a_container_is_reported_as_a_component(tmp_path: Path) -> None:
@@ -209,6 +296,61 @@ def test_unreadable_sources_are_reported_not_fatal(tmp_path: Path) -> None:
     reported = {kind for kind, _ in facts.unreadable}
     assert reported == {"dmi-product-uuid", "machine-id"}
     assert "dmi-product-uuid" not in {c.kind for c in facts.components}
+
+
+def test_what_could_not_be_read_is_said_per_identifying_kind(tmp_path: Path) -> None:
+    machine = build_machine(tmp_path / "m", macs=(), disks=(), board_serial="To be filled by O.E.M.")
+    (tmp_path / "m/sys/class/dmi/id/product_uuid").unlink()
+    reasons = dict(machine.facts().unreadable)
+    assert reasons == {
+        "dmi-product-uuid": "no /sys/class/dmi/id/product_uuid (no DMI here: ARM, some VMs and containers)",
+        "board-serial": "/sys/class/dmi/id/board_serial holds a firmware placeholder ('To be filled by O.E.M.'), "
+        "not an identity",
+        "mac": "no physical network interface with a permanent MAC address",
+        "disk-serial": "no non-removable disk reports a serial number",
+    }
+    assert [c.kind for c in machine.facts().identifying()] == ["machine-id"]
+
+
+def test_dmi_readable_only_by_root_says_so(tmp_path: Path) -> None:
+    """As an unprivileged user the DMI UUID and board serial (mode 0400, root's) cannot be read."""
+    base = Path(tempfile.mkdtemp(prefix="tessera-fp-"))  # not under pytest's private tmp: `nobody` must get in
+    try:
+        base.chmod(0o755)
+        machine = build_machine(base / "m")
+        for path in machine.root.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        for name in ("product_uuid", "board_serial"):
+            (machine.root / f"sys/class/dmi/id/{name}").chmod(0o400)
+        reasons = dict(_facts_as_unprivileged(machine.root).unreadable)
+    finally:
+        shutil.rmtree(base)
+    assert reasons == {
+        "dmi-product-uuid": "permission denied on /sys/class/dmi/id/product_uuid (DMI needs root)",
+        "board-serial": "permission denied on /sys/class/dmi/id/board_serial (DMI needs root)",
+    }
+
+
+def _facts_as_unprivileged(root: Path) -> fingerprint.Facts:
+    if os.geteuid() != 0:
+        return fingerprint.read_facts(str(root))
+    # As root (CI containers), read in a forked child that gave root up: the real permission check.
+    nobody = pwd.getpwnam("nobody")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.close(reader)
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(writer, json.dumps(fingerprint.read_facts(str(root)).unreadable).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as handle:
+        raw = handle.read()
+    os.waitpid(pid, 0)
+    return fingerprint.Facts((), "none", tuple((k, w) for k, w in json.loads(raw)))
 
 
 def test_an_empty_root_still_gives_a_fingerprint(tmp_path: Path) -> None:

@@ -1,10 +1,18 @@
 import json
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agent_fakes import agent_key_for, mode_of
+from agent_fakes import FakeMachine, Installed, agent_key_for, b64u, mode_of
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_agent import Checker
 from client_agent.state import State, StateError, StateStore
 
 
@@ -25,8 +33,12 @@ def test_round_trip_and_modes(tmp_path: Path) -> None:
     assert mode_of(tmp_path / "state/state.json") == 0o600
     assert mode_of(tmp_path / "state/agent.key") == 0o600
     assert mode_of(tmp_path / "state") == 0o700
+    assert mode_of(tmp_path / "state/clock.key") == 0o600
+    assert mode_of(tmp_path / "state/clock.mark") == 0o600
     assert sorted(os.listdir(tmp_path / "state")) == [
         "agent.key",
+        "clock.key",
+        "clock.mark",
         "state.json",
         "state.lock",
     ]  # no temp files left
@@ -143,3 +155,174 @@ def test_unknown_fields_survive_a_rewrite(tmp_path: Path) -> None:
     store._write(state, key)
     store.update(lambda s, _k: None)
     assert store.load().state.extra == {"from_a_newer_agent": {"x": 1}}
+
+
+# ------------------------------------------------------------------ the clock mark in more than one place
+
+RELEASED = "2026-03-01"
+
+
+def _checker(installed: Installed, *marks: Path) -> Checker:
+    return Checker(
+        state_dir=str(installed.state_dir),
+        jwks=str(installed.jwks),
+        sysroot=str(installed.machine.root),
+        clock_marks=tuple(str(m) for m in marks),
+    )
+
+
+def test_restoring_an_old_state_file_does_not_lower_the_clock_mark(install: Callable[..., Installed]) -> None:
+    installed = install()
+    saved = (installed.state_dir / "state.json").read_bytes()
+    now = datetime.now(UTC)
+    assert _checker(installed).check("cad-pro", "1", RELEASED, now=now + timedelta(days=3)).code == "entitled"
+    (installed.state_dir / "state.json").write_bytes(saved)  # the old copy, validly signed
+    verdict = _checker(installed).check("cad-pro", "1", RELEASED, now=now + timedelta(days=1))
+    assert verdict.code == "clock-rollback"
+
+
+def test_a_second_location_survives_restoring_the_whole_directory(
+    install: Callable[..., Installed], tmp_path: Path
+) -> None:
+    installed = install()
+    elsewhere = tmp_path / "elsewhere" / "clock.mark"
+    elsewhere.parent.mkdir(mode=0o700)
+    backup = tmp_path / "backup"
+    shutil.copytree(installed.state_dir, backup)
+    now = datetime.now(UTC)
+    assert (
+        _checker(installed, elsewhere).check("cad-pro", "1", RELEASED, now=now + timedelta(days=3)).code == "entitled"
+    )
+    shutil.rmtree(installed.state_dir)
+    shutil.copytree(backup, installed.state_dir)  # state.json, the keys and clock.mark, all old
+    late = now + timedelta(days=1)
+    assert _checker(installed, elsewhere).check("cad-pro", "1", RELEASED, now=late).code == "clock-rollback"
+    # Without the second location the restored directory is all there is: the documented limit.
+    assert _checker(installed).check("cad-pro", "1", RELEASED, now=late).code == "entitled"
+
+
+def _mark_from(clock_x: str, high_water: int, sign: Callable[[bytes], bytes]) -> str:
+    body = {"clock_x": clock_x, "high_water": high_water}
+    message = b"tessera-agent-clock/1\x00" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({"format": "tessera-agent-clock/1", **body, "sig": b64u(sign(message))})
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda x: "{not json", id="garbage"),
+        pytest.param(lambda x: _mark_from(x, 4_102_444_800, lambda m: b"\0" * 64), id="bad-signature"),
+        pytest.param(
+            lambda x: _mark_from(
+                b64u(Ed25519PrivateKey.generate().public_key().public_bytes_raw()),
+                4_102_444_800,
+                Ed25519PrivateKey.generate().sign,
+            ),
+            id="another-clock-key",
+        ),
+        pytest.param(
+            lambda x: json.dumps({"format": "tessera-agent-clock/1", "clock_x": x, "high_water": True, "sig": ""}),
+            id="wrong-type",
+        ),
+    ],
+)
+def test_a_forged_future_mark_cannot_brick_the_agent(
+    install: Callable[..., Installed], tmp_path: Path, forge: Callable[[str], str]
+) -> None:
+    installed = install()
+    clock_x = StateStore(str(installed.state_dir)).load().state.clock_x
+    assert clock_x is not None
+    elsewhere = tmp_path / "elsewhere.mark"
+    for path in (installed.state_dir / "clock.mark", elsewhere):
+        path.write_text(forge(clock_x))
+    assert _checker(installed, elsewhere).check("cad-pro", "1", RELEASED).code == "entitled"
+
+
+def test_the_clock_key_going_missing_is_corrupt(install: Callable[..., Installed]) -> None:
+    installed = install()
+    (installed.state_dir / "clock.key").unlink()
+    assert _checker(installed).check("cad-pro", "1", RELEASED).code == "state-corrupt"
+
+
+def test_the_clock_key_is_kept_across_a_deactivation(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path / "s"))
+    write_token(store, high_water=1234)
+    before = (tmp_path / "s/clock.key").read_bytes()
+    store.update(lambda state, _key: state.clear_seat(), new_key=True)
+    assert (tmp_path / "s/clock.key").read_bytes() == before
+    assert store.load().state.high_water == 1234
+
+
+# ------------------------------------------------------------------ symlinks and the directory
+
+
+def _agent_cli(state_dir: Path, machine: FakeMachine, *rest: str) -> tuple[int, dict[str, object]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "client_agent.cli", "--state-dir", str(state_dir), "--sysroot", str(machine.root),
+         "--jwks", str(state_dir.parent / "jwks.json"), "--json", *rest],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    err = json.loads(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else {}
+    out = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, err or out
+
+
+@pytest.mark.parametrize("name", ["state.lock", "state.json", "agent.key", "clock.key"])
+def test_a_planted_symlink_is_refused_and_nothing_is_written_through_it(
+    tmp_path: Path, machine: FakeMachine, name: str
+) -> None:
+    state_dir = tmp_path / "s"
+    agent_key_for(state_dir)  # a state directory the agent made
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (state_dir / name).unlink()
+    (state_dir / name).symlink_to(victim)
+    rc, err = _agent_cli(state_dir, machine, "offline-request", "TSR-1", "--product", "cad-pro",
+                         "--out", str(tmp_path / "req.json"))  # fmt: skip
+    assert (rc, err["code"]) == (1, "state-symlink"), err
+    assert victim.read_text() == "precious\n"
+    assert (state_dir / name).is_symlink()
+
+
+def test_a_symlink_for_a_lock_that_does_not_exist_yet_is_refused(tmp_path: Path, machine: FakeMachine) -> None:
+    state_dir = tmp_path / "s"
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "state.lock").symlink_to(tmp_path / "created-through-the-link")
+    rc, err = _agent_cli(state_dir, machine, "offline-request", "TSR-1", "--product", "cad-pro",
+                         "--out", str(tmp_path / "req.json"))  # fmt: skip
+    assert (rc, err["code"]) == (1, "state-symlink")
+    assert not (tmp_path / "created-through-the-link").exists()
+
+
+def test_check_refuses_a_symlinked_state_file(install: Callable[..., Installed], tmp_path: Path) -> None:
+    installed = install()
+    real = tmp_path / "real-state.json"
+    (installed.state_dir / "state.json").rename(real)
+    (installed.state_dir / "state.json").symlink_to(real)
+    verdict = _checker(installed).check("cad-pro", "1", RELEASED)
+    assert verdict.code == "state-symlink" and "symlink" in verdict.detail
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777, 0o720], ids=["0770", "0707", "0777", "0720"])
+def test_a_state_directory_others_may_write_is_refused(
+    install: Callable[..., Installed], machine: FakeMachine, mode: int
+) -> None:
+    installed = install()
+    os.chmod(installed.state_dir, mode)
+    assert _checker(installed).check("cad-pro", "1", RELEASED).code == "state-dir-unsafe"
+    rc, err = _agent_cli(installed.state_dir, machine, "offline-request", "TSR-1", "--product", "cad-pro",
+                         "--out", str(installed.state_dir.parent / "req.json"))  # fmt: skip
+    assert (rc, err["code"]) == (1, "state-dir-unsafe")
+    assert "chmod 700" in str(err["detail"])
+    rc, out = _agent_cli(installed.state_dir, machine, "check", "--product", "cad-pro", "--version", "1",
+                         "--released", RELEASED)  # fmt: skip
+    assert (rc, out["code"]) == (1, "state-dir-unsafe")
+
+
+def test_a_state_directory_of_another_user_is_refused(install: Callable[..., Installed]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory away")
+    installed = install()
+    os.chown(installed.state_dir, pwd.getpwnam("nobody").pw_uid, -1)
+    verdict = _checker(installed).check("cad-pro", "1", RELEASED)
+    assert verdict.code == "state-dir-unsafe" and "belongs to user" in verdict.detail

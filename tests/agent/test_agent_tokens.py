@@ -70,6 +70,29 @@ def _attacker_with_jwk_header(vendor: Vendor, claims: dict[str, Any]) -> str:
     )
 
 
+def _short_signature(vendor: Vendor, claims: dict[str, Any]) -> str:
+    head, body, _sig = vendor.mint(claims).split(".")
+    return f"{head}.{body}.{b64u(b'x' * 63)}"
+
+
+def _signed_non_json(vendor: Vendor, claims: dict[str, Any]) -> str:
+    head = b64u(json.dumps({"alg": "EdDSA", "kid": vendor.kid, "typ": "tessera-activation+jwt"}).encode())
+    body = b64u(b"\xff not json")
+    return f"{head}.{body}.{b64u(vendor.key.sign(f'{head}.{body}'.encode()))}"
+
+
+def test_a_token_signed_by_pyjwt_as_the_server_does_verifies(vendor: Vendor, claims: dict[str, Any]) -> None:
+    import jwt
+
+    token = jwt.PyJWS().encode(
+        json.dumps(claims).encode(),
+        vendor.key,
+        algorithm="EdDSA",
+        headers={"kid": vendor.kid, "typ": "tessera-activation+jwt"},
+    )
+    assert verify(token, jwks_of(vendor)).jti == claims["jti"]
+
+
 def _attacker_unknown_kid(vendor: Vendor, claims: dict[str, Any]) -> str:
     return vendor.mint(claims, key=Ed25519PrivateKey.generate(), kid="attacker-1")
 
@@ -90,7 +113,12 @@ def _attacker_unknown_kid(vendor: Vendor, claims: dict[str, Any]) -> str:
         pytest.param(_flipped_signature, "signature", id="flipped-signature-byte"),
         pytest.param(_attacker_with_jwk_header, "signature", id="embedded-jwk-jku-x5u-ignored"),
         pytest.param(_attacker_unknown_kid, "key id", id="unknown-signer"),
-        pytest.param(lambda v, c: "not.a.token", "JWS", id="garbage"),
+        pytest.param(lambda v, c: "not.a.token", "header", id="garbage"),
+        pytest.param(lambda v, c: v.mint(c) + ".x", "compact", id="four-parts"),
+        pytest.param(lambda v, c: v.mint(c) + "==", "signature", id="padded-signature"),
+        pytest.param(lambda v, c: "!" + v.mint(c), "header", id="outside-the-alphabet"),
+        pytest.param(_short_signature, "64 bytes", id="short-signature"),
+        pytest.param(_signed_non_json, "payload", id="signed-payload-not-json"),
         pytest.param(lambda v, c: v.mint({**c, "host": "x"}), "malformed", id="signed-but-malformed-claims"),
     ],
 )

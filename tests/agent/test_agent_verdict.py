@@ -19,6 +19,14 @@ from client_agent.verdict import (
 NOW = 1_790_000_000.0  # 2026-09-21
 DAY = 86400.0
 A, B, C, D = (("mac", "a"), ("disk-serial", "b"), ("machine-id", "c"), ("cpu-model", "d"))
+V = ("virtualisation", "none-digest")
+
+
+def host(*components: tuple[str, str], match: int) -> dict[str, Any]:
+    return {"salt": "s", "components": [{"kind": k, "digest": d} for k, d in components], "match": match}
+
+
+SUBSCRIPTION = {"kind": "subscription", "maint_until": None, "use_until": "2026-09-20T00:00:00Z"}  # NOW - 1 day
 
 
 def payload(**changes: Any) -> dict[str, Any]:
@@ -83,7 +91,63 @@ def ask(claims_payload: dict[str, Any] | None, **kw: Any) -> str:
             "entitled",
             id="one-component-changed-within-tolerance",
         ),
-        pytest.param(payload(), {"machine": frozenset({A, B})}, "host-mismatch", id="two-changed-beyond-tolerance"),
+        pytest.param(payload(), {"machine": frozenset({A, D})}, "host-mismatch", id="two-changed-beyond-tolerance"),
+        pytest.param(
+            payload(),
+            {"machine": frozenset({A, B, C})},
+            "entitled",
+            id="a-cpu-change-does-not-count",
+        ),
+        pytest.param(
+            payload(host=host(A, D, V, match=2)),
+            {"machine": frozenset({("mac", "other"), D, V})},
+            "host-mismatch",
+            id="descriptive-components-do-not-count-towards-a-match",
+        ),
+        pytest.param(
+            payload(host=host(V, match=1)),
+            {"machine": frozenset({V, D})},
+            "host-mismatch",
+            id="a-host-of-only-virtualisation-none-matches-no-machine",
+        ),
+        pytest.param(
+            payload(host=host(D, V, match=1)),
+            {"machine": frozenset({A, B, C, D, V})},
+            "host-mismatch",
+            id="no-identifying-component-even-on-its-own-machine",
+        ),
+        pytest.param(
+            payload(host=host(A, B, C, match=2)),
+            {"machine": frozenset({A, B})},
+            "entitled",
+            id="identifying-only-token-within-tolerance",
+        ),
+        pytest.param(
+            payload(host=host(A, B, C, match=2)),
+            {"machine": frozenset({A, D, V})},
+            "host-mismatch",
+            id="identifying-only-token-beyond-tolerance",
+        ),
+        pytest.param(payload(), {"revoked": "activation-rebound"}, "activation-rebound", id="rebound-to-another-key"),
+        pytest.param(payload(**SUBSCRIPTION), {}, "subscription-ended", id="term-ended-no-grace"),
+        pytest.param(
+            payload(**SUBSCRIPTION, grace_until="2026-09-27T00:00:00Z"),
+            {"released": release_to_unix(date(2026, 1, 1))},
+            "entitled",
+            id="term-ended-in-grace",
+        ),
+        pytest.param(
+            payload(**SUBSCRIPTION, grace_until="2026-09-27T00:00:00Z"),
+            {"released": release_to_unix(date(2026, 1, 1)), "now": NOW + 6 * DAY},
+            "subscription-ended",
+            id="grace-over",
+        ),
+        pytest.param(
+            payload(**SUBSCRIPTION, grace_until="2026-09-27T00:00:00Z"),
+            {"released": release_to_unix(date(2026, 9, 25))},
+            "release-not-entitled",
+            id="grace-is-no-maintenance-for-newer-releases",
+        ),
         pytest.param(payload(), {"machine": frozenset()}, "host-mismatch", id="another-machine"),
         pytest.param(
             payload(model="dongle", dongle="SN1"),
@@ -143,6 +207,37 @@ def test_decide(claims: dict[str, Any] | None, kw: dict[str, Any], code: str) ->
     assert ask(claims, **kw) == code
 
 
+def verdict_of(claims_payload: dict[str, Any], **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "product": "cad-pro",
+        "released": release_to_unix(date(2026, 1, 1)),
+        "machine": frozenset({A, B, C, D}),
+        "dongle_present": False,
+        "now": NOW,
+        "high_water": NOW - 60,
+    } | kw
+    return decide(claims_from_payload(claims_payload), **args)
+
+
+def test_grace_days_are_entitled_with_a_notice_the_product_can_show() -> None:
+    verdict = verdict_of(payload(**SUBSCRIPTION, grace_until="2026-09-27T00:00:00Z"))
+    assert verdict.ok and verdict.detail.startswith("subscription-grace: ")
+    assert verdict.as_dict() | {"detail": ""} == {
+        "entitled": True,
+        "code": "entitled",
+        "detail": "",
+        "notice": "subscription-grace",
+        "grace_until": "2026-09-27T00:00:00Z",
+    }
+    # Before the term ends, and without grace: no notice.
+    early = {"iat": NOW - 3 * DAY, "nbf": NOW - 3 * DAY}
+    running = verdict_of(
+        payload(**SUBSCRIPTION, **early, grace_until="2026-09-27T00:00:00Z"), now=NOW - 2 * DAY, high_water=0
+    )
+    assert running.ok and "notice" not in running.as_dict() and running.grace_until is None
+    assert "notice" not in verdict_of(payload()).as_dict()
+
+
 def test_every_code_is_listed_once() -> None:
     assert len(CODES) == len(set(CODES))
     assert {
@@ -163,15 +258,16 @@ def test_every_code_is_listed_once() -> None:
     ("machine", "match", "matches"),
     [
         pytest.param({A, B, C, D}, 4, True, id="all"),
-        pytest.param({A, B, C}, 4, False, id="tolerance-zero"),
+        pytest.param({A, B, C}, 4, True, id="tolerance-zero-cpu-not-counted"),
+        pytest.param({A, B, D}, 4, False, id="tolerance-zero-one-identifying-changed"),
         pytest.param({A, B, C, ("mac", "other")}, 3, True, id="replaced-nic"),
         pytest.param({("mac", "a2"), ("disk-serial", "b2"), C, D}, 3, False, id="cpu-change"),
         pytest.param({("mac", "b")}, 1, False, id="same-digest-other-kind"),
     ],
 )
 def test_host_matching(machine: set[tuple[str, str]], match: int, matches: bool) -> None:
-    host = HostClaim("s", frozenset({A, B, C, D}), match)
-    assert host_matches(host, frozenset(machine)) is matches
+    claim = HostClaim.of("s", frozenset({A, B, C, D}), match)
+    assert host_matches(claim, frozenset(machine)) is matches
 
 
 @pytest.mark.parametrize(
@@ -232,3 +328,37 @@ def test_refresh_schedule(
 
 def test_no_token_polls() -> None:
     assert schedule.refresh_delay(iat=None, exp=None, now=NOW, failures=0, rand=0.5) == schedule.IDLE_POLL
+
+
+def test_an_ended_or_rebound_seat_is_not_refreshed() -> None:
+    delay = schedule.refresh_delay(iat=NOW - 20 * DAY, exp=NOW + 10 * DAY, now=NOW, failures=0, rand=0.0, stopped=True)
+    assert delay == schedule.IDLE_POLL
+
+
+@pytest.mark.parametrize(
+    ("use_until", "grace_until", "refreshes"),
+    [
+        pytest.param(None, None, [15 * DAY, 30 * DAY], id="perpetual-half-lease"),
+        pytest.param(NOW + 40 * DAY, None, [15 * DAY, 30 * DAY], id="term-far-off"),
+        pytest.param(NOW + 2 * DAY, None, [DAY, 2 * DAY, 17 * DAY], id="day-before-and-at-the-term-end"),
+        pytest.param(NOW + 2 * DAY, NOW + 5 * DAY, [DAY, 2 * DAY, 5 * DAY, 20 * DAY], id="and-at-the-end-of-grace"),
+    ],
+)
+def test_refreshes_ahead_of_the_subscription_end(
+    use_until: float | None, grace_until: float | None, refreshes: list[float]
+) -> None:
+    """Successive successful refreshes, each giving a new 30-day lease issued at refresh time."""
+    iat, now, seen = NOW, NOW, []
+    for _ in refreshes:
+        now += schedule.refresh_delay(
+            iat=iat, exp=iat + LEASE, now=now, failures=0, rand=0.0, use_until=use_until, grace_until=grace_until
+        )
+        seen.append(now - NOW)
+        iat = now
+    assert seen == refreshes
+
+
+def test_a_term_point_already_passed_does_not_spin() -> None:
+    # The server's clock runs behind ours: the new token's iat is still before the term's end.
+    delay = schedule.refresh_delay(iat=NOW - 10, exp=NOW - 10 + LEASE, now=NOW, failures=0, rand=0.0, use_until=NOW - 5)
+    assert delay == schedule.TERM_OVERDUE

@@ -417,3 +417,20 @@ def test_host_id_seat_moves_by_an_approved_transfer(
     _, _, ended = a.run("refresh", ok=False)
     assert ended["code"] == "activation-ended"
     assert seats_in_use(live_server, licence["id"]) == 1
+
+
+def test_restoring_an_old_state_file_is_still_clock_rollback(
+    live_server: LiveServer, machine_a: FakeMachine, tmp_path: Path
+) -> None:
+    """The customer keeps a copy of state.json, lets the agent see a later time, restores the copy
+    and sets the clock back: the mark kept beside the state (and elsewhere) still says later."""
+    licence = issue_demo_licence(live_server, released_versions=RELEASES)
+    a = Agent(live_server, machine_a, tmp_path / "state-a")
+    a.run("activate", licence["key"], "--product", licence["product"])
+    saved = (a.state_dir / "state.json").read_bytes()
+    later = datetime.now(UTC) + timedelta(days=3)
+    assert a.checker().check(licence["product"], "1.0", "2025-01-15", now=later).code == "entitled"
+    (a.state_dir / "state.json").write_bytes(saved)
+    assert a.check(licence["product"]) == "clock-rollback"  # the real clock is now "set back" by 3 days
+    _, status, _ = a.run("status")
+    assert status["high_water"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
