@@ -35,6 +35,7 @@ from server.domain.hosts import fingerprint_salt, key_hash
 from server.services import audit
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
+from server.services.requests import PRODUCT_CODE, has_control_characters
 from server.services.terms import add_term, load_terms, write_ledger
 
 __all__ = ["ROLES", "LicensingService", "Principal"]
@@ -78,6 +79,11 @@ def _insert_unique(conn: Connection, model: Any, values: dict[str, Any], what: s
 
 
 def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[str, Any]:
+    if not PRODUCT_CODE.fullmatch(code):
+        # What the agent API accepts as a product: a code it refuses could never be activated.
+        raise ValidationFailed("a product code is 1 to 64 lower-case letters, digits, dots, dashes or underscores")
+    if has_control_characters(name):
+        raise ValidationFailed("a product name cannot hold control characters")
     product_id = new_id()
     _insert_unique(
         conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
