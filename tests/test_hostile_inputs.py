@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Executable, func, select, text
 from server.db.database import open_database
 from server.db.models import (
     Activation,
+    ApiToken,
     AuditEvent,
     DongleRevocation,
     Licence,
@@ -427,6 +428,52 @@ def _raw_post(caller: Caller, path: str, body: Any) -> tuple[int, dict[str, str]
             return response.status, dict(response.headers), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), bytes(exc.read())
+
+
+# -- who did it: every change made through the API names the token's owner --------------------------------
+
+
+def test_every_audited_change_made_through_the_api_names_the_token_owner(server: LiveServer) -> None:
+    # Before: a user (and its API token) made by a customer's administrator through the API was audited as
+    # made by `operator:cli`, and actors did not say whether they named a user or a token.
+    licence = issue_demo_licence(server, model="dongle", seats=1)
+    shown = server.admin("licence", "show", licence["id"])
+    admin = token(server, "customer-admin", shown["customer"])
+    support = token(server, "support")
+    staff = token(server, "admin")
+    tag = secrets.token_hex(3)
+    status, ann = admin.post(f"/v1/customers/{shown['customer_id']}/users",
+                             {"name": "Ann", "email": f"ann-{tag}@example.test", "role": "customer-admin"})  # fmt: skip
+    assert status == 201
+    as_ann = Caller(server, ann["token"], ann["id"])
+    status, bob = as_ann.post(f"/v1/customers/{shown['customer_id']}/users",
+                              {"name": "Bob", "email": f"bob-{tag}@example.test", "role": "customer-user"})  # fmt: skip
+    assert status == 201
+    assert as_ann.call("PUT", f"/v1/customers/{shown['customer_id']}/contacts",
+                       {"system_administrator": ann["id"], "deputy": bob["id"]})[0] == 200  # fmt: skip
+    seat = activate(server, FakeAgent(), licence, "SN-A")["activation_id"]
+    assert (
+        support.post(f"/v1/activations/{seat}/dongle-replacement", {"reason": "lost", "new_serial": "SN-B"})[0] == 201
+    )
+    assert staff.post(f"/v1/licences/{licence['id']}/status", {"status": "suspended"})[0] == 200
+
+    status, events = staff.get("/v1/audit?limit=1000")
+    assert status == 200
+    by_subject = {(e["action"], e["subject"]): e["actor"] for e in events}
+    token_of = {str(u): str(t) for u, t in sql(server, select(ApiToken.user_id, ApiToken.id))}
+    ann_token, bob_token = token_of[ann["id"]], token_of[bob["id"]]
+    expected = {
+        ("user.add", f"user:{ann['id']}"): f"token:{admin.id}",
+        ("token.create", f"token:{ann_token}"): f"token:{admin.id}",
+        ("user.add", f"user:{bob['id']}"): f"user:{ann['id']}",
+        ("token.create", f"token:{bob_token}"): f"user:{ann['id']}",
+        ("customer.contacts", f"customer:{shown['customer_id']}"): f"user:{ann['id']}",
+        ("dongle.replace", f"activation:{seat}"): f"token:{support.id}",
+        ("licence.suspended", f"licence:{licence['id']}"): f"token:{staff.id}",
+    }
+    assert {key: by_subject.get(key) for key in expected} == expected
+    # The operator's own CLI is still `operator:cli`: the tokens made above by `tessera-admin token create`.
+    assert by_subject[("token.create", f"token:{admin.id}")] == "operator:cli"
 
 
 # -- the request models, fuzzed without a server ------------------------------------------------------------

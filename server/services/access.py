@@ -25,9 +25,13 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        if self.token_id is None:
-            return "operator:cli"
-        return f"{self.role}:{self.user_id or self.token_id}"
+        """Who the audit trail names: the person a token belongs to, else the token itself (its owner and
+        label are on its row); the operator's CLI holds no token."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        if self.token_id is not None:
+            return f"token:{self.token_id}"
+        return "operator:cli"
 
     def may(self, action: str) -> None:
         require(self.role, action)

@@ -323,8 +323,17 @@ def set_licence_status(conn: Connection, who: Principal, licence_id: str, status
 
 
 def create_token_row(
-    conn: Connection, role: str, owner_id: uuid.UUID | None, label: str, now: datetime, user_id: uuid.UUID | None
+    conn: Connection,
+    role: str,
+    owner_id: uuid.UUID | None,
+    label: str,
+    now: datetime,
+    user_id: uuid.UUID | None,
+    *,
+    actor: str,
 ) -> dict[str, Any]:
+    """A new API token (shown once), audited as made by `actor`: the operator's CLI, or the API caller who
+    added the user it belongs to."""
     token = "tsk_" + secrets.token_urlsafe(32)
     token_id = new_id()
     conn.execute(
@@ -333,7 +342,7 @@ def create_token_row(
             user_id=user_id,
         )
     )  # fmt: skip
-    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action="token.create",
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=actor, action="token.create",
                  subject=f"token:{token_id}", details={"role": role, "label": label}, now=now)  # fmt: skip
     return {"id": str(token_id), "token": token, "role": role}
 
@@ -357,7 +366,7 @@ def create_api_token(
         if person is None or person.role != role or (owner_id is not None and person.customer_id != owner_id):
             raise NotFound(f"no {role} user {user!r} at {owner!r}")
         user_id = person.id
-    return create_token_row(conn, role, owner_id, label, now, user_id) | {"owner": owner}
+    return create_token_row(conn, role, owner_id, label, now, user_id, actor=OPERATOR.actor) | {"owner": owner}
 
 
 def authenticate(conn: Connection, token: str) -> Principal:

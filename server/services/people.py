@@ -56,7 +56,7 @@ def add_user(
             )
     except IntegrityError as exc:
         raise Conflict(f"a user with e-mail {email!r} already exists") from exc
-    token = create_token_row(conn, role, row.id, f"{name} <{email.lower()}>", now, user_id=user_id)
+    token = create_token_row(conn, role, row.id, f"{name} <{email.lower()}>", now, user_id=user_id, actor=who.actor)
     audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="user.add", subject=f"user:{user_id}",
                  details={"customer": str(row.id), "role": role}, now=now)  # fmt: skip
     user = conn.execute(select(User.__table__).where(User.id == user_id)).one()
