@@ -279,21 +279,25 @@ def _raw_get(server: LiveServer, path: str, headers: dict[str, bytes]) -> tuple[
 # -- concurrent duplicates ------------------------------------------------------------------------------
 
 
-async def _fire(url: str, bodies: list[dict[str, Any]], headers: dict[str, str] | None = None) -> list[Any]:
-    """Every request connected and sent at the same moment (a barrier, then gather), each on its own connection."""
+async def _fire_calls(calls: list[tuple[str, str, Any]], headers: dict[str, str] | None = None) -> list[Any]:
+    """Every request released at the same moment (a barrier, then gather), each on its own connection."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         go = asyncio.Event()
 
-        async def one(body: dict[str, Any]) -> tuple[int, Any]:
+        async def one(method: str, url: str, body: Any) -> tuple[int, Any]:
             await go.wait()
-            async with session.post(url, json=body, headers=headers) as response:
+            async with session.request(method, url, json=body, headers=headers) as response:
                 return response.status, await response.json(content_type=None)
 
-        tasks = [asyncio.create_task(one(body)) for body in bodies]
+        tasks = [asyncio.create_task(one(*call)) for call in calls]
         await asyncio.sleep(0)
         go.set()
         return list(await asyncio.gather(*tasks))
+
+
+async def _fire(url: str, bodies: list[dict[str, Any]], headers: dict[str, str] | None = None) -> list[Any]:
+    return await _fire_calls([("POST", url, body) for body in bodies], headers)
 
 
 ROUNDS = 6
@@ -352,6 +356,47 @@ def test_concurrent_dongle_replacements_of_one_seat_one_wins(server: LiveServer)
         assert seat_state(server, licence["id"])[:2] == (0, 0)
         replaced = (AuditEvent.action == "dongle.replace", AuditEvent.subject == f"activation:{seat}")
         assert count(server, AuditEvent, *replaced) == 1
+
+
+def test_concurrent_changes_to_named_contacts_leave_exactly_two_active_contacts(server: LiveServer) -> None:
+    # Before, on PostgreSQL: two concurrent PUT .../contacts both cleared the old contacts and named new ones;
+    # the unique (customer, contact) index refused the second (a 500); a user disabled while being named
+    # became a disabled named contact.
+    licence = issue_demo_licence(server)
+    shown = server.admin("licence", "show", licence["id"])
+    admin, customer = token(server, "customer-admin", shown["customer"]), shown["customer_id"]
+    tag = secrets.token_hex(3)
+    people = []
+    for i in range(4):
+        person = {"name": f"P{i}", "email": f"p{i}-{tag}@example.test", "role": "customer-admin"}
+        status, made = admin.post(f"/v1/customers/{customer}/users", person)
+        assert status == 201
+        people.append(made["id"])
+    base = f"{server.url}/v1/customers/{customer}"
+    for round_ in range(ROUNDS):
+        pairs = [(people[i], people[(i + 1 + round_) % 4]) for i in range(4)]
+        calls: list[tuple[str, str, Any]] = [
+            ("PUT", f"{base}/contacts", {"system_administrator": a, "deputy": d}) for a, d in pairs if a != d
+        ]
+        results = asyncio.run(_fire_calls(calls, {"Authorization": f"Bearer {admin.token}"}))
+        assert [status for status, _ in results] == [200] * len(calls), results
+        contacts = sql(server, select(User.contact, User.disabled_at).where(User.customer_id == uid(customer),
+                                                                            User.contact.is_not(None)))  # fmt: skip
+        assert sorted(c for c, _ in contacts) == ["deputy", "system-administrator"], contacts
+    # Disabling a user while another request names them: one of the two refuses, never a disabled contact.
+    extra = []
+    for i in range(ROUNDS):
+        person = {"name": f"X{i}", "email": f"x{i}-{tag}@example.test", "role": "customer-user"}
+        status, made = admin.post(f"/v1/customers/{customer}/users", person)
+        extra.append(made["id"])
+    for who in extra:
+        calls = [("PUT", f"{base}/contacts", {"system_administrator": people[0], "deputy": who}),
+                 ("DELETE", f"{base}/users/{who}", None)]  # fmt: skip
+        results = asyncio.run(_fire_calls(calls, {"Authorization": f"Bearer {admin.token}"}))
+        assert all(status < 500 for status, _ in results), results
+        disabled_contacts = count(server, User, User.customer_id == uid(customer), User.contact.is_not(None),
+                                  User.disabled_at.is_not(None))  # fmt: skip
+        assert disabled_contacts == 0, results
 
 
 # -- the transfer endpoint is no licence-key oracle ----------------------------------------------------
