@@ -13,7 +13,7 @@ from server.api.openapi import bearer_op, operation
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
 from server.services import audit, people, terms, transfers
-from server.services.requests import PRODUCT_CODE, ContactsBody, NewUserBody
+from server.services.requests import PRODUCT_CODE, PRODUCT_CODE_PATTERN, TEXT_PATTERN, ContactsBody, NewUserBody
 
 routes = web.RouteTableDef()
 REVOCATIONS_TTL = timedelta(days=7)
@@ -128,7 +128,7 @@ PATHS = {
             "Audit events (admin, support)",
             ok_schema={"type": "array", "items": {"type": "object"}},
             query={
-                "subject": {"type": "string", "minLength": 1, "maxLength": 100},
+                "subject": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
             },
         )
@@ -141,4 +141,8 @@ PUBLIC_PATHS = {
     "/v1/products/{product}/dongle-revocations": {
         "get": operation("Signed list of revoked dongle serials", ok={"200": {"type": "object"}}, params=("product",))
     }
+}
+PUBLIC_PATHS["/v1/products/{product}/dongle-revocations"]["get"]["parameters"][0]["schema"] = {
+    "type": "string",
+    "pattern": PRODUCT_CODE_PATTERN,
 }

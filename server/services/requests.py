@@ -38,10 +38,11 @@ Printable = r"^[\x20-\x7e]+$"
 ComponentKind = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL]
 Digest = Annotated[str, StringConstraints(min_length=16, max_length=88, pattern=B64U), NO_CONTROL]
 Nonce = Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U), NO_CONTROL]
-ProductCode = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$"), NO_CONTROL
-]
-PRODUCT_CODE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the same, for a product code in a path
+PRODUCT_CODE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+PRODUCT_CODE = re.compile(PRODUCT_CODE_PATTERN)  # for a product code in a path or from the operator's CLI
+ProductCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRODUCT_CODE_PATTERN), NO_CONTROL]
+# A free-text query value, as GET /v1/audit?subject= documents it.
+TEXT_PATTERN = f"^[^{CONTROL_RANGES}]+$"
 
 
 def _whole_number(value: object) -> object:
