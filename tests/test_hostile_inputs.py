@@ -501,6 +501,17 @@ def test_every_audited_change_made_through_the_api_names_the_token_owner(server:
         support.post(f"/v1/activations/{seat}/dongle-replacement", {"reason": "lost", "new_serial": "SN-B"})[0] == 201
     )
     assert staff.post(f"/v1/licences/{licence['id']}/status", {"status": "suspended"})[0] == 200
+    server.admin("plan", "add", f"host-id-{tag}", "--kind", "perpetual", "--model", "host-id")
+    bound = server.admin("licence", "issue", "--customer", shown["customer"], "--product", licence["product"],
+                         "--plan", f"host-id-{tag}", "--seats", "1")  # fmt: skip
+    activate(server, FakeAgent(), bound)
+    new_host = FakeAgent().activation_body(bound["key"], bound["product"])
+    status, asked = as_ann.post("/v1/transfers", {"reason": "defect", "new_host": new_host})
+    assert status == 201
+    status, approved = support.post(f"/v1/transfers/{asked['id']}/approve", {})
+    assert status == 200 and approved["decided_by"] == f"token:{support.id}"
+    status, renewed = staff.post(f"/v1/licences/{bound['id']}/renewals", {"years": 1})
+    assert status == 201
 
     status, events = staff.get("/v1/audit?limit=1000")
     assert status == 200
@@ -515,6 +526,9 @@ def test_every_audited_change_made_through_the_api_names_the_token_owner(server:
         ("customer.contacts", f"customer:{shown['customer_id']}"): f"user:{ann['id']}",
         ("dongle.replace", f"activation:{seat}"): f"token:{support.id}",
         ("licence.suspended", f"licence:{licence['id']}"): f"token:{staff.id}",
+        ("transfer.request", f"transfer:{asked['id']}"): f"user:{ann['id']}",
+        ("transfer.approve", f"transfer:{asked['id']}"): f"token:{support.id}",
+        (f"licence.{renewed['ledger']['kind']}", f"licence:{bound['id']}"): f"token:{staff.id}",
     }
     assert {key: by_subject.get(key) for key in expected} == expected
     # The operator's own CLI is still `operator:cli`: the tokens made above by `tessera-admin token create`.
