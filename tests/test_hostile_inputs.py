@@ -687,3 +687,24 @@ def test_a_lone_surrogate_in_json_is_malformed_json(server: LiveServer) -> None:
     admin, customer_id = _customer_admin(server)
     status, headers, problem = admin.call("POST", f"/v1/customers/{customer_id}/users", raw=raw)
     assert status == 400 and problem["code"] == "validation-error" and headers["Content-Type"].startswith(PROBLEM)
+
+
+def test_only_a_unique_violation_counts_as_a_concurrent_duplicate() -> None:
+    """The 409 safety net is for two identical requests racing; a broken check or foreign key stays a 500."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import IntegrityError
+
+    from server.api.problems import _is_duplicate
+
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER CHECK (n > 0))"))
+        conn.execute(text("INSERT INTO t VALUES (1, 'a', 1)"))
+        outcomes = []
+        for statement in ("INSERT INTO t VALUES (1, 'b', 1)", "INSERT INTO t VALUES (2, 'a', 1)",
+                          "INSERT INTO t VALUES (3, 'c', 0)"):  # fmt: skip
+            with pytest.raises(IntegrityError) as raised:
+                conn.execute(text(statement))
+            outcomes.append(_is_duplicate(raised.value))
+    engine.dispose()
+    assert outcomes == [True, True, False]
