@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pytest
@@ -259,24 +257,6 @@ def test_openapi_health_and_metrics(live_server: LiveServer) -> None:
     activate(live_server, FakeAgent(), licence)
     status, text = get(live_server.url + "/metrics")
     assert status == 200 and 'tessera_activations_total{outcome="created"} 1.0' in text
-
-
-def test_concurrent_uploads_of_one_offline_request_take_one_seat(live_server: LiveServer) -> None:
-    """Carried to the server twice at once (two colleagues, one file): one seat, no error."""
-    licence = issue_demo_licence(live_server, seats=3)
-    for _ in range(3):
-        signed = FakeAgent().offline_request(licence["key"], licence["product"])
-        barrier = threading.Barrier(6)
-
-        def upload(signed: str = signed, barrier: threading.Barrier = barrier) -> tuple[int, dict]:
-            barrier.wait()
-            return post(live_server.url + "/v1/offline/activations", {"request": signed})
-
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda _: upload(), range(6)))
-        assert sorted(status for status, _ in answers) == [200] * 5 + [201], answers
-        assert len({body["activation_id"] for _, body in answers}) == 1
-    assert seats_in_use(live_server, licence) == 3  # one seat per request
 
 
 def test_offline_activation_is_used_once(live_server: LiveServer) -> None:

@@ -62,7 +62,7 @@ def move(desk: Desk, contact: Principal, support: Principal, agent: FakeAgent, k
     body = TransferRequestBody.model_validate(
         {"reason": "hardware-change", "new_host": agent.activation_body(key, "cad")}
     )
-    asked = desk(transfers.request_transfer, contact, body, now)
+    asked = desk(transfers.request_transfer, contact, body, "192.0.2.1", now)
     assert asked["state"] == "pending"
     return desk(transfers.decide_transfer, support, asked["id"], True, "ok", now)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,11 @@ from aiohttp import web
 from server.api.context import SERVICES
 from server.domain.errors import Unauthorised, ValidationFailed
 from server.services.access import Principal
+from server.services.requests import has_control_characters
+
+# What `tessera-admin token create` makes: tsk_ and URL-safe base64. Anything else is unknown without a look-up
+# (aiohttp hands over header bytes that are not UTF-8 as lone surrogates, which no hash can encode).
+_API_TOKEN = re.compile(r"tsk_[A-Za-z0-9_-]{1,196}")
 
 
 async def principal(request: web.Request) -> Principal:
@@ -17,7 +23,7 @@ async def principal(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorised("send an API token: Authorization: Bearer tsk_…")
-    if len(token) > 200:
+    if not _API_TOKEN.fullmatch(token.strip()):
         raise Unauthorised("unknown or revoked API token")
     return await request.app[SERVICES].licensing.authenticate(token.strip())
 
@@ -45,9 +51,20 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only (str.isdigit() also admits "٣" and "²"), and few of them: int() refuses more than
+    # 4300 digits with a ValueError.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
         raise ValidationFailed(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
+
+
+def query_text(request: web.Request, name: str, max_length: int) -> str | None:
+    """A free-text query parameter: 1 to max_length characters, none of them a control character (PostgreSQL
+    cannot compare text with a NUL in it), like every text field of a body."""
+    raw = request.query.get(name)
+    if raw is not None and (not 1 <= len(raw) <= max_length or has_control_characters(raw)):
+        raise ValidationFailed(f"{name} must be 1 to {max_length} characters, none of them a control character")
+    return raw
 
 
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from server.api.auth import now, only_query, principal, query_int, run
+from server.api.auth import now, only_query, principal, query_int, query_text, run
 from server.api.context import SERVICES, SIGNER
 from server.api.openapi import bearer_op, operation
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
 from server.services import audit, people, terms, transfers
-from server.services.requests import ContactsBody, NewUserBody
+from server.services.requests import PRODUCT_CODE, PRODUCT_CODE_PATTERN, TEXT_PATTERN, ContactsBody, NewUserBody
 
 routes = web.RouteTableDef()
 REVOCATIONS_TTL = timedelta(days=7)
@@ -83,9 +83,7 @@ async def settlement(request: web.Request) -> web.Response:
 @routes.get("/v1/audit")
 async def audit_events(request: web.Request) -> web.Response:
     only_query(request, "subject", "limit")
-    subject = request.query.get("subject")
-    if subject is not None and not 1 <= len(subject) <= 100:
-        raise ValidationFailed("subject must be 1 to 100 characters")
+    subject = query_text(request, "subject", 100)
     return json_response(await run(request, audit.list_events, subject, query_int(request, "limit", 100, 1, 1000)))
 
 
@@ -93,8 +91,8 @@ async def audit_events(request: web.Request) -> web.Response:
 async def dongle_revocations(request: web.Request) -> web.Response:
     """Public and signed: agents fetch it on refresh and refuse a revoked dongle (rule 6)."""
     product = request.match_info["product"]
-    if not 1 <= len(product) <= 64:
-        raise ValidationFailed("product code must be 1 to 64 characters")
+    if not PRODUCT_CODE.fullmatch(product):
+        raise ValidationFailed("a product code is 1 to 64 lower-case letters, digits, dots, dashes or underscores")
     serials = await request.app[SERVICES].db.run(transfers.revoked_serials, product)
     signed = request.app[SIGNER].sign_revocations(product, [s["serial"] for s in serials], now(), REVOCATIONS_TTL)
     return json_response({"product": product, "revoked": serials, "signed": signed})
@@ -130,7 +128,7 @@ PATHS = {
             "Audit events (admin, support)",
             ok_schema={"type": "array", "items": {"type": "object"}},
             query={
-                "subject": {"type": "string", "minLength": 1, "maxLength": 100},
+                "subject": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
             },
         )
@@ -143,4 +141,8 @@ PUBLIC_PATHS = {
     "/v1/products/{product}/dongle-revocations": {
         "get": operation("Signed list of revoked dongle serials", ok={"200": {"type": "object"}}, params=("product",))
     }
+}
+PUBLIC_PATHS["/v1/products/{product}/dongle-revocations"]["get"]["parameters"][0]["schema"] = {
+    "type": "string",
+    "pattern": PRODUCT_CODE_PATTERN,
 }

@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from server.api.context import IN_FLIGHT, METRICS, SETTINGS, client_address
 from server.db.database import DatabaseUnavailable
 from server.domain.errors import (
     BodyTooLarge,
+    Conflict,
     DomainError,
     MalformedBody,
     ServiceUnavailable,
@@ -114,14 +116,36 @@ async def _as_problem(
     except DatabaseUnavailable:
         log.warning("database unavailable for %s %s", request.method, _route(request))
         return render_error(ServiceUnavailable("the licence database is unavailable: try again shortly"))
+    except IntegrityError as exc:
+        if not _is_duplicate(exc):
+            return _internal_error(request)
+        # Two requests inserting the same row at the same moment, a race a unit did not foresee: the database
+        # refused the second and rolled its unit back, so nothing of it was written. A 409, not a 500; logged,
+        # because the unit should decide this itself (take its lock before it reads).
+        log.warning("concurrent duplicate in %s %s", request.method, _route(request))
+        return render_error(Conflict("another request changed the same thing at the same moment: send it again"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http-error")
         return problem_response(exc.status, code, exc.reason, exc.text or exc.reason)
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, _route(request))
-        return problem_response(500, "internal-error", "Internal error", "the server failed; this is a bug")
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled error in %s %s", request.method, _route(request))
+    return problem_response(500, "internal-error", "Internal error", "the server failed; this is a bug")
+
+
+def _is_duplicate(exc: IntegrityError) -> bool:
+    """A unique or primary-key violation (PostgreSQL 23505, SQLite's UNIQUE constraint), not a broken
+    foreign key or check: those are bugs, and stay 500s."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate) == "23505"
+    return getattr(orig, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
 def _route(request: web.Request) -> str:

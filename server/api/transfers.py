@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.auth import now, only_query, query_choice, run
+from server.api.auth import now, only_query, principal, query_choice, run
+from server.api.context import SERVICES, client_address
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
 from server.services import transfers
@@ -23,7 +24,9 @@ async def list_transfers(request: web.Request) -> web.Response:
 @routes.post("/v1/transfers")
 async def request_transfer(request: web.Request) -> web.Response:
     body = await read_model(request, TransferRequestBody)
-    return json_response(await run(request, transfers.request_transfer, body, now()), status=201)
+    who = await principal(request)
+    result = await transfers.ask_for_transfer(request.app[SERVICES].db, who, body, client_address(request), now())
+    return json_response(result, status=201)
 
 
 @routes.post("/v1/transfers/{transfer_id}/approve")

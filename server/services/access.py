@@ -25,9 +25,13 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        if self.token_id is None:
-            return "operator:cli"
-        return f"{self.role}:{self.user_id or self.token_id}"
+        """Who the audit trail names: the person a token belongs to, else the token itself (its owner and
+        label are on its row); the operator's CLI holds no token."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        if self.token_id is not None:
+            return f"token:{self.token_id}"
+        return "operator:cli"
 
     def may(self, action: str) -> None:
         require(self.role, action)
@@ -92,10 +96,11 @@ def by_id_or_name(who: Principal, model: Any, text: str | uuid.UUID, what: str) 
         return model.name == str(text)
 
 
-def customer_in_scope(conn: Connection, who: Principal, customer: str | uuid.UUID) -> Any:
-    """A customer by id (or, for the operator's CLI, by name) that `who` may see."""
+def customer_in_scope(conn: Connection, who: Principal, customer: str | uuid.UUID, *, lock: bool = False) -> Any:
+    """A customer by id (or, for the operator's CLI, by name) that `who` may see, its row locked if asked."""
     condition = by_id_or_name(who, Customer, customer, "customer")
-    row = conn.execute(select(Customer.__table__).where(condition)).first()
+    statement = select(Customer.__table__).where(condition)
+    row = conn.execute(statement.with_for_update() if lock else statement).first()
     if row is None or not sees_customer(who, row.id, row.reseller_id):
         raise NotFound(f"no customer {str(customer)!r}")
     return row

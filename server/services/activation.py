@@ -239,7 +239,7 @@ def _throttled(failures: int | None, window_start: datetime, now: datetime) -> N
         raise TooManyAttempts("too many failed licence-key attempts from this address", retry_after=retry)
 
 
-def _check_throttle(conn: Connection, address: str, now: datetime) -> None:
+def check_throttle(conn: Connection, address: str, now: datetime) -> None:
     row = conn.execute(_RECENT_FAILURES, {"address": address}).first()
     if row is not None and now < row.window_start + THROTTLE_WINDOW:
         _throttled(row.failures, row.window_start, now)
@@ -272,10 +272,10 @@ def activate_unit(
     params = {"key_hash": key_hash(request.licence_key), "address": address, "since": now - THROTTLE_WINDOW}
     row = conn.execute(_LICENCE_BY_KEY, params).first()
     if row is None:
-        _check_throttle(conn, address, now)
+        check_throttle(conn, address, now)
         raise LicenceNotFound("no licence with this key for this product")
     if row.recent_failures:
-        _check_throttle(conn, address, now)
+        check_throttle(conn, address, now)
     if row.code != request.product:
         # A wrong product answers exactly like an unknown key: no key enumeration.
         raise LicenceNotFound("no licence with this key for this product")

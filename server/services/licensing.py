@@ -35,6 +35,7 @@ from server.domain.hosts import fingerprint_salt, key_hash
 from server.services import audit
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
+from server.services.requests import PRODUCT_CODE, has_control_characters
 from server.services.terms import add_term, load_terms, write_ledger
 
 __all__ = ["ROLES", "LicensingService", "Principal"]
@@ -78,6 +79,11 @@ def _insert_unique(conn: Connection, model: Any, values: dict[str, Any], what: s
 
 
 def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[str, Any]:
+    if not PRODUCT_CODE.fullmatch(code):
+        # What the agent API accepts as a product: a code it refuses could never be activated.
+        raise ValidationFailed("a product code is 1 to 64 lower-case letters, digits, dots, dashes or underscores")
+    if has_control_characters(name):
+        raise ValidationFailed("a product name cannot hold control characters")
     product_id = new_id()
     _insert_unique(
         conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
@@ -318,8 +324,17 @@ def set_licence_status(conn: Connection, who: Principal, licence_id: str, status
 
 
 def create_token_row(
-    conn: Connection, role: str, owner_id: uuid.UUID | None, label: str, now: datetime, user_id: uuid.UUID | None
+    conn: Connection,
+    role: str,
+    owner_id: uuid.UUID | None,
+    label: str,
+    now: datetime,
+    user_id: uuid.UUID | None,
+    *,
+    actor: str,
 ) -> dict[str, Any]:
+    """A new API token (shown once), audited as made by `actor`: the operator's CLI, or the API caller who
+    added the user it belongs to."""
     token = "tsk_" + secrets.token_urlsafe(32)
     token_id = new_id()
     conn.execute(
@@ -328,7 +343,7 @@ def create_token_row(
             user_id=user_id,
         )
     )  # fmt: skip
-    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action="token.create",
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=actor, action="token.create",
                  subject=f"token:{token_id}", details={"role": role, "label": label}, now=now)  # fmt: skip
     return {"id": str(token_id), "token": token, "role": role}
 
@@ -352,7 +367,7 @@ def create_api_token(
         if person is None or person.role != role or (owner_id is not None and person.customer_id != owner_id):
             raise NotFound(f"no {role} user {user!r} at {owner!r}")
         user_id = person.id
-    return create_token_row(conn, role, owner_id, label, now, user_id) | {"owner": owner}
+    return create_token_row(conn, role, owner_id, label, now, user_id, actor=OPERATOR.actor) | {"owner": owner}
 
 
 def authenticate(conn: Connection, token: str) -> Principal:

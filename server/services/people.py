@@ -56,7 +56,7 @@ def add_user(
             )
     except IntegrityError as exc:
         raise Conflict(f"a user with e-mail {email!r} already exists") from exc
-    token = create_token_row(conn, role, row.id, f"{name} <{email.lower()}>", now, user_id=user_id)
+    token = create_token_row(conn, role, row.id, f"{name} <{email.lower()}>", now, user_id=user_id, actor=who.actor)
     audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="user.add", subject=f"user:{user_id}",
                  details={"customer": str(row.id), "role": role}, now=now)  # fmt: skip
     user = conn.execute(select(User.__table__).where(User.id == user_id)).one()
@@ -74,7 +74,8 @@ def _user_of(conn: Connection, customer_id: uuid.UUID, user: str) -> Any:
 def disable_user(conn: Connection, who: Principal, customer: str, user: str, now: datetime) -> dict[str, Any]:
     """Disables the user and revokes its tokens; a named contact must be replaced first."""
     who.may("users:manage")
-    row = customer_in_scope(conn, who, customer)
+    # The customer row is the lock for its contacts: a user being named as a contact meanwhile is seen here.
+    row = customer_in_scope(conn, who, customer, lock=True)
     target = _user_of(conn, row.id, user)
     if target.contact is not None:
         raise Conflict(f"this user is the customer's {target.contact}: name another one first")
@@ -93,7 +94,9 @@ def set_contacts(
 ) -> dict[str, Any]:
     """The customer's two named contacts (003): two different, active users of that customer."""
     who.may("users:manage")
-    row = customer_in_scope(conn, who, customer)
+    # Locked first, then read: two changes at once would both clear the old pair and then both name theirs
+    # (the unique (customer, contact) index refused the second), or name a user being disabled meanwhile.
+    row = customer_in_scope(conn, who, customer, lock=True)
     admin, stand_in = _user_of(conn, row.id, system_administrator), _user_of(conn, row.id, deputy)
     if admin.id == stand_in.id:
         raise ValidationFailed("the system administrator and the deputy must be two different people")

@@ -1,16 +1,48 @@
-"""Request bodies of the agent API (docs/PROTOCOL.md). Unknown fields are refused."""
+"""Request bodies of every API (docs/PROTOCOL.md for the agent's). Unknown fields are refused.
+
+Every text field is one of the constrained string types below, and each ends in NO_CONTROL: whatever its
+pattern, a text field never holds a control character or a lone surrogate (tests/test_hostile_inputs.py
+walks every model to prove it).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+
+# C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
+# column (the insert failed: a 500) while SQLite stored it silently; the others forge log lines, audit
+# details and what a portal shows, or cannot be encoded at all.
+CONTROL_RANGES = r"\x00-\x1f\x7f-\x9f"  # also in patterns, so the OpenAPI document says so too
+_CONTROL = re.compile(f"[{CONTROL_RANGES}\ud800-\udfff]")
+
+
+def has_control_characters(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
+def _refuse_control_characters(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError("control characters (such as NUL) are not allowed")
+    return value
+
+
+NO_CONTROL = AfterValidator(_refuse_control_characters)
 
 B64U = r"^[A-Za-z0-9_-]+$"
-
-ComponentKind = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
-Digest = Annotated[str, StringConstraints(min_length=16, max_length=88, pattern=B64U)]
+JWS_COMPACT = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
 Printable = r"^[\x20-\x7e]+$"
+
+ComponentKind = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL]
+Digest = Annotated[str, StringConstraints(min_length=16, max_length=88, pattern=B64U), NO_CONTROL]
+Nonce = Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U), NO_CONTROL]
+PRODUCT_CODE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+PRODUCT_CODE = re.compile(PRODUCT_CODE_PATTERN)  # for a product code in a path or from the operator's CLI
+ProductCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRODUCT_CODE_PATTERN), NO_CONTROL]
+# A free-text query value, as GET /v1/audit?subject= documents it.
+TEXT_PATTERN = f"^[^{CONTROL_RANGES}]+$"
 
 
 def _whole_number(value: object) -> object:
@@ -20,6 +52,10 @@ def _whole_number(value: object) -> object:
 
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number), Field(strict=True)]
+# A signed request's `iat` (seconds since 1970): bounded to what a datetime can hold, so an absurd value is
+# a 422 rather than an overflow while turning it into a time. Whether it is recent is the service's check.
+LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
+Timestamp = Annotated[int, Field(strict=True, ge=0, le=LATEST_TIMESTAMP), BeforeValidator(_whole_number)]
 
 
 class Strict(BaseModel):
@@ -33,7 +69,7 @@ class Component(Strict):
 
 class Fingerprint(Strict):
     components: list[Component] = Field(min_length=1, max_length=32)
-    virtualisation: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]+$")] | None = None
+    virtualisation: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL] | None = None
 
     @field_validator("components")
     @classmethod
@@ -47,52 +83,60 @@ class Fingerprint(Strict):
 class AgentKey(Strict):
     kty: Literal["OKP"]
     crv: Literal["Ed25519"]
-    x: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U)]
+    x: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U), NO_CONTROL]
+
+
+Proof = Annotated[str, StringConstraints(min_length=20, max_length=4096, pattern=JWS_COMPACT), NO_CONTROL]
 
 
 class ActivationRequest(Strict):
-    licence_key: Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
-    product: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    licence_key: Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$"), NO_CONTROL]
+    product: ProductCode
     fingerprint: Fingerprint
-    dongle_serial: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable)] | None = None
+    dongle_serial: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable), NO_CONTROL] | None
+    ) = None
     agent_key: AgentKey
-    hostname: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=Printable)]
+    hostname: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=Printable), NO_CONTROL]
     # Moving a seat to a new agent key uncounted: a JWS by the seat's current key (docs/PROTOCOL.md).
-    rebind_proof: Annotated[str, StringConstraints(min_length=20, max_length=4096)] | None = None
+    rebind_proof: Proof | None = None
 
 
 class OfflineActivationRequest(ActivationRequest):
-    nonce: Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U)]
-    iat: int
+    nonce: Nonce
+    iat: Timestamp
 
 
 class SignedProof(Strict):
-    proof: Annotated[str, StringConstraints(min_length=20, max_length=4096)]
+    proof: Proof
 
 
 class SignedRequest(Strict):
-    request: Annotated[str, StringConstraints(min_length=20, max_length=65536)]
+    request: Annotated[str, StringConstraints(min_length=20, max_length=65536, pattern=JWS_COMPACT), NO_CONTROL]
 
 
 class ProofClaims(Strict):
-    sub: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    nonce: Annotated[str, StringConstraints(min_length=22, max_length=88, pattern=B64U)]
-    iat: int
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"), NO_CONTROL]
+    nonce: Nonce
+    iat: Timestamp
 
 
 class RebindClaims(Strict):
-    sub: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"), NO_CONTROL]
     new_key: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U)]
-    iat: int = Field(ge=0, le=2**40)
+    iat: Timestamp
 
 
 # -- customer, support and reseller APIs ------------------------------------
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=Printable)]
-Note = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=Printable)]
-Email = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
-Serial = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable)]
+_EMAIL_PART = rf"[^@\s{CONTROL_RANGES}]+"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=Printable), NO_CONTROL]
+Note = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=Printable), NO_CONTROL]
+Email = Annotated[
+    str, StringConstraints(min_length=3, max_length=254, pattern=f"^{_EMAIL_PART}@{_EMAIL_PART}$"), NO_CONTROL
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"), NO_CONTROL]
+Serial = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=Printable), NO_CONTROL]
 
 
 class TransferRequestBody(Strict):
@@ -123,7 +167,7 @@ class RenewalBody(Strict):
 
 class IssueLicenceBody(Strict):
     customer: Identifier
-    product: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    product: ProductCode
     plan: Name
     seats: WholeNumber = Field(ge=1, le=1_000_000)
 

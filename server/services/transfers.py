@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from keys.keyring import b64u_decode
 from keys.points import is_acceptable_public_key
+from server.db.database import Database
 from server.db.ids import new_id
 from server.db.models import Activation, Customer, DongleRevocation, Licence, Product, TransferRequest, User
 from server.domain import quotas
@@ -29,7 +30,7 @@ from server.domain.errors import (
 from server.domain.hosts import HostRecord, enrol, key_hash
 from server.services import audit, moves
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
-from server.services.activation import insert_seat
+from server.services.activation import check_throttle, insert_seat, record_failure
 from server.services.requests import ActivationRequest, TransferRequestBody
 from server.services.terms import write_ledger
 
@@ -52,9 +53,20 @@ def _named_contact(conn: Connection, who: Principal) -> Any:
     return user
 
 
+# One answer for every licence key that is not the caller's: unknown, another customer's, or another product's.
+UNKNOWN_KEY = "no licence with this key for this product"
+
+
+def _locked_seat(conn: Connection, who: Principal, activation_id: str) -> tuple[Any, Any]:
+    """The seat and its licence, the seat read again once the licence is locked: a replacement or transfer
+    that committed while this request waited for the lock has ended it."""
+    row, licence = moves.activation_in_scope(conn, who, activation_id, lock=True)
+    return conn.execute(select(Activation.__table__).where(Activation.id == row.id)).one(), licence
+
+
 def _seat_to_move(conn: Connection, who: Principal, body: TransferRequestBody) -> tuple[Any, Any]:
     if body.activation_id is not None:
-        row, licence = moves.activation_in_scope(conn, who, body.activation_id, lock=True)
+        row, licence = _locked_seat(conn, who, body.activation_id)
         if body.new_host is not None and key_hash(body.new_host.licence_key) != licence.key_hash:
             raise LicenceNotFound("the licence key is not this seat's licence")
         return row, licence
@@ -64,8 +76,13 @@ def _seat_to_move(conn: Connection, who: Principal, body: TransferRequestBody) -
         select(Licence.id).where(Licence.key_hash == key_hash(body.new_host.licence_key))
     ).scalar_one_or_none()
     if licence_id is None:
-        raise LicenceNotFound("no licence with this key for this product")
-    licence = licence_in_scope(conn, who, licence_id, lock=True)
+        raise LicenceNotFound(UNKNOWN_KEY)
+    try:
+        licence = licence_in_scope(conn, who, licence_id, lock=True)
+    except LicenceNotFound:
+        # Another customer's key: the same answer as an unknown one (and no licence id in it), or the
+        # transfer endpoint would tell a curious customer which keys exist.
+        raise LicenceNotFound(UNKNOWN_KEY) from None
     live = conn.execute(
         select(Activation.__table__).where(Activation.licence_id == licence.id, Activation.ended_at.is_(None))
     ).all()
@@ -78,7 +95,7 @@ def _seat_to_move(conn: Connection, who: Principal, body: TransferRequestBody) -
 
 def _new_host(request: ActivationRequest, licence: Any, plan: Any) -> dict[str, Any]:
     if request.product != licence.product:
-        raise LicenceNotFound("no licence with this key for this product")
+        raise LicenceNotFound(UNKNOWN_KEY)
     if not is_acceptable_public_key(b64u_decode(request.agent_key.x)):
         raise InvalidAgentKey("agent_key is not a usable Ed25519 public key")
     # The approval re-enrols the seat: the new host's identifying components become its anchor.
@@ -111,8 +128,25 @@ def transfer_json(r: Any) -> dict[str, Any]:
     }
 
 
-def request_transfer(conn: Connection, who: Principal, body: TransferRequestBody, now: datetime) -> dict[str, Any]:
+async def ask_for_transfer(
+    db: Database, who: Principal, body: TransferRequestBody, address: str, now: datetime
+) -> dict[str, Any]:
+    """A transfer request from the API. A licence key that is not the caller's counts against the address's
+    failed-key budget, the one activation uses, in a transaction of its own (the refusal rolls back the rest)."""
+    try:
+        return await db.run(request_transfer, who, body, address, now)
+    except LicenceNotFound:
+        await db.run(record_failure, address, now)
+        raise
+
+
+def request_transfer(
+    conn: Connection, who: Principal, body: TransferRequestBody, address: str, now: datetime
+) -> dict[str, Any]:
     contact = _named_contact(conn, who)
+    if body.new_host is not None:
+        # Checked before the key is looked at, so a throttled address learns nothing from a right key either.
+        check_throttle(conn, address, now)
     row, licence = _seat_to_move(conn, who, body)
     plan = plan_values(conn, licence.plan_id)
     if plan.model != "host-id":
@@ -222,7 +256,7 @@ def replace_dongle(
     """Rule 6: the old serial is revoked (its seat ends, agents refuse it) and the replacement is recorded:
     free while maintenance is active, charged otherwise (003)."""
     who.may("dongle:replace")
-    row, licence = moves.activation_in_scope(conn, who, activation_id, lock=True)
+    row, licence = _locked_seat(conn, who, activation_id)
     plan = plan_values(conn, licence.plan_id)
     if plan.model != "dongle" or row.dongle_serial is None:
         raise WrongBindingModel("this seat is not bound to a dongle")
