@@ -527,7 +527,7 @@ _DIGESTS = [b64u(bytes([i]) * 32) for i in range(3)]
 _AGENT_KEY = {"kty": "OKP", "crv": "Ed25519", "x": b64u(b"\x01" * 32)}
 _FINGERPRINT = {"components": [{"kind": "machine-id", "digest": d} for d in _DIGESTS], "virtualisation": "none"}
 _ACTIVATION = {"licence_key": _KEY, "product": "cad-pro", "fingerprint": _FINGERPRINT, "dongle_serial": "SN-1",
-               "agent_key": _AGENT_KEY, "hostname": "ws-1"}  # fmt: skip
+               "agent_key": _AGENT_KEY, "hostname": "ws-1", "rebind_proof": None}  # fmt: skip
 _JWS = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 UUID = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
 VALID: dict[str, dict[str, Any]] = {
@@ -544,6 +544,7 @@ VALID: dict[str, dict[str, Any]] = {
     "NewUserBody": {"name": "Ann", "email": "ann@example.test", "role": "customer-user"},
     "OfflineActivationRequest": _ACTIVATION | {"nonce": b64u(b"n" * 16), "iat": 1_800_000_000},
     "ProofClaims": {"sub": UUID, "nonce": b64u(b"n" * 16), "iat": 1_800_000_000},
+    "RebindClaims": {"sub": UUID, "new_key": b64u(b"\x02" * 32), "iat": 1_800_000_000},
     "RenewalBody": {"years": 1},
     "SignedProof": {"proof": _JWS},
     "SignedRequest": {"request": _JWS},

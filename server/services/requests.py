@@ -123,7 +123,7 @@ class ProofClaims(Strict):
 
 class RebindClaims(Strict):
     sub: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"), NO_CONTROL]
-    new_key: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U)]
+    new_key: Annotated[str, StringConstraints(min_length=43, max_length=43, pattern=B64U), NO_CONTROL]
     iat: Timestamp
 
 
