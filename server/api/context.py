@@ -25,6 +25,7 @@ class Services:
     licensing: LicensingService
 
 
+CLOSE_REASONS = ("idle", "header-timeout", "body-timeout", "evicted", "refused-busy", "refused-address")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -56,9 +57,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "tessera_connections_closed",
+            "Connections the server closed or refused, by reason (idle, header-timeout, body-timeout, evicted, "
+            "refused-busy, refused-address)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._by_outcome = {o: self.activations.labels(o) for o in ("created", "existing", "error")}
+        self._closed = {r: self.connections_closed.labels(r) for r in CLOSE_REASONS}
         # Label lookups cost more than the increments: keep each (method, route, status) child once.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_close(self, reason: str) -> None:
+        self._closed[reason].inc()
 
     def count_activation(self, outcome: str) -> None:
         self._by_outcome[outcome].inc()
