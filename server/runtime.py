@@ -112,6 +112,7 @@ def _runner(app: web.Application, settings: Settings) -> web.AppRunner:
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
         keepalive_timeout=settings.keepalive_timeout,
+        lingering_time=2.0,  # after an early answer, how long the rest of a body is read (and dropped)
     )
 
 

@@ -37,6 +37,7 @@ from server.domain.errors import BodyTooLarge
 from server.settings import Network, Settings
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+LINGER_SECONDS = 1.0  # after a 408, how long a closing connection's late bytes are read and dropped
 
 
 def _canned(status: int, reason: str, code: str, title: str, detail: str, retry_after: int) -> bytes:
@@ -58,6 +59,7 @@ class _Connection:
     bytes_waiting: bool = False  # a byte of the next request has arrived
     timer: asyncio.TimerHandle | None = None
     open: bool = True
+    closing: bool = False  # answered and closing: what the client still sends is dropped
 
 
 class Connections:
@@ -212,12 +214,30 @@ class Connections:
         if not connection.open or connection.in_handler:
             return
         if reason == "header-timeout" and connection.bytes_waiting:
-            connection.transport.write(self._header_timeout)  # a client mid-request is told why
-            self.lost(connection)
+            self._tell_and_close(connection, self._header_timeout)
             self.on_close(reason)
-            connection.transport.close()
             return
         self._close(connection, "idle" if reason == "header-timeout" else reason)
+
+    def _tell_and_close(self, connection: _Connection, response: bytes) -> None:
+        """Answer, then close gracefully: send FIN after the answer and read what still arrives for a moment.
+
+        Closing a socket with unread bytes in it sends a reset, and a reset can destroy the answer before the
+        client reads it; a client mid-request is still sending. Its bytes are dropped, not parsed.
+        """
+        connection.closing = True
+        self._waiting.pop(connection, None)
+        transport = connection.transport
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        if connection.timer is not None:
+            connection.timer.cancel()
+        connection.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._abort, connection)
+
+    def _abort(self, connection: _Connection) -> None:
+        self.lost(connection)
+        connection.transport.abort()
 
     def _close(self, connection: _Connection, reason: str) -> None:
         self.lost(connection)
@@ -249,6 +269,8 @@ class _Guarded(asyncio.Protocol):
         if self._inner is None:
             return
         if self._connection is not None:
+            if self._connection.closing:
+                return
             self._guard.bytes_in(self._connection)
         self._inner.data_received(data)
 
@@ -320,17 +342,18 @@ async def connections_middleware(
                     await request.read()  # kept by aiohttp: the handler's read() returns it
             except TimeoutError:
                 connections.on_close("body-timeout")
-                return _body_timeout(connections.body_timeout)
+                return _closing(408, "body-timeout", f"the body took longer than {connections.body_timeout:g}s")
             except web.HTTPRequestEntityTooLarge:
                 raise BodyTooLarge(f"the body is larger than {request.client_max_size} bytes") from None
+            except (ConnectionResetError, web.RequestPayloadError) as exc:
+                # The client went away mid-body, or sent a broken chunked encoding: its fault, not a 500.
+                return _closing(400, "body-incomplete", f"the request body did not arrive whole: {exc}")
         return await handler(request)
     finally:
         connections.request_finished(transport)
 
 
-def _body_timeout(seconds: float) -> web.StreamResponse:
-    response = problem_response(
-        408, "body-timeout", "Request timeout", f"the request body took longer than {seconds:g}s to arrive"
-    )
-    response.force_close()
+def _closing(status: int, code: str, detail: str) -> web.StreamResponse:
+    response = problem_response(status, code, "Request body not received", detail)
+    response.force_close()  # the rest of the body, if any, is not worth reading
     return response
