@@ -62,27 +62,33 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     sites: list[web.BaseSite] = []
     try:
         await runner.setup()
-        sites.append(GuardedSite(runner, app[CONNECTIONS], settings.host, settings.port, reuse_port=reuse_port))
-        await sites[-1].start()
+        site = GuardedSite(runner, app[CONNECTIONS], settings.host, settings.port, reuse_port=reuse_port)
+        await site.start()
+        sites.append(site)
         if settings.metrics_listen:
             metrics = ops.metrics_app(app)
             metrics_runner = _runner(metrics, settings)
             await metrics_runner.setup()
             host, port = listen_address(settings.metrics_listen)
-            sites.append(GuardedSite(metrics_runner, metrics[CONNECTIONS], host, port, reuse_port=reuse_port))
-            await sites[-1].start()
+            site = GuardedSite(metrics_runner, metrics[CONNECTIONS], host, port, reuse_port=reuse_port)
+            await site.start()
+            sites.append(site)
     except KeyringError as exc:
         await _cleanup(runner, metrics_runner)
         raise CliError(exc.code, f"cannot load the signing keys from {settings.keys_dir}: {exc}") from exc
     except OSError as exc:
         await _cleanup(runner, metrics_runner)
-        where = settings.metrics_listen if len(sites) > 1 else f"{settings.host}:{settings.port}"
+        where = f"{settings.metrics_listen} (metrics_listen)" if sites else f"{settings.host}:{settings.port}"
         raise CliError("cannot-listen", f"cannot listen on {where}: {exc}") from exc
     interval = watchdog_interval()
     watchdog = asyncio.create_task(watchdog_pings(interval)) if interval else None
     where = f"{settings.host}:{settings.port}"
     sd_notify(f"READY=1\nSTATUS=serving on {where}\nMAINPID={os.getpid()}" if not reuse_port else "READY=1")
     log.info("listening on %s", where, extra={"pid": os.getpid(), "address": where})
+    if settings.metrics_listen:
+        log.info(
+            "metrics on %s", settings.metrics_listen, extra={"pid": os.getpid(), "address": settings.metrics_listen}
+        )
     await stop.wait()
     sd_notify(f"STOPPING=1\nSTATUS=draining in-flight requests (up to {settings.shutdown_timeout:g}s)")
     log.info("stopping: no new connections, draining in-flight requests", extra={"pid": os.getpid()})

@@ -133,6 +133,21 @@ def test_the_metrics_listener_serves_metrics_only_and_without_a_token(database_u
         server.stop()
 
 
+def test_a_metrics_listen_address_in_use_stops_the_server_naming_the_setting(tmp_path: Path) -> None:
+    server = LiveServer(f"sqlite:///{tmp_path / 'tessera.db'}", tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "server.cli", "serve", "--json", "--db", server.db_url,
+                "--keys-dir", str(server.keys_dir), "--port", str(server.process.port)]  # fmt: skip
+        env = os.environ | {"TESSERA_KEY_PASSPHRASE": PASSPHRASE, "TESSERA_METRICS_LISTEN": f"127.0.0.1:{port}"}
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode != 0
+    error = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    assert error["code"] == "cannot-listen" and f"127.0.0.1:{port} (metrics_listen)" in error["detail"], error
+
+
 # -- /openapi.json from memory, with a strong ETag
 
 
