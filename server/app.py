@@ -13,6 +13,7 @@ from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
 from server.api import agent, customers, licences, ops, transfers
+from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
@@ -29,9 +30,11 @@ RENEWAL_PERIOD = 60.0
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problems_middleware])
+    middlewares = [problems_middleware, connections_middleware]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[CONNECTIONS] = Connections.from_settings(settings, on_close=app[METRICS].count_close)
     app[IN_FLIGHT] = InFlight()
     app.add_routes(agent.routes)
     app.add_routes(licences.routes)
@@ -40,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
+    app.cleanup_ctx.append(ops.openapi_cache)
     app.cleanup_ctx.append(signing_keys)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(janitor)

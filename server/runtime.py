@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -33,9 +34,11 @@ from pathlib import Path
 from aiohttp import web
 
 from keys.keyring import KeyringError
+from server.api import ops
+from server.api.connections import CONNECTIONS, GuardedSite
 from server.api.context import IN_FLIGHT
 from server.clikit import CliError
-from server.settings import Settings
+from server.settings import Settings, listen_address
 from tessera_common.systemd import sd_notify, watchdog_interval, watchdog_pings
 
 log = logging.getLogger("tessera.server")
@@ -53,31 +56,51 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     stop = asyncio.Event()
     _stop_on_signals(loop, stop)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout)
+    app[CONNECTIONS].limit = connection_limit(settings, raise_file_limit())
+    runner = _runner(app, settings)
+    metrics_runner: web.AppRunner | None = None
+    sites: list[web.BaseSite] = []
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        site = GuardedSite(runner, app[CONNECTIONS], settings.host, settings.port, reuse_port=reuse_port)
         await site.start()
+        sites.append(site)
+        if settings.metrics_listen:
+            metrics = ops.metrics_app(app)
+            metrics_runner = _runner(metrics, settings)
+            await metrics_runner.setup()
+            host, port = listen_address(settings.metrics_listen)
+            site = GuardedSite(metrics_runner, metrics[CONNECTIONS], host, port, reuse_port=reuse_port)
+            await site.start()
+            sites.append(site)
     except KeyringError as exc:
-        await runner.cleanup()
+        await _cleanup(runner, metrics_runner)
         raise CliError(exc.code, f"cannot load the signing keys from {settings.keys_dir}: {exc}") from exc
     except OSError as exc:
-        await runner.cleanup()
-        raise CliError("cannot-listen", f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        await _cleanup(runner, metrics_runner)
+        where = f"{settings.metrics_listen} (metrics_listen)" if sites else f"{settings.host}:{settings.port}"
+        raise CliError("cannot-listen", f"cannot listen on {where}: {exc}") from exc
     interval = watchdog_interval()
     watchdog = asyncio.create_task(watchdog_pings(interval)) if interval else None
     where = f"{settings.host}:{settings.port}"
     sd_notify(f"READY=1\nSTATUS=serving on {where}\nMAINPID={os.getpid()}" if not reuse_port else "READY=1")
     log.info("listening on %s", where, extra={"pid": os.getpid(), "address": where})
+    if settings.metrics_listen:
+        log.info(
+            "metrics on %s", settings.metrics_listen, extra={"pid": os.getpid(), "address": settings.metrics_listen}
+        )
     await stop.wait()
     sd_notify(f"STOPPING=1\nSTATUS=draining in-flight requests (up to {settings.shutdown_timeout:g}s)")
     log.info("stopping: no new connections, draining in-flight requests", extra={"pid": os.getpid()})
     started = time.monotonic()
     try:
-        await site.stop()  # no new connections
+        for site in sites:
+            await site.stop()  # no new connections
         if not await app[IN_FLIGHT].drained(settings.shutdown_timeout):
             log.warning("requests still in flight after %gs: cancelling them", settings.shutdown_timeout)
-        await runner.cleanup()  # close the connections, then cleanup_ctx (the database, after its queue)
+        await _cleanup(
+            runner, metrics_runner
+        )  # close the connections, then cleanup_ctx (the database, after its queue)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -85,6 +108,57 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
                 await watchdog
     log.info("stopped", extra={"pid": os.getpid(), "drain_ms": round((time.monotonic() - started) * 1000, 1)})
     return 0
+
+
+def _runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    # aiohttp's own idle timer too (it starts at connect, and is never extended by bytes): a second fence.
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        lingering_time=2.0,  # after an early answer, how long the rest of a body is read (and dropped)
+    )
+
+
+async def _cleanup(runner: web.AppRunner, metrics_runner: web.AppRunner | None) -> None:
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
+    await runner.cleanup()
+
+
+# Descriptors a process needs besides its client connections: the database pool (PostgreSQL) or the SQLite
+# files and writer, the keyring, logs, the metrics listener and its connections, the notify socket.
+RESERVED_FILES = 128
+
+
+def raise_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (systemd's default soft limit is 1024); the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("cannot raise the open-files limit from %d to %d", soft, target)
+    return soft
+
+
+def connection_limit(settings: Settings, open_files: int) -> int:
+    """max_connections, or fewer when the open-files limit would run out first (then /healthz would stop)."""
+    room = max(open_files - RESERVED_FILES - settings.pool_size, 16)
+    if settings.max_connections <= room:
+        return settings.max_connections
+    log.warning(
+        "max_connections %d exceeds what the open-files limit %d allows: using %d (raise LimitNOFILE)",
+        settings.max_connections,
+        open_files,
+        room,
+        extra={"max_connections": room, "open_files": open_files},
+    )
+    return room
 
 
 def run(settings: Settings, *, reuse_port: bool = False) -> int:

@@ -46,6 +46,13 @@ class Settings:
     log_level: str = "info"
     trusted_proxies: tuple[Network, ...] = ()  # load balancers whose X-Forwarded-For is believed
     bench_echo: bool = False  # adds POST /bench/echo, the baseline of `make bench`
+    # Hostile clients (docs/OPERATIONS.md "Connections"): every connection is either in a handler or on a clock.
+    header_read_timeout: float = 10.0  # a request's line and headers, from its first byte (or the connection's start)
+    body_read_timeout: float = 30.0  # the whole body, once the headers are in
+    keepalive_timeout: float = 75.0  # idle between requests; keep it above the load balancer's idle timeout
+    max_connections: int = 4096  # per process; at the limit the longest-idle connection makes room
+    max_connections_per_address: int = 256  # per client (IPv6 /64); 0 = no limit; trusted proxies are exempt
+    metrics_listen: str = ""  # HOST:PORT of a /metrics-only listener (e.g. 127.0.0.1:9400); "" = none
     key_passphrase: bytes | None = field(default=None, repr=False)
 
     @property
@@ -148,6 +155,25 @@ def _networks(value: Any) -> tuple[Network, ...]:
         raise ValueError(f"expected addresses or networks (CIDR): {exc}") from None
 
 
+def _listen(value: Any) -> str:
+    """HOST:PORT (IPv6 as [ADDR]:PORT), or empty for none."""
+    text = _text(value).strip()
+    if not text:
+        return ""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT (port 1..65535), [IPv6]:PORT, or empty for none")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("write an IPv6 address in brackets: [ADDR]:PORT")
+    return text
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """A validated HOST:PORT as (host, port), brackets removed."""
+    host, _, port = value.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _database_url,
     "host": _non_empty,
@@ -162,6 +188,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _one_of("debug", "info", "warning", "error"),
     "trusted_proxies": _networks,
     "bench_echo": _boolean,
+    "header_read_timeout": _seconds(0.1, 3600.0),
+    "body_read_timeout": _seconds(0.1, 3600.0),
+    "keepalive_timeout": _seconds(0.1, 3600.0),
+    "max_connections": _integer(16, 1_000_000),
+    "max_connections_per_address": _integer(0, 1_000_000),
+    "metrics_listen": _listen,
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"

@@ -255,7 +255,8 @@ def test_openapi_health_and_metrics(live_server: LiveServer) -> None:
     assert get(live_server.url + "/readyz")[1]["status"] == "ready"
     licence = issue_demo_licence(live_server)
     activate(live_server, FakeAgent(), licence)
-    status, text = get(live_server.url + "/metrics")
+    token = live_server.admin("token", "create", "--role", "admin")["token"]
+    status, text = get(live_server.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
     assert status == 200 and 'tessera_activations_total{outcome="created"} 1.0' in text
 
 

@@ -175,6 +175,11 @@ def spawned(server: LiveServer, *extra: str, env: dict[str, str] | None = None) 
             process.wait()
 
 
+def admin_bearer(server: LiveServer) -> dict[str, str]:
+    """/metrics on the public port needs an admin token."""
+    return {"Authorization": "Bearer " + server.admin("token", "create", "--role", "admin")["token"]}
+
+
 def _base_env() -> dict[str, str]:
     import os
 
@@ -241,7 +246,7 @@ def test_workers_ready_only_when_every_worker_listens_and_the_watchdog_needs_the
             # Counters are summed over workers: whoever answers the scrape counts every request.
             for _ in range(30):
                 assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-            _, _, text = request("GET", f"http://127.0.0.1:{port}/metrics")
+            _, _, text = request("GET", f"http://127.0.0.1:{port}/metrics", headers=admin_bearer(prepared))
             assert metric(text, "tessera_http_requests_total", method="GET", route="/healthz", status="200") == 30
             process.send_signal(signal.SIGTERM)
             notes.expect("STOPPING=1", timeout=10)
@@ -371,7 +376,7 @@ def test_metrics_count_routes_by_template_activations_tokens_and_seats(live_serv
         assert post(f"{live_server.url}/v1/activations/{aid}/refresh", {"proof": agent.proof(aid)})[0] == 200
     assert post(live_server.url + "/v1/activations", {"licence_key": "nope"})[0] == 422
     assert get(live_server.url + "/no/such/thing")[0] == 404
-    _, headers, text = request("GET", live_server.url + "/metrics")
+    _, headers, text = request("GET", live_server.url + "/metrics", headers=admin_bearer(live_server))
     assert headers["Content-Type"].startswith("text/plain")
     refresh = "/v1/activations/{activation_id}/refresh"
     assert metric(text, "tessera_http_requests_total", route=refresh, status="200", method="POST") == 2
@@ -392,7 +397,8 @@ def test_readyz_is_a_problem_when_the_database_does_not_answer(tmp_path: Path) -
     server = LiveServer(f"sqlite:///{tmp_path / 'tessera.db'}", tmp_path)
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"  # nobody listens there
     process = ServerProcess(dead, server.keys_dir, tmp_path / "dead.log")
-    env = {**_base_env(), "TESSERA_KEY_PASSPHRASE": PASSPHRASE}
+    metrics_port = free_port()  # the tokenless listener: a scrape needs no database to check a token
+    env = {**_base_env(), "TESSERA_KEY_PASSPHRASE": PASSPHRASE, "TESSERA_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
     argv = [sys.executable, "-m", "server.cli", "serve", "--db", dead, "--keys-dir", str(server.keys_dir),
             "--port", str(process.port)]  # fmt: skip
     with process.log_path.open("ab") as log:
@@ -407,7 +413,7 @@ def test_readyz_is_a_problem_when_the_database_does_not_answer(tmp_path: Path) -
         assert headers["Content-Type"] == "application/problem+json"
         assert body["code"] == "not-ready" and "database" in body["detail"]
         assert body["request_id"] == headers["X-Request-ID"]
-        assert request("GET", process.url + "/metrics")[0] == 200  # seats unknown, the rest still served
+        assert request("GET", f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200  # seats unknown, the rest served
     finally:
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=20) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 
 from keys.keyring import Keyring
 from server.db.database import Database
+from server.domain.addresses import canonical_address, parse_address, throttle_key
 from server.services.activation import ActivationService
 from server.services.licensing import LicensingService
 from server.settings import Settings
@@ -25,6 +25,7 @@ class Services:
     licensing: LicensingService
 
 
+CLOSE_REASONS = ("idle", "header-timeout", "body-timeout", "evicted", "refused-busy", "refused-address")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -56,9 +57,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "tessera_connections_closed",
+            "Connections the server closed or refused, by reason (idle, header-timeout, body-timeout, evicted, "
+            "refused-busy, refused-address)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._by_outcome = {o: self.activations.labels(o) for o in ("created", "existing", "error")}
+        self._closed = {r: self.connections_closed.labels(r) for r in CLOSE_REASONS}
         # Label lookups cost more than the increments: keep each (method, route, status) child once.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_close(self, reason: str) -> None:
+        self._closed[reason].inc()
 
     def count_activation(self, outcome: str) -> None:
         self._by_outcome[outcome].inc()
@@ -114,12 +126,21 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
 def client_address(request: web.Request) -> str:
-    """The client's address; behind a trusted load balancer, the nearest untrusted X-Forwarded-For hop.
+    """The throttle key of the client (server.domain.addresses): what failed attempts are counted against.
+
+    One party, one key: IPv4-mapped and differently spelled addresses are one address, and an IPv6
+    client is its /64. Every caller that records or checks failed attempts takes the key from here.
+    """
+    return throttle_key(client_ip(request))
+
+
+def client_ip(request: web.Request) -> str:
+    """The client's address, canonical; behind a trusted load balancer, the nearest untrusted X-Forwarded-For hop.
 
     Throttling counts failures per address, so believing a forged header would let anyone dodge it:
     only peers listed in `trusted_proxies` are believed, and the list is read from the right.
     """
-    peer = request.remote or "unknown"
+    peer = canonical_address(request.remote or "unknown")
     proxies = request.app[SETTINGS].trusted_proxies
     if not proxies or not _trusted(peer, proxies):
         return peer
@@ -128,21 +149,11 @@ def client_address(request: web.Request) -> str:
         if not hop:
             continue
         if not _trusted(hop, proxies):
-            return hop if _is_address(hop) else peer
+            address = parse_address(hop)
+            return str(address) if address is not None else peer
     return peer
 
 
 def _trusted(address: str, proxies: tuple[Any, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in proxies)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    ip = parse_address(address)
+    return ip is not None and any(ip.version == network.version and ip in network for network in proxies)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -18,11 +21,15 @@ from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.api import customers, licences, transfers
-from server.api.context import KEYRING, METRICS, SERVICES, SETTINGS, SIGNER
+from server.api.auth import principal
+from server.api.connections import CONNECTIONS, Connections, connections_middleware
+from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight
 from server.api.openapi import operation
-from server.api.problems import json_response, problem_response
+from server.api.problems import json_response, problem_response, problems_middleware
 from server.db.database import Database, DatabaseUnavailable
 from server.db.models import Licence, Product
+from server.domain.access import ADMIN
+from server.domain.errors import RoleForbidden
 from server.services.requests import (
     ActivationRequest,
     ContactsBody,
@@ -127,7 +134,20 @@ LIVE = web.AppKey("live_metrics", LiveCollector)
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    """On the public port /metrics needs an admin token: it lists every product's seats sold and in use, and a
+    scrape costs a database read, so anonymous scrapes were both a leak and a lever (`metrics_listen` is the
+    tokenless alternative, on an address of the operator's choosing)."""
+    who = await principal(request)
+    if who.role not in METRICS_READERS:
+        raise RoleForbidden(f"the {who.role} role may not read metrics", action="metrics:read", role=who.role)
+    return await exposition(request.app)
+
+
+METRICS_READERS = frozenset({ADMIN})
+
+
+async def exposition(app: web.Application) -> web.Response:
+    live = app[LIVE]
     try:
         await live.refresh()
     except (DatabaseUnavailable, OSError, SQLAlchemyError) as exc:
@@ -136,9 +156,29 @@ async def metrics(request: web.Request) -> web.Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # every worker's counters, summed
     else:
-        registry.register(_Own(request.app[METRICS].registry))
+        registry.register(_Own(app[METRICS].registry))
     registry.register(live)
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """The `metrics_listen` listener's app: GET /metrics without a token, and nothing else (404 problems).
+
+    Whoever can reach the address may scrape: bind it to loopback or a management network only.
+    """
+
+    async def scrape(request: web.Request) -> web.Response:
+        return await exposition(main)
+
+    settings = main[SETTINGS]
+    app = web.Application(middlewares=[problems_middleware, connections_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = main[METRICS]
+    app[IN_FLIGHT] = InFlight()
+    # Its own connections, limits and clocks: a flood on the public port does not starve the scraper.
+    app[CONNECTIONS] = Connections.from_settings(settings, limit=64, on_close=main[METRICS].count_close)
+    app.router.add_get("/metrics", scrape)
+    return app
 
 
 class _Own(Collector):
@@ -225,6 +265,39 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Document:
+    """A response body built once, with its strong validator."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, payload: Any) -> Document:
+        body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        return cls(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """RFC 9110 13.1.2: If-None-Match compares weakly, and `*` matches any current representation."""
+        if if_none_match is None:
+            return False
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in tags or self.etag in tags
+
+
+OPENAPI = web.AppKey("openapi_document", Document)
+
+
+async def openapi_cache(app: web.Application) -> AsyncIterator[None]:
+    """The document depends only on the code and the public URL: built once at start-up (it costs ~8 ms)."""
+    app[OPENAPI] = Document.of(openapi_document(app[SETTINGS].public_url))
+    yield
+
+
 @routes.get("/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(request.app[SETTINGS].public_url))
+async def openapi(request: web.Request) -> web.StreamResponse:
+    document = request.app[OPENAPI]
+    headers = {"ETag": document.etag, "Cache-Control": "public, max-age=300"}
+    if document.matches(request.headers.get("If-None-Match")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=document.body, content_type="application/json", headers=headers)

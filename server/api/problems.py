@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from server.api.context import IN_FLIGHT, METRICS, SETTINGS, client_address
+from server.api.context import IN_FLIGHT, METRICS, SETTINGS, client_ip
 from server.db.database import DatabaseUnavailable
 from server.domain.errors import (
     BodyTooLarge,
@@ -101,7 +101,7 @@ async def problems_middleware(
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED
         request.app[METRICS].observe_request(request.method, route, status, elapsed)
-        log_request(request.method, route, status, round(elapsed * 1000, 3), client_address(request))
+        log_request(request.method, route, status, round(elapsed * 1000, 3), client_ip(request))
         REQUEST_ID.reset(token)
         in_flight.leave()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
-from server.settings import ENVIRONMENT, Settings, SettingsError, load_settings
+from server.settings import ENVIRONMENT, Settings, SettingsError, listen_address, load_settings
 
 
 def test_layers_defaults_file_environment_flags(tmp_path: Path) -> None:
@@ -82,6 +82,33 @@ def test_typed_values_from_file_and_environment(tmp_path: Path) -> None:
         pytest.param('trusted_proxies = ["10.0.0.300"]', {}, "bad-setting", "trusted_proxies", "CIDR", id="proxy"),
         pytest.param("trusted_proxies = 10", {}, "bad-setting", "trusted_proxies", "list", id="proxy-type"),
         pytest.param('bench_echo = "maybe"', {}, "bad-setting", "bench_echo", "true or false", id="bool"),
+        pytest.param("header_read_timeout = 0", {}, "bad-setting", "header_read_timeout", "0.1..3600", id="header-0"),
+        pytest.param(
+            "",
+            {"TESSERA_BODY_READ_TIMEOUT": "inf"},
+            "bad-setting",
+            "body_read_timeout",
+            "seconds",
+            id="body-timeout-infinite",
+        ),
+        pytest.param("keepalive_timeout = true", {}, "bad-setting", "keepalive_timeout", "seconds", id="idle-bool"),
+        pytest.param("max_connections = 8", {}, "bad-setting", "max_connections", "16..", id="connections-few"),
+        pytest.param(
+            "max_connections_per_address = -1",
+            {},
+            "bad-setting",
+            "max_connections_per_address",
+            "0..",
+            id="per-address-negative",
+        ),
+        pytest.param('metrics_listen = "9400"', {}, "bad-setting", "metrics_listen", "HOST:PORT", id="listen-no-host"),
+        pytest.param(
+            'metrics_listen = "127.0.0.1:0"', {}, "bad-setting", "metrics_listen", "1..65535", id="listen-port-zero"
+        ),
+        pytest.param(
+            'metrics_listen = "::1:9400"', {}, "bad-setting", "metrics_listen", "brackets", id="listen-ipv6-unbracketed"
+        ),
+        pytest.param("metrics_listen = 9400", {}, "bad-setting", "metrics_listen", "string", id="listen-a-number"),
         pytest.param("prot = 80", {}, "unknown-setting", "prot", "unknown setting 'prot'", id="unknown-key"),
         pytest.param("[server]\nkey_passphrase = 'x'", {}, "unknown-setting", "key_passphrase", "known:", id="secret"),
         pytest.param("server = 3", {}, "config-invalid", "server", "table", id="server-not-a-table"),
@@ -145,3 +172,21 @@ def test_serve_refuses_to_start_with_a_stable_code_naming_the_key(
     assert exit_code == 2
     assert error["code"] == code
     assert key in error["detail"] and str(config) in error["detail"]
+
+
+def test_connection_clocks_and_limits_have_sane_defaults_and_parse_from_file_and_environment(tmp_path: Path) -> None:
+    defaults = Settings()
+    assert (defaults.header_read_timeout, defaults.body_read_timeout, defaults.keepalive_timeout) == (10, 30, 75)
+    assert (defaults.max_connections, defaults.max_connections_per_address, defaults.metrics_listen) == (4096, 256, "")
+    config = tmp_path / "server.toml"
+    config.write_text('header-read-timeout = 2\nmax_connections_per_address = 0\nmetrics_listen = "[::1]:9400"\n')
+    settings = load_settings(
+        config_file=config, env={"TESSERA_KEEPALIVE_TIMEOUT": "5.5", "TESSERA_MAX_CONNECTIONS": "99"}
+    )
+    assert (settings.header_read_timeout, settings.keepalive_timeout, settings.max_connections) == (2.0, 5.5, 99)
+    assert settings.max_connections_per_address == 0  # no per-address limit
+    assert listen_address(settings.metrics_listen) == ("::1", 9400)
+    assert listen_address(load_settings(env={"TESSERA_METRICS_LISTEN": " 127.0.0.1:9400 "}).metrics_listen) == (
+        "127.0.0.1",
+        9400,
+    )
