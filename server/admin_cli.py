@@ -33,6 +33,7 @@ def now() -> datetime:
 
 def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T:
     url = args.db or os.environ.get("TESSERA_DB") or DEFAULT_DB
+    admin_commerce.configure_business_calendar()
 
     async def go() -> T:
         db = open_database(url, pool_size=1)
@@ -122,6 +123,7 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "renewal_price_cents": args.renewal_price_cents,
         "host_change_price_cents": args.host_change_price_cents,
         "dongle_replacement_price_cents": args.dongle_replacement_price_cents,
+        "processing_days": args.processing_days,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -229,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="comma-separated feature names")
     p.add_argument("--dongle-usb-id", action="append", help="vvvv:pppp of an accepted dongle (repeatable)")
     p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0])
-    p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES, default=REINSTATEMENT_RULES[0])
+    p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES,
+                   help="default: back-fees for perpetual plans, free (restart) for subscriptions")  # fmt: skip
+    p.add_argument("--processing-days", type=int, default=0,
+                   help="working days to process a cancellation before the notice deadline (004: 2)")  # fmt: skip
     p.add_argument("--renewal-price-cents", type=int, help="yearly maintenance fee per licence (default: price)")
     p.add_argument("--host-change-price-cents", type=int, help="price of a charged host-ID change (default: none)")
     p.add_argument("--dongle-replacement-price-cents", type=int, help="without maintenance (default: price)")

@@ -4,11 +4,13 @@ The operator acts as the vendor's admin; every change is audited as `operator:cl
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from typing import Any
 
 from server.clikit import CliError
 from server.services import audit, moves, people, terms, transfers
 from server.services.access import OPERATOR
+from server.settings import SettingsError, load_settings
 
 
 def _run(args: argparse.Namespace, fn: Any, *fn_args: Any) -> Any:
@@ -23,13 +25,30 @@ def _now() -> Any:
     return now()
 
 
+def configure_business_calendar() -> None:
+    """The CLI counts deadlines on the server's calendar: the same settings (TESSERA_CONFIG's file, then
+    TESSERA_BUSINESS_TIME_ZONE and TESSERA_HOLIDAYS)."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise CliError(exc.code, str(exc)) from exc
+    terms.configure_calendar(settings.business_time_zone, settings.holidays)
+
+
+def _received_on(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def licence_cmd(args: argparse.Namespace) -> Any:
     if args.action == "entitlements":
         return _run(args, terms.entitlements, OPERATOR, args.id)
     if args.action == "renew":
         return _run(args, terms.renew, OPERATOR, args.id, args.years, _now())
     if args.action == "cancel":
-        return _run(args, terms.cancel_renewal, OPERATOR, args.id, _now())
+        return _run(args, terms.cancel_renewal, OPERATOR, args.id, _now(), args.received_on)
     if args.action == "reinstate":
         unit = terms.reinstatement_quote if args.quote else terms.reinstate
         return _run(args, unit, OPERATOR, args.id, _now())
@@ -91,7 +110,10 @@ def add_licence_actions(licence: Any) -> None:
     p = licence.add_parser("renew", help="renew or extend maintenance (a ledger entry at the plan's price)")
     p.add_argument("id")
     p.add_argument("--years", type=int, default=1)
-    licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)").add_argument("id")
+    p = licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)")
+    p.add_argument("id")
+    p.add_argument("--received-on", type=_received_on, metavar="DATE",
+                   help="the day a letter or e-mail cancelling it was received (default: today)")  # fmt: skip
     p = licence.add_parser("reinstate", help="reinstate lapsed maintenance, paying the back-fees")
     p.add_argument("id")
     p.add_argument("--quote", action="store_true", help="only say what it would cost")

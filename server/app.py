@@ -19,7 +19,7 @@ from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
-from server.services.terms import run_renewals
+from server.services.terms import configure_calendar, run_renewals
 from server.settings import Settings
 from server.signing import TokenSigner
 
@@ -31,6 +31,7 @@ RENEWAL_PERIOD = 60.0
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problems_middleware])
     app[SETTINGS] = settings
+    configure_calendar(settings.business_time_zone, settings.holidays)
     app[METRICS] = Metrics()
     app[IN_FLIGHT] = InFlight()
     app.add_routes(agent.routes)

@@ -14,8 +14,10 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keys.keyring import KeyringError, passphrase_from_env
 
@@ -46,6 +48,8 @@ class Settings:
     log_level: str = "info"
     trusted_proxies: tuple[Network, ...] = ()  # load balancers whose X-Forwarded-For is believed
     bench_echo: bool = False  # adds POST /bench/echo, the baseline of `make bench`
+    business_time_zone: str = "UTC"  # IANA name: deadlines are calendar days there (rule 9)
+    holidays: tuple[date, ...] = ()  # days on which no cancellation is processed (004's working days)
     key_passphrase: bytes | None = field(default=None, repr=False)
 
     @property
@@ -148,6 +152,35 @@ def _networks(value: Any) -> tuple[Network, ...]:
         raise ValueError(f"expected addresses or networks (CIDR): {exc}") from None
 
 
+def _time_zone(value: Any) -> str:
+    name = _non_empty(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone name such as Europe/Amsterdam or UTC") from None
+    return name
+
+
+def _dates(value: Any) -> tuple[date, ...]:
+    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of dates (YYYY-MM-DD)")
+    days = []
+    for item in items:
+        if isinstance(item, datetime):
+            raise ValueError(f"{item!r} is a moment, not a date (YYYY-MM-DD)")
+        if isinstance(item, date):
+            days.append(item)
+        elif isinstance(item, str) and item:
+            try:
+                days.append(date.fromisoformat(item))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a date (YYYY-MM-DD)") from None
+        elif item != "":
+            raise ValueError("expected a list of dates (YYYY-MM-DD)")
+    return tuple(sorted(set(days)))
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _database_url,
     "host": _non_empty,
@@ -162,6 +195,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _one_of("debug", "info", "warning", "error"),
     "trusted_proxies": _networks,
     "bench_echo": _boolean,
+    "business_time_zone": _time_zone,
+    "holidays": _dates,
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"

@@ -91,8 +91,11 @@ def test_each_role_sees_only_its_own(live_server: LiveServer) -> None:
     status, listed = customer.get("/v1/licences")
     assert status == 200 and [lic["id"] for lic in listed] == [mine["id"]]
     status, shown = customer.get(f"/v1/licences/{mine['id']}")
-    assert status == 200 and shown["quotas"]["deactivations"] == {"limit": 1, "used": 0, "left": 1,
-                                                                "resets_at": shown["terms"][0]["end"]}  # fmt: skip
+    # Counted per maintenance year from the contract's start day; the first year ends with the included term.
+    assert status == 200 and shown["quotas"]["deactivations"] == {
+        "limit": 1, "per": "maintenance-year", "used": 0, "left": 1,
+        "year_start": shown["terms"][0]["start"], "resets_at": shown["terms"][0]["end"],
+    }  # fmt: skip
     # Another tenant's licence is not there at all: 404, like an id that never existed.
     for caller, other in ((customer, sibling), (reseller, foreign)):
         status, problem = caller.get(f"/v1/licences/{other['id']}")

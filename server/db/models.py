@@ -103,6 +103,8 @@ class Plan(Base):
     price_cents: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     notice_months: Mapped[int] = mapped_column(default=3)
+    # Working days the vendor takes to process a cancellation before the notice deadline (004: two).
+    processing_days: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     renewal_rule: Mapped[str] = mapped_column(String(32), default="yearly", server_default="yearly")
     reinstatement_rule: Mapped[str] = mapped_column(String(32), default="back-fees", server_default="back-fees")
     renewal_price_cents: Mapped[int | None]  # yearly maintenance (or subscription) fee; None: price_cents
@@ -164,7 +166,8 @@ class MaintenanceTerm(Base):
     ends_at: Mapped[datetime]
     origin: Mapped[str] = mapped_column(String(20))
     auto_renew: Mapped[bool] = mapped_column(default=True)
-    cancelled_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]  # when the cancellation was recorded
+    cancellation_received_on: Mapped[date | None]  # the business day it counts from (a letter's arrival)
 
 
 class Activation(Base):

@@ -187,6 +187,13 @@ class DongleRevoked(DomainError):
     title = "Dongle revoked"
 
 
+class PlanInconsistent(ValidationFailed):
+    """A plan whose settings contradict each other; `setting` names the one to change."""
+
+    code = "plan-inconsistent"
+    title = "Inconsistent plan"
+
+
 # One table maps refusals to HTTP; a test asserts that every subclass has a row.
 HTTP_STATUS: dict[type[DomainError], int] = {
     DomainError: 400,
@@ -225,6 +232,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     WrongBindingModel: 409,
     ActivationRequired: 422,
     DongleRevoked: 403,
+    PlanInconsistent: 422,
 }
 
 

@@ -29,13 +29,12 @@ from server.db.models import (
 )
 from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
-from server.domain.calendar import add_months
 from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
 from server.services import audit
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
-from server.services.terms import add_term, load_terms, write_ledger
+from server.services.terms import add_term, first_term_end, load_terms, write_ledger
 
 __all__ = ["ROLES", "LicensingService", "Principal"]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -118,7 +117,7 @@ PLAN_FIELDS = (
     "kind", "model", "lease_days", "tolerance", "grace_days", "term_months", "allow_virtual",
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
-    "host_change_price_cents", "dongle_replacement_price_cents",
+    "host_change_price_cents", "dongle_replacement_price_cents", "processing_days",
 )  # fmt: skip
 
 
@@ -133,16 +132,17 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
     for numeric in ("lease_days", "term_months"):
         if numeric in fields and fields[numeric] < 1:
             raise ValidationFailed(f"{numeric} must be at least 1")
-    for numeric in (
-        "tolerance", "grace_days", "price_cents", "notice_months", "free_host_changes_per_term",
-        "deactivations_per_term", "renewal_price_cents", "host_change_price_cents", "dongle_replacement_price_cents",
-    ):  # fmt: skip
+    # Prices, notice, grace and processing days are checked against each other by rules.check_plan.
+    for numeric in ("tolerance", "grace_days", "free_host_changes_per_term", "deactivations_per_term"):
         if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")
     if fields.get("renewal_rule", rules.YEARLY) not in rules.RENEWAL_RULES:
         raise ValidationFailed(f"renewal_rule must be one of {', '.join(rules.RENEWAL_RULES)}")
-    if fields.get("reinstatement_rule", rules.BACK_FEES) not in rules.REINSTATEMENT_RULES:
+    fields = {k: v for k, v in fields.items() if not (k == "reinstatement_rule" and v is None)}
+    fields.setdefault("reinstatement_rule", rules.default_reinstatement_rule(fields["kind"]))
+    if fields["reinstatement_rule"] not in rules.REINSTATEMENT_RULES:
         raise ValidationFailed(f"reinstatement_rule must be one of {', '.join(rules.REINSTATEMENT_RULES)}")
+    rules.check_plan(fields)
     plan_id = new_id()
     values = {"features": [], "dongle_usb_ids": []} | fields
     _insert_unique(conn, Plan, {"id": plan_id, "name": name, "created_at": now, **values}, f"plan {name!r}")
@@ -199,7 +199,7 @@ def issue_licence(
     )
     # Perpetual: the first maintenance year comes with the purchase and renews after it (000, 003).
     # Subscription: the paid term is both the right of use and its maintenance (000).
-    term_end = add_months(now, plan_row.term_months)
+    term_end = first_term_end(now, plan_row.term_months)
     origin = "included" if plan_row.kind == "perpetual" else "subscription"
     add_term(conn, licence_id, now, term_end, origin, auto=True)
     licence = conn.execute(select(Licence.__table__).where(Licence.id == licence_id)).one()
