@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from server.db.database import open_database
+from server.domain.calendar import add_months
 from tests.conftest import AdminError, LiveServer
 from tests.support.agent import FakeAgent
 from tests.support.http import request
@@ -324,3 +325,66 @@ def test_audit_verify_detects_tampering(live_server: LiveServer, tamper: str) ->
     with pytest.raises(AdminError) as broken:
         live_server.admin("audit", "verify")
     assert broken.value.problem["code"] == "audit-chain-broken"
+
+
+def test_contract_calendar_through_the_server(live_server: LiveServer) -> None:
+    """Nonsense plans refused; a reseller's 3-year extension on the contract's boundary with one free host change
+    per maintenance year; a cancellation's received-on day (support only); grace days in the token."""
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    for options, setting in (
+        (("--notice-months", "13"), "notice_months"),
+        (("--price-cents", "-1"), "price_cents"),
+        (("--kind", "subscription", "--term-months", "1", "--notice-months", "1", "--grace-days", "29"), "grace_days"),
+    ):
+        with pytest.raises(AdminError) as refused:
+            live_server.admin("plan", "add", f"bad-{setting}-{tag}", "--kind", "perpetual", "--model", "activation",
+                              *options)  # fmt: skip
+        assert refused.value.exit_code != 0 and refused.value.problem["code"] == "plan-inconsistent"
+        assert setting in refused.value.problem["detail"]
+    # 004: monthly terms with one calendar month's notice (equal to the term) and two working days of processing.
+    live_server.admin("plan", "add", f"monthly-{tag}", "--kind", "subscription", "--model", "activation",
+                      "--term-months", "1", "--notice-months", "1", "--processing-days", "2", "--grace-days", "7",
+                      "--renewal-price-cents", "1200")  # fmt: skip
+
+    licence = issue(live_server, w, "C1", "host-id")
+    reseller = token(live_server, "reseller", f"R1-{tag}")
+    status, extended = reseller.post(f"/v1/licences/{licence['id']}/renewals", {"years": 3})
+    status, shown = reseller.get(f"/v1/licences/{licence['id']}")
+    start, first_end = (datetime.fromisoformat(shown["terms"][0][k]) for k in ("start", "end"))
+    assert status == 200 and extended["term"]["end"] == add_months(start, 48).isoformat()
+    assert (extended["ledger"]["kind"], extended["ledger"]["amount_cents"]) == ("extension", 3 * 24_000)
+    changes = shown["quotas"]["host_changes"]
+    assert (changes["free_per_year"], changes["free_left"]) == (1, 1)
+    assert (changes["year_start"], changes["resets_at"]) == (start.isoformat(), first_end.isoformat())
+
+    # Support records the day a letter arrived; a customer may not; a day to come or a bad date is refused.
+    fresh = issue(live_server, w, "C1")
+    support, customer = token(live_server, "support"), token(live_server, "customer-admin", f"C1-{tag}")
+    today = datetime.now(UTC).date()
+    path = f"/v1/licences/{fresh['id']}/cancellation"
+    status, problem = customer.post(path, {"received_on": today.isoformat()})
+    assert (status, problem["code"]) == (403, "role-forbidden")
+    for bad in ((today + timedelta(days=2)).isoformat(), "31-10-2027", 20271031, "2027-10-31T00:00:00Z"):
+        status, problem = support.post(path, {"received_on": bad})
+        assert (status, problem["code"]) == (422, "validation-error"), bad
+    status, cancelled = support.post(path, {"received_on": today.isoformat()})
+    assert status == 200 and cancelled["in_time"] and cancelled["received_on"] == today.isoformat()
+    deadline = date.fromisoformat(cancelled["effective"][:10]) - timedelta(days=80)
+    assert date.fromisoformat(cancelled["deadline"]) < deadline  # three calendar months before the renewal
+    by_cli = live_server.admin("licence", "cancel", issue(live_server, w, "C2")["id"], "--received-on",
+                               today.isoformat())  # fmt: skip
+    assert by_cli["in_time"] and by_cli["received_on"] == today.isoformat()
+
+    # A subscription with grace days: the token says until when the product may run (use_until + grace).
+    live_server.admin("customer", "add", f"Sub-{tag}")
+    subscription = live_server.admin("licence", "issue", "--customer", f"Sub-{tag}", "--product", w.product,
+                                     "--plan", f"monthly-{tag}", "--seats", "1")  # fmt: skip
+    status, granted = activate(live_server, FakeAgent(), subscription)
+    assert status == 201, granted
+    claims = jwt.decode(granted["token"], options={"verify_signature": False})
+    use_until = datetime.fromisoformat(claims["use_until"])
+    assert datetime.fromisoformat(claims["grace_until"]) == use_until + timedelta(days=7)
+    assert claims["exp"] <= int((use_until + timedelta(days=7)).timestamp())
+    status, perpetual = activate(live_server, FakeAgent(), issue(live_server, w, "C3"))
+    assert "grace_until" not in jwt.decode(perpetual["token"], options={"verify_signature": False})

@@ -9,7 +9,13 @@ from server.api.auth import now, run
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
 from server.services import licensing, moves, terms, transfers
-from server.services.requests import DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, RenewalBody
+from server.services.requests import (
+    CancellationBody,
+    DongleReplacementBody,
+    IssueLicenceBody,
+    LicenceStatusBody,
+    RenewalBody,
+)
 
 routes = web.RouteTableDef()
 LICENCE = ("licence_id",)
@@ -51,7 +57,10 @@ async def renew(request: web.Request) -> web.Response:
 
 @routes.post("/v1/licences/{licence_id}/cancellation")
 async def cancel(request: web.Request) -> web.Response:
-    return json_response(await run(request, terms.cancel_renewal, request.match_info["licence_id"], now()))
+    # The body is optional: an empty POST cancels as of today.
+    body = await read_model(request, CancellationBody) if request.body_exists else CancellationBody()
+    result = await run(request, terms.cancel_renewal, request.match_info["licence_id"], now(), body.received_on)
+    return json_response(result)
 
 
 @routes.get("/v1/licences/{licence_id}/reinstatement")
@@ -101,7 +110,13 @@ PATHS = {
     "/v1/licences/{licence_id}/renewals": {
         "post": bearer_op("Renew or extend (admin, reseller)", body="RenewalBody", ok="201", params=LICENCE)
     },
-    "/v1/licences/{licence_id}/cancellation": {"post": bearer_op("Cancel auto-renewal", params=LICENCE)},
+    "/v1/licences/{licence_id}/cancellation": {
+        "post": bearer_op(
+            "Cancel auto-renewal; support and admins may say when it was received",
+            body="CancellationBody",
+            params=LICENCE,
+        )
+    },
     "/v1/licences/{licence_id}/reinstatement": {
         "get": bearer_op("Quote the back-fees of a lapsed licence", params=LICENCE),
         "post": bearer_op("Reinstate lapsed maintenance (admin, reseller)", ok="201", params=LICENCE),

@@ -25,6 +25,7 @@ from server.db.database import Database, DatabaseUnavailable
 from server.db.models import Licence, Product
 from server.services.requests import (
     ActivationRequest,
+    CancellationBody,
     ContactsBody,
     DecisionBody,
     DenyBody,
@@ -39,8 +40,8 @@ from server.services.requests import (
 )
 
 BEARER_BODIES = (
-    ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, NewUserBody,
-    RenewalBody, TransferRequestBody,
+    CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
+    LicenceStatusBody, NewUserBody, RenewalBody, TransferRequestBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()

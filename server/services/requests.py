@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
@@ -133,3 +134,9 @@ class ContactsBody(Strict):
 
 class LicenceStatusBody(Strict):
     status: Literal["active", "suspended", "revoked"]
+
+
+class CancellationBody(Strict):
+    """`received_on`: the day a letter or e-mail cancelling it arrived (support and admins only)."""
+
+    received_on: Annotated[date, Field(strict=True)] | None = None
