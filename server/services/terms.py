@@ -31,7 +31,8 @@ _calendar: BusinessCalendar = UTC_CALENDAR
 
 def configure_calendar(business_time_zone: str = "UTC", holidays: tuple[date, ...] = ()) -> BusinessCalendar:
     global _calendar
-    _calendar = calendar_of(ZoneInfo(business_time_zone), holidays)
+    zone = UTC if business_time_zone == "UTC" else ZoneInfo(business_time_zone)
+    _calendar = calendar_of(zone, holidays)
     return _calendar
 
 
