@@ -49,6 +49,12 @@ def licence_cmd(args: argparse.Namespace) -> Any:
         return _run(args, terms.renew, OPERATOR, args.id, args.years, _now())
     if args.action == "cancel":
         return _run(args, terms.cancel_renewal, OPERATOR, args.id, _now(), args.received_on)
+    if args.action == "support-check":
+        report = _run(args, terms.support_eligibility, OPERATOR, args.id, args.contact, args.release, _now())
+        if not report["eligible"]:
+            reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in report["reasons"])
+            raise CliError("support-not-eligible", reasons, exit_code=1)
+        return report
     if args.action == "reinstate":
         unit = terms.reinstatement_quote if args.quote else terms.reinstate
         return _run(args, unit, OPERATOR, args.id, _now())
@@ -118,7 +124,11 @@ def add_licence_actions(licence: Any) -> None:
     p.add_argument("id")
     p.add_argument("--quote", action="store_true", help="only say what it would cost")
     licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id")
-    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger"):
+    p = licence.add_parser("support-check", help="may this contact get support on this release? (exit 1: no)")
+    p.add_argument("id")
+    p.add_argument("--contact", required=True, help="the caller's e-mail address")
+    p.add_argument("--release", required=True, help="the version they run")
+    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger", "support-check"):
         licence.choices[action].set_defaults(func=licence_cmd)
 
 

@@ -388,3 +388,47 @@ def test_contract_calendar_through_the_server(live_server: LiveServer) -> None:
     assert claims["exp"] <= int((use_until + timedelta(days=7)).timestamp())
     status, perpetual = activate(live_server, FakeAgent(), issue(live_server, w, "C3"))
     assert "grace_until" not in jwt.decode(perpetual["token"], options={"verify_signature": False})
+
+
+def test_support_eligibility(live_server: LiveServer) -> None:
+    """Rule 10 in one check: a named contact, current maintenance, a supported release; every reason at once."""
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    licence = issue(live_server, w, "C1")
+    people = {}
+    for name, role in (("sam", "customer-admin"), ("dee", "customer-user"), ("joe", "customer-user")):
+        people[name] = live_server.admin("user", "add", f"C1-{tag}", "--name", name, "--email",
+                                         f"{name}-{tag}@c1.test", "--role", role)["id"]  # fmt: skip
+    live_server.admin("contacts", "set", f"C1-{tag}", "--system-administrator", people["sam"],
+                      "--deputy", people["dee"])  # fmt: skip
+    support, reseller = token(live_server, "support"), token(live_server, "reseller", f"R1-{tag}")
+    path = f"/v1/licences/{licence['id']}/support-eligibility"
+
+    status, answer = support.get(f"{path}?contact=SAM-{tag}@c1.test&release=1.0")
+    assert status == 200 and answer["eligible"] is True and answer["reasons"] == []
+    status, answer = reseller.get(f"{path}?contact=joe-{tag}@c1.test&release=9.0")  # 9.0 is dated 2099
+    assert status == 200 and answer["eligible"] is False
+    assert [r["code"] for r in answer["reasons"]] == ["not-a-named-contact", "release-out-of-support"]
+
+    for query, expected in (
+        (f"?contact=dee-{tag}@c1.test&release=7.7", (404, "not-found")),
+        (f"?contact=dee-{tag}@c1.test", (422, "validation-error")),
+        ("?release=1.0", (422, "validation-error")),
+        (f"?contact=dee-{tag}@c1.test&release=1.0&extra=1", (422, "validation-error")),
+    ):
+        status, problem = support.get(path + query)
+        assert (status, problem["code"]) == expected, query
+    customer = token(live_server, "customer-admin", f"C1-{tag}")
+    assert customer.get(f"{path}?contact=dee-{tag}@c1.test&release=1.0")[1]["code"] == "role-forbidden"
+    other = token(live_server, "reseller", f"R2-{tag}")
+    assert other.get(f"{path}?contact=dee-{tag}@c1.test&release=1.0")[1]["code"] == "licence-not-found"
+
+    # The CLI answers the same, and exits non-zero with every reason when support is refused.
+    ok = live_server.admin("licence", "support-check", licence["id"], "--contact", f"dee-{tag}@c1.test",
+                           "--release", "1.0")  # fmt: skip
+    assert ok["eligible"] is True
+    with pytest.raises(AdminError) as refused:
+        live_server.admin("licence", "support-check", licence["id"], "--contact", f"joe-{tag}@c1.test",
+                          "--release", "1.0")  # fmt: skip
+    assert refused.value.exit_code == 1 and refused.value.problem["code"] == "support-not-eligible"
+    assert "not-a-named-contact" in refused.value.problem["detail"]

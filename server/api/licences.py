@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.auth import now, run
+from server.api.auth import now, only_query, run
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
+from server.domain.errors import ValidationFailed
 from server.services import licensing, moves, terms, transfers
 from server.services.requests import (
     CancellationBody,
@@ -41,6 +42,16 @@ async def show_licence(request: web.Request) -> web.Response:
 @routes.get("/v1/licences/{licence_id}/entitlements")
 async def entitlements(request: web.Request) -> web.Response:
     return json_response(await run(request, terms.entitlements, request.match_info["licence_id"]))
+
+
+@routes.get("/v1/licences/{licence_id}/support-eligibility")
+async def support_eligibility(request: web.Request) -> web.Response:
+    only_query(request, "contact", "release")
+    contact, release = request.query.get("contact", ""), request.query.get("release", "")
+    if not contact or not release or len(contact) > 254 or len(release) > 64:
+        raise ValidationFailed("give ?contact=EMAIL&release=VERSION (at most 254 and 64 characters)")
+    result = await run(request, terms.support_eligibility, request.match_info["licence_id"], contact, release, now())
+    return json_response(result)
 
 
 @routes.get("/v1/licences/{licence_id}/ledger")
@@ -104,6 +115,16 @@ PATHS = {
     },
     "/v1/licences/{licence_id}": {"get": bearer_op("A licence: seats, activations, terms, quotas", params=LICENCE)},
     "/v1/licences/{licence_id}/entitlements": {"get": bearer_op("Releases the licence may run", params=LICENCE)},
+    "/v1/licences/{licence_id}/support-eligibility": {
+        "get": bearer_op(
+            "May this contact get support on this release? (admin, support, reseller)",
+            params=LICENCE,
+            query={
+                "contact": {"type": "string", "minLength": 1, "maxLength": 254},
+                "release": {"type": "string", "minLength": 1, "maxLength": 64},
+            },
+        )
+    },
     "/v1/licences/{licence_id}/ledger": {
         "get": bearer_op("Ledger entries", params=LICENCE, ok_schema={"type": "array", "items": {"type": "object"}})
     },
@@ -134,3 +155,5 @@ PATHS = {
         )
     },
 }
+for _parameter in PATHS["/v1/licences/{licence_id}/support-eligibility"]["get"]["parameters"]:
+    _parameter["required"] = True  # contact and release, like the licence id

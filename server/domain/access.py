@@ -29,6 +29,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "settlement:read": frozenset({ADMIN, RESELLER}),
     "ledger:read": frozenset({ADMIN, SUPPORT, RESELLER}),
     "audit:read": frozenset({ADMIN, SUPPORT}),
+    # The reseller is the customer's first contact for technical support (002).
+    "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),
 }
 
 

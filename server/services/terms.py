@@ -14,7 +14,8 @@ from sqlalchemy import Connection, and_, func, insert, select, update
 
 from server.db.database import Database
 from server.db.ids import new_id
-from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Release, Reseller
+from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Release, Reseller, User
+from server.domain import support
 from server.domain import terms as rules
 from server.domain.calendar import UTC_CALENDAR, BusinessCalendar, add_months, calendar_of, whole_months_between
 from server.domain.errors import LicenceRevoked, MaintenanceCurrent, NotFound, RoleForbidden, ValidationFailed
@@ -320,6 +321,43 @@ def entitlements(conn: Connection, who: Principal, licence_id: str) -> dict[str,
             }
             for r in releases
         ],
+    }
+
+
+def support_eligibility(
+    conn: Connection, who: Principal, licence_id: str, contact: str, version: str, now: datetime
+) -> dict[str, Any]:
+    """Rule 10: may this person get support on this release of this licence? Eligible, or every reason why not."""
+    who.may("support:check")
+    if not contact.strip() or not version.strip():
+        raise ValidationFailed("give the contact's e-mail address and the release's version")
+    licence = licence_in_scope(conn, who, licence_id)
+    rows = conn.execute(
+        select(Release.version, Release.released_on, Release.end_of_support).where(
+            Release.product_id == licence.product_id
+        )
+    ).all()
+    releases = [support.Release(r.version, r.released_on, r.end_of_support) for r in rows]
+    release = next((r for r in releases if r.version == version), None)
+    if release is None:
+        raise NotFound(f"{licence.product} has no release {version[:64]!r}")
+    named = conn.execute(
+        select(User.id).where(
+            User.customer_id == licence.customer_id,
+            func.lower(User.email) == contact.strip().lower(),
+            User.contact.is_not(None),
+            User.disabled_at.is_(None),
+        )
+    ).first()
+    reasons = support.eligibility(named_contact=named is not None, terms=load_terms(conn, licence.id),
+                                  release=release, releases=releases, now=now,
+                                  today=_calendar.day_of(now))  # fmt: skip
+    return {
+        "licence_id": str(licence.id),
+        "contact": contact,
+        "release": version,
+        "eligible": not reasons,
+        "reasons": [{"code": r.code, "detail": r.detail} for r in reasons],
     }
 
 

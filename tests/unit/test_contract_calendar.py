@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.domain import quotas
+from server.domain import quotas, support
 from server.domain import terms as rules
 from server.domain.calendar import BusinessCalendar, add_months, calendar_of
 from server.domain.errors import LicenceExpired, PlanInconsistent, ValidationFailed
@@ -358,3 +358,43 @@ def test_nonsense_plans_are_refused_naming_the_setting(values: dict[str, int | s
 )
 def test_sensible_plans_pass(values: dict[str, int | str]) -> None:
     rules.check_plan(values)
+
+
+# -- support eligibility (rule 10) ------------------------------------------------------------------
+
+OLD = support.Release("2025.1", date(2025, 3, 1), None)
+LATEST = support.Release("2026.1", date(2026, 3, 1), None)
+LTS = support.Release("2024.2-lts", date(2024, 9, 1), date(2027, 9, 1))
+FUTURE = support.Release("2099.1", date(2099, 1, 1), None)
+RELEASES = [OLD, LATEST, LTS, FUTURE]
+MAINTAINED = [rules.Term(at(2027, 1, 1), at(2028, 1, 1), "included")]
+
+
+@pytest.mark.parametrize(
+    ("named", "terms", "release", "today", "codes"),
+    [
+        pytest.param(True, MAINTAINED, LATEST, date(2027, 6, 1), [], id="eligible-latest-release"),
+        pytest.param(True, MAINTAINED, LTS, date(2027, 9, 1), [], id="eligible-until-end-of-support-day"),
+        pytest.param(True, MAINTAINED, LTS, date(2027, 9, 2), ["release-out-of-support"], id="after-end-of-support"),
+        pytest.param(True, MAINTAINED, OLD, date(2027, 6, 1), ["release-out-of-support"], id="only-the-latest"),
+        pytest.param(True, MAINTAINED, FUTURE, date(2027, 6, 1), ["release-out-of-support"], id="not-out-yet"),
+        pytest.param(False, MAINTAINED, LATEST, date(2027, 6, 1), ["not-a-named-contact"], id="not-a-named-contact"),
+        pytest.param(True, MAINTAINED, LATEST, date(2028, 2, 1), ["maintenance-not-current"], id="lapsed"),
+        pytest.param(
+            False,
+            [],
+            OLD,
+            date(2027, 6, 1),
+            ["not-a-named-contact", "maintenance-not-current", "release-out-of-support"],
+            id="every-reason-at-once",
+        ),
+    ],
+)
+def test_support_eligibility(
+    named: bool, terms: list[rules.Term], release: support.Release, today: date, codes: list[str]
+) -> None:
+    now = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    reasons = support.eligibility(named_contact=named, terms=terms, release=release, releases=RELEASES, now=now,
+                                  today=today)  # fmt: skip
+    assert [r.code for r in reasons] == codes
+    assert all(r.detail for r in reasons)
