@@ -124,6 +124,7 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "host_change_price_cents": args.host_change_price_cents,
         "dongle_replacement_price_cents": args.dongle_replacement_price_cents,
         "processing_days": args.processing_days,
+        "price_per": args.price_per,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0])
     p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES,
                    help="default: back-fees for perpetual plans, free (restart) for subscriptions")  # fmt: skip
+    p.add_argument("--price-per", choices=["package", "seat"], default="package",
+                   help="prices per licence package (002, the default) or per seat")  # fmt: skip
     p.add_argument("--processing-days", type=int, default=0,
                    help="working days to process a cancellation before the notice deadline (004: 2)")  # fmt: skip
     p.add_argument("--renewal-price-cents", type=int, help="yearly maintenance fee per licence (default: price)")
@@ -263,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in licence.choices.values():
         p.set_defaults(func=licence_cmd)
     admin_commerce.add_licence_actions(licence)
+    admin_commerce.add_plan_actions(plan)
 
     token = sub.add_parser("token").add_subparsers(dest="action", required=True)
     p = token.add_parser("create")

@@ -35,7 +35,7 @@ def configure_business_calendar() -> None:
     terms.configure_calendar(settings.business_time_zone, settings.holidays)
 
 
-def _received_on(text: str) -> date:
+def _date_arg(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -110,6 +110,31 @@ def dongle_cmd(args: argparse.Namespace) -> Any:
     return _run(args, transfers.replace_dongle, OPERATOR, args.activation, args.reason, args.new_serial, _now())
 
 
+def plan_price_cmd(args: argparse.Namespace) -> Any:
+    if args.price_action == "list":
+        return _run(args, terms.list_prices, OPERATOR, args.plan, _now())
+    changes = {name: getattr(args, name) for name in terms.PRICE_FIELDS}
+    return _run(args, terms.set_price, OPERATOR, args.plan, args.effective_from, changes, _now())
+
+
+def add_plan_actions(plan: Any) -> None:
+    """`tessera-admin plan price set|list`: prices with effective dates."""
+    group = plan.add_parser("price", help="prices with effective dates").add_subparsers(dest="price_action",
+                                                                                      required=True)  # fmt: skip
+    p = group.add_parser("set", help="a price list that applies from a day on (prices not given carry over)")
+    p.add_argument("plan")
+    p.add_argument("--from", dest="effective_from", type=_date_arg, required=True, metavar="DATE",
+                   help="the first business day it applies (today or later)")  # fmt: skip
+    p.add_argument("--price-cents", type=int, help="the licence price (perpetual), or the yearly fee")
+    p.add_argument("--renewal-price-cents", type=int, help="the yearly maintenance or subscription fee")
+    p.add_argument("--host-change-price-cents", type=int)
+    p.add_argument("--dongle-replacement-price-cents", type=int)
+    p.set_defaults(func=plan_price_cmd)
+    p = group.add_parser("list", help="every price list of the plan, and the one in force")
+    p.add_argument("plan")
+    p.set_defaults(func=plan_price_cmd)
+
+
 def add_licence_actions(licence: Any) -> None:
     """Actions of `tessera-admin licence` that concern terms and entitlement."""
     licence.add_parser("entitlements", help="which releases the licence may run").add_argument("id")
@@ -118,7 +143,7 @@ def add_licence_actions(licence: Any) -> None:
     p.add_argument("--years", type=int, default=1)
     p = licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)")
     p.add_argument("id")
-    p.add_argument("--received-on", type=_received_on, metavar="DATE",
+    p.add_argument("--received-on", type=_date_arg, metavar="DATE",
                    help="the day a letter or e-mail cancelling it was received (default: today)")  # fmt: skip
     p = licence.add_parser("reinstate", help="reinstate lapsed maintenance, paying the back-fees")
     p.add_argument("id")

@@ -432,3 +432,42 @@ def test_support_eligibility(live_server: LiveServer) -> None:
                           "--release", "1.0")  # fmt: skip
     assert refused.value.exit_code == 1 and refused.value.problem["code"] == "support-not-eligible"
     assert "not-a-named-contact" in refused.value.problem["detail"]
+
+
+def test_prices_with_effective_dates_and_one_definition(live_server: LiveServer) -> None:
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    admin, reseller = token(live_server, "admin"), token(live_server, "reseller", f"R1-{tag}")
+    today = datetime.now(UTC).date()
+    plan = w.plan["activation"]
+
+    # From today the yearly fee is 30,000: a renewal bought now pays it.
+    live_server.admin("plan", "price", "set", plan, "--from", today.isoformat(), "--renewal-price-cents", "30000")
+    licence = issue(live_server, w, "C1")
+    assert reseller.post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})[1]["ledger"]["amount_cents"] == 30_000
+    status, added = admin.post(f"/v1/plans/{plan}/prices", {"effective_from": (today + timedelta(days=30)).isoformat(),
+                                                            "price_cents": 130_000})  # fmt: skip
+    assert status == 201 and (added["price_cents"], added["renewal_price_cents"]) == (130_000, 30_000)
+    status, listed = admin.get(f"/v1/plans/{plan}/prices")
+    assert status == 200 and [p["in_force"] for p in listed["prices"]] == [False, True, False]
+    for body, expected in (
+        ({"effective_from": (today - timedelta(days=1)).isoformat(), "price_cents": 1}, (422, "validation-error")),
+        ({"effective_from": (today + timedelta(days=60)).isoformat(), "price_cents": -5}, (422, "plan-inconsistent")),
+        ({"effective_from": (today + timedelta(days=30)).isoformat(), "price_cents": 5}, (409, "conflict")),
+        ({"effective_from": today.isoformat()}, (422, "validation-error")),
+    ):
+        status, problem = admin.post(f"/v1/plans/{plan}/prices", body)
+        assert (status, problem["code"]) == expected, body
+    assert reseller.get(f"/v1/plans/{plan}/prices")[1]["code"] == "role-forbidden"
+    assert admin.get(f"/v1/plans/no-such-{tag}/prices")[0] == 404
+
+    # Per seat, as the plan says; a 3-month subscription's first term at the yearly fee pro rata.
+    live_server.admin("plan", "add", f"seat-{tag}", "--kind", "perpetual", "--model", "activation",
+                      "--price-cents", "10000", "--price-per", "seat")  # fmt: skip
+    live_server.admin("plan", "add", f"quarter-{tag}", "--kind", "subscription", "--model", "activation",
+                      "--term-months", "3", "--notice-months", "1", "--price-cents", "12000")  # fmt: skip
+    for plan_name, seats, charge in ((f"seat-{tag}", 3, 30_000), (f"quarter-{tag}", 2, 3_000)):
+        issued = live_server.admin("licence", "issue", "--customer", w.customers["C2"], "--product", w.product,
+                                   "--plan", plan_name, "--seats", str(seats))  # fmt: skip
+        ledger = admin.get(f"/v1/licences/{issued['id']}/ledger")[1]
+        assert [(e["kind"], e["amount_cents"]) for e in ledger] == [("licence", charge)], plan_name

@@ -17,7 +17,15 @@ from sqlalchemy import select
 from server.db.database import Database, open_database
 from server.db.migrate import upgrade
 from server.db.models import Customer
-from server.domain.errors import ActivationEnded, QuotaExhausted, RoleForbidden, TransferRequired
+from server.domain.errors import (
+    ActivationEnded,
+    Conflict,
+    PlanInconsistent,
+    QuotaExhausted,
+    RoleForbidden,
+    TransferRequired,
+    ValidationFailed,
+)
 from server.services import activation, audit, licensing, people, terms, transfers
 from server.services.access import OPERATOR, Principal
 from server.services.requests import ActivationRequest, TransferRequestBody
@@ -310,3 +318,41 @@ def test_a_letter_received_on_the_deadline_day_in_the_business_time_zone(desk: D
         desk(terms.cancel_renewal, customer, first.id, datetime(2027, 11, 3, tzinfo=UTC), date(2027, 10, 31))
     # The late cancellation lets one more year run, and no more.
     assert desk(terms.renew_all_due, datetime(2030, 1, 1, tzinfo=UTC))["terms_created"] == 1
+
+
+def test_prices_with_effective_dates_over_the_years(desk: Desk) -> None:
+    """Each charge at the price in force on its day; a reinstatement at the current price (001); per seat."""
+    t0 = at(2027, 1, 15)
+    desk(licensing.add_product, "cad", "CAD", t0)
+    desk(licensing.add_plan, "p", {"kind": "perpetual", "model": "activation", "price_cents": 120_000,
+                                   "renewal_price_cents": 24_000}, t0)  # fmt: skip
+    desk(licensing.add_plan, "per-seat", {"kind": "perpetual", "model": "activation", "price_cents": 10_000,
+                                          "renewal_price_cents": 2_000, "price_per": "seat"}, t0)  # fmt: skip
+    desk(licensing.add_customer, "Acme", None, t0)
+    renewing = desk(licensing.issue_licence, OPERATOR, "Acme", "cad", "p", 1, t0)
+    lapsing = desk(licensing.issue_licence, OPERATOR, "Acme", "cad", "p", 1, t0)
+    seats = desk(licensing.issue_licence, OPERATOR, "Acme", "cad", "per-seat", 3, t0)
+
+    # Announced in June, in force from 1 January 2028.
+    raised = desk(terms.set_price, OPERATOR, "p", date(2028, 1, 1), {"price_cents": 150_000,
+                  "renewal_price_cents": 30_000}, at(2027, 6, 1))  # fmt: skip
+    assert raised["host_change_price_cents"] is None  # not given: carried over
+    with pytest.raises(ValidationFailed):  # charges already made keep their price
+        desk(terms.set_price, OPERATOR, "p", date(2027, 5, 31), {"price_cents": 1}, at(2027, 6, 1))
+    with pytest.raises(Conflict):
+        desk(terms.set_price, OPERATOR, "p", date(2028, 1, 1), {"price_cents": 1}, at(2027, 6, 1))
+    with pytest.raises(PlanInconsistent):
+        desk(terms.set_price, OPERATOR, "p", date(2028, 2, 1), {"renewal_price_cents": -1}, at(2027, 6, 1))
+    listed = desk(terms.list_prices, OPERATOR, "p", at(2027, 6, 1))
+    assert [(p["effective_from"], p["in_force"]) for p in listed["prices"]] == [(None, True), ("2028-01-01", False)]
+
+    # Bought ahead in 2027 at the 2027 price; renewed by itself in 2028 at the 2028 price.
+    assert desk(terms.renew, OPERATOR, seats.id, 1, at(2027, 12, 1))["ledger"]["amount_cents"] == 3 * 2_000
+    assert desk(terms.cancel_renewal, OPERATOR, lapsing.id, at(2027, 7, 1))["in_time"]
+    desk(terms.renew_all_due, at(2028, 1, 20))
+    renewals = [e["amount_cents"] for e in desk(terms.licence_ledger, OPERATOR, renewing.id) if e["kind"] == "renewal"]
+    assert renewals == [30_000]
+    # Reinstated after 7 months: 150,000 (the current price) / 60 x 7, and the new term at 30,000.
+    quote = desk(terms.reinstatement_quote, OPERATOR, lapsing.id, at(2028, 8, 20))
+    assert (quote["back_fee_cents"], quote["term_fee_cents"]) == (17_500, 30_000)
+    assert [e["amount_cents"] for e in desk(terms.licence_ledger, OPERATOR, seats.id)] == [30_000, 6_000]

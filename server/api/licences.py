@@ -15,6 +15,7 @@ from server.services.requests import (
     DongleReplacementBody,
     IssueLicenceBody,
     LicenceStatusBody,
+    PriceBody,
     RenewalBody,
 )
 
@@ -42,6 +43,19 @@ async def show_licence(request: web.Request) -> web.Response:
 @routes.get("/v1/licences/{licence_id}/entitlements")
 async def entitlements(request: web.Request) -> web.Response:
     return json_response(await run(request, terms.entitlements, request.match_info["licence_id"]))
+
+
+@routes.get("/v1/plans/{plan}/prices")
+async def list_prices(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.list_prices, request.match_info["plan"], now()))
+
+
+@routes.post("/v1/plans/{plan}/prices")
+async def set_price(request: web.Request) -> web.Response:
+    body = await read_model(request, PriceBody)
+    changes = body.model_dump(exclude={"effective_from"})
+    result = await run(request, terms.set_price, request.match_info["plan"], body.effective_from, changes, now())
+    return json_response(result, status=201)
 
 
 @routes.get("/v1/licences/{licence_id}/support-eligibility")
@@ -115,6 +129,10 @@ PATHS = {
     },
     "/v1/licences/{licence_id}": {"get": bearer_op("A licence: seats, activations, terms, quotas", params=LICENCE)},
     "/v1/licences/{licence_id}/entitlements": {"get": bearer_op("Releases the licence may run", params=LICENCE)},
+    "/v1/plans/{plan}/prices": {
+        "get": bearer_op("A plan's price lists and the one in force (admin)", params=("plan",)),
+        "post": bearer_op("Add a price list from a day on (admin)", body="PriceBody", ok="201", params=("plan",)),
+    },
     "/v1/licences/{licence_id}/support-eligibility": {
         "get": bearer_op(
             "May this contact get support on this release? (admin, support, reseller)",

@@ -33,6 +33,7 @@ from server.services.requests import (
     IssueLicenceBody,
     LicenceStatusBody,
     NewUserBody,
+    PriceBody,
     RenewalBody,
     SignedProof,
     SignedRequest,
@@ -41,7 +42,7 @@ from server.services.requests import (
 
 BEARER_BODIES = (
     CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
-    LicenceStatusBody, NewUserBody, RenewalBody, TransferRequestBody,
+    LicenceStatusBody, NewUserBody, PriceBody, RenewalBody, TransferRequestBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()

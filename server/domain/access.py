@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit:read": frozenset({ADMIN, SUPPORT}),
     # The reseller is the customer's first contact for technical support (002).
     "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),
+    "plan:price": frozenset({ADMIN}),
 }
 
 

@@ -27,14 +27,15 @@ from server.db.models import (
     TransferRequest,
     User,
 )
+from server.domain import prices as price_rules
 from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
 from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
-from server.services import audit
+from server.services import audit, prices
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
-from server.services.terms import add_term, first_term_end, load_terms, write_ledger
+from server.services.terms import add_term, business_calendar, first_term_end, load_terms, write_ledger
 
 __all__ = ["ROLES", "LicensingService", "Principal"]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -117,7 +118,7 @@ PLAN_FIELDS = (
     "kind", "model", "lease_days", "tolerance", "grace_days", "term_months", "allow_virtual",
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
-    "host_change_price_cents", "dongle_replacement_price_cents", "processing_days",
+    "host_change_price_cents", "dongle_replacement_price_cents", "processing_days", "price_per",
 )  # fmt: skip
 
 
@@ -142,6 +143,8 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
     fields.setdefault("reinstatement_rule", rules.default_reinstatement_rule(fields["kind"]))
     if fields["reinstatement_rule"] not in rules.REINSTATEMENT_RULES:
         raise ValidationFailed(f"reinstatement_rule must be one of {', '.join(rules.REINSTATEMENT_RULES)}")
+    if fields.get("price_per", price_rules.PER_PACKAGE) not in price_rules.PRICE_BASES:
+        raise ValidationFailed(f"price_per must be one of {', '.join(price_rules.PRICE_BASES)}")
     rules.check_plan(fields)
     plan_id = new_id()
     values = {"features": [], "dongle_usb_ids": []} | fields
@@ -203,8 +206,13 @@ def issue_licence(
     origin = "included" if plan_row.kind == "perpetual" else "subscription"
     add_term(conn, licence_id, now, term_end, origin, auto=True)
     licence = conn.execute(select(Licence.__table__).where(Licence.id == licence_id)).one()
+    # One definition of each price (server.domain.prices): a perpetual licence's price, or a subscription's
+    # first term at its yearly fee pro rata; per package or per seat; the price list in force today.
+    in_force = prices.in_force(conn, plan_row, business_calendar().day_of(now))
+    charge = price_rules.licence_charge(in_force, kind=plan_row.kind, term_months=plan_row.term_months,
+                                        per=plan_row.price_per, seats=seats)  # fmt: skip
     entry = write_ledger(
-        conn, licence, kind="licence", amount_cents=plan_row.price_cents, currency=plan_row.currency,
+        conn, licence, kind="licence", amount_cents=charge, currency=plan_row.currency,
         actor=who.actor, now=now, period=(now, term_end), note=f"{seats} seat(s) of {product}",
     )  # fmt: skip
     audit.record(conn, chain=audit.licence_chain(licence_id), actor=who.actor, action="licence.issue",

@@ -14,12 +14,20 @@ from sqlalchemy import Connection, and_, func, insert, select, update
 
 from server.db.database import Database
 from server.db.ids import new_id
-from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Release, Reseller, User
+from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Plan, PlanPrice, Release, Reseller, User
+from server.domain import prices as price_rules
 from server.domain import support
 from server.domain import terms as rules
 from server.domain.calendar import UTC_CALENDAR, BusinessCalendar, add_months, calendar_of, whole_months_between
-from server.domain.errors import LicenceRevoked, MaintenanceCurrent, NotFound, RoleForbidden, ValidationFailed
-from server.services import audit
+from server.domain.errors import (
+    Conflict,
+    LicenceRevoked,
+    MaintenanceCurrent,
+    NotFound,
+    RoleForbidden,
+    ValidationFailed,
+)
+from server.services import audit, prices
 from server.services.access import SYSTEM_RENEWAL, Principal, by_id_or_name, licence_in_scope, plan_values
 
 MAX_YEARS = 10
@@ -62,8 +70,10 @@ def policy(plan: Any) -> rules.RenewalPolicy:
     return rules.RenewalPolicy(plan.renewal_rule, plan.term_months, plan.notice_months, plan.processing_days)
 
 
-def yearly_price(plan: Any) -> int:
-    return int(plan.renewal_price_cents if plan.renewal_price_cents is not None else plan.price_cents)
+def term_fee(conn: Connection, plan: Any, licence: Any, months: int, day: date) -> int:
+    """A term of `months` at the yearly fee in force on `day`, per package or per seat (domain.prices)."""
+    in_force = prices.in_force(conn, plan, day)
+    return price_rules.term_fee(in_force, months, per=plan.price_per, seats=licence.seats)
 
 
 def add_term(
@@ -118,10 +128,6 @@ def _not_revoked(licence: Any) -> None:
         raise LicenceRevoked("this licence has been revoked: it cannot be renewed or reinstated")
 
 
-def _months_price(plan: Any, months: int) -> int:
-    return yearly_price(plan) * months // 12
-
-
 def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: datetime) -> dict[str, Any]:
     """Rule 8: a reseller (or the vendor) renews or extends maintenance — or a subscription — by whole years,
     at the plan's flat yearly fee per licence package, whatever its seat count (002)."""
@@ -145,7 +151,8 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
     )
     kind = "renewal" if years == 1 else "extension"
     entry = write_ledger(
-        conn, licence, kind=kind, amount_cents=yearly_price(plan) * years, currency=plan.currency,
+        conn, licence, kind=kind, amount_cents=term_fee(conn, plan, licence, 12 * years, _calendar.day_of(now)),
+        currency=plan.currency,
         actor=who.actor, now=now, period=(start, end), note=f"{years} year(s), {licence.seats} seat(s)",
     )  # fmt: skip
     details = {"start": start.isoformat(), "end": end.isoformat(), "years": years, "ledger": entry["id"]}
@@ -230,7 +237,8 @@ def renew_licence_if_due(conn: Connection, licence_id: uuid.UUID, now: datetime)
         add_term(conn, licence_id, term.start, term.end, origin, term.auto_renew, (term.cancelled_at, term.received_on))
         months = whole_months_between(term.start, term.end, _calendar.zone)
         entry = write_ledger(
-            conn, licence, kind="renewal", amount_cents=_months_price(plan, months), currency=plan.currency,
+            conn, licence, kind="renewal", currency=plan.currency,
+            amount_cents=term_fee(conn, plan, licence, months, _calendar.day_of(term.start)),
             actor=SYSTEM_RENEWAL, now=now, period=(term.start, term.end), note=f"automatic renewal, {months} month(s)",
         )  # fmt: skip
         audit.record(conn, chain=audit.licence_chain(licence_id), actor=SYSTEM_RENEWAL, action="licence.renewal",
@@ -255,7 +263,10 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
             f"maintenance runs until {until.date().isoformat() if until else '?'}: nothing to reinstate"
         )
     months = rules.lapsed_months(terms, now, _calendar.zone)
-    fee = rules.reinstatement_fee(plan.reinstatement_rule, plan.price_cents, months)
+    # 001: the back-fee is counted from the *current* price (the one in force today).
+    current = prices.in_force(conn, plan, _calendar.day_of(now))
+    base = price_rules.back_fee_base(current, per=plan.price_per, seats=licence.seats)
+    fee = rules.reinstatement_fee(plan.reinstatement_rule, base, months)
     lapsed_since = rules.maintenance_until(terms)
     return {
         "licence_id": str(licence.id),
@@ -263,7 +274,7 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
         "months_lapsed": months,
         "rule": plan.reinstatement_rule,
         "back_fee_cents": fee,
-        "term_fee_cents": _months_price(plan, plan.term_months),
+        "term_fee_cents": term_fee(conn, plan, licence, plan.term_months, _calendar.day_of(now)),
         "currency": plan.currency,
     }
 
@@ -322,6 +333,66 @@ def entitlements(conn: Connection, who: Principal, licence_id: str) -> dict[str,
             for r in releases
         ],
     }
+
+
+PRICE_FIELDS = rules.PRICES
+
+
+def _plan_named(conn: Connection, name: str) -> Any:
+    plan = conn.execute(select(Plan.__table__).where(Plan.name == name)).first()
+    if plan is None:
+        raise NotFound(f"no plan {name[:100]!r}")
+    return plan
+
+
+def set_price(
+    conn: Connection, who: Principal, plan_name: str, effective_from: date, changes: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A price list that applies from `effective_from` (a business day, today or later: charges already made
+    keep their price). Prices not given carry over from the list in force that day."""
+    who.may("plan:price")
+    plan = _plan_named(conn, plan_name)
+    unknown = set(changes) - set(PRICE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown price fields: {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not given:
+        raise ValidationFailed(f"give at least one of {', '.join(PRICE_FIELDS)}")
+    today = _calendar.day_of(now)
+    if effective_from < today:
+        raise ValidationFailed(
+            f"a price applies from today ({today.isoformat()}) or later, not {effective_from.isoformat()}: "
+            "charges already made keep their price"
+        )
+    current = prices.in_force(conn, plan, effective_from)
+    values = {name: getattr(current, name) for name in PRICE_FIELDS} | given
+    rules.check_plan(values)
+    exists = conn.execute(
+        select(PlanPrice.id).where(PlanPrice.plan_id == plan.id, PlanPrice.effective_from == effective_from)
+    ).first()
+    if exists is not None:
+        raise Conflict(f"plan {plan_name!r} already has prices from {effective_from.isoformat()}")
+    conn.execute(insert(PlanPrice).values(id=new_id(), plan_id=plan.id, effective_from=effective_from,
+                                          created_at=now, **values))  # fmt: skip
+    result = {"plan": plan_name, "effective_from": effective_from.isoformat(), **values}
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="plan.price", subject=f"plan:{plan.id}",
+                 details=result, now=now)  # fmt: skip
+    return result
+
+
+def list_prices(conn: Connection, who: Principal, plan_name: str, now: datetime) -> dict[str, Any]:
+    """Every price list of a plan, and the one in force today."""
+    who.may("plan:price")
+    plan = _plan_named(conn, plan_name)
+    lists = prices.price_lists(conn, plan)
+    in_force = price_rules.in_force(lists, _calendar.day_of(now))
+
+    def row(p: price_rules.PriceList) -> dict[str, Any]:
+        since = p.effective_from.isoformat() if p.effective_from else None
+        return {"effective_from": since, "in_force": p is in_force} | {n: getattr(p, n) for n in PRICE_FIELDS}
+
+    return {"plan": plan_name, "price_per": plan.price_per, "currency": plan.currency,
+            "prices": [row(p) for p in lists]}  # fmt: skip
 
 
 def support_eligibility(
