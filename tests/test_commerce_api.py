@@ -375,6 +375,8 @@ def test_contract_calendar_through_the_server(live_server: LiveServer) -> None:
     by_cli = live_server.admin("licence", "cancel", issue(live_server, w, "C2")["id"], "--received-on",
                                today.isoformat())  # fmt: skip
     assert by_cli["in_time"] and by_cli["received_on"] == today.isoformat()
+    terms_view = support.get(f"/v1/licences/{fresh['id']}")[1]["terms"]
+    assert terms_view[-1]["cancellation_received_on"] == today.isoformat() and terms_view[-1]["auto_renew"] is False
 
     # A subscription with grace days: the token says until when the product may run (use_until + grace).
     live_server.admin("customer", "add", f"Sub-{tag}")

@@ -264,6 +264,7 @@ def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetim
                 "origin": t.origin,
                 "auto_renew": t.auto_renew,
                 "cancelled_at": _iso(t.cancelled_at),
+                "cancellation_received_on": t.received_on.isoformat() if t.received_on else None,
             }
             for t in terms
         ],
