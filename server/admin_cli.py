@@ -33,6 +33,7 @@ def now() -> datetime:
 
 def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T:
     url = args.db or os.environ.get("TESSERA_DB") or DEFAULT_DB
+    admin_commerce.configure_business_calendar()
 
     async def go() -> T:
         db = open_database(url, pool_size=1)
@@ -124,6 +125,8 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "dongle_replacement_price_cents": args.dongle_replacement_price_cents,
         "min_identifying": args.min_identifying,
         "rebinds_per_term": args.rebinds_per_term,
+        "processing_days": args.processing_days,
+        "price_per": args.price_per,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -236,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="comma-separated feature names")
     p.add_argument("--dongle-usb-id", action="append", help="vvvv:pppp of an accepted dongle (repeatable)")
     p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0])
-    p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES, default=REINSTATEMENT_RULES[0])
+    p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES,
+                   help="default: back-fees for perpetual plans, free (restart) for subscriptions")  # fmt: skip
+    p.add_argument("--price-per", choices=["package", "seat"], default="package",
+                   help="prices per licence package (002, the default) or per seat")  # fmt: skip
+    p.add_argument("--processing-days", type=int, default=0,
+                   help="working days to process a cancellation before the notice deadline (004: 2)")  # fmt: skip
     p.add_argument("--renewal-price-cents", type=int, help="yearly maintenance fee per licence (default: price)")
     p.add_argument("--host-change-price-cents", type=int, help="price of a charged host-ID change (default: none)")
     p.add_argument("--dongle-replacement-price-cents", type=int, help="without maintenance (default: price)")
@@ -265,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in licence.choices.values():
         p.set_defaults(func=licence_cmd)
     admin_commerce.add_licence_actions(licence)
+    admin_commerce.add_plan_actions(plan)
 
     token = sub.add_parser("token").add_subparsers(dest="action", required=True)
     p = token.add_parser("create")

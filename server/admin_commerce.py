@@ -4,11 +4,13 @@ The operator acts as the vendor's admin; every change is audited as `operator:cl
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from typing import Any
 
 from server.clikit import CliError
 from server.services import audit, moves, people, terms, transfers
 from server.services.access import OPERATOR
+from server.settings import SettingsError, load_settings
 
 
 def _run(args: argparse.Namespace, fn: Any, *fn_args: Any) -> Any:
@@ -23,13 +25,36 @@ def _now() -> Any:
     return now()
 
 
+def configure_business_calendar() -> None:
+    """The CLI counts deadlines on the server's calendar: the same settings (TESSERA_CONFIG's file, then
+    TESSERA_BUSINESS_TIME_ZONE and TESSERA_HOLIDAYS)."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise CliError(exc.code, str(exc)) from exc
+    terms.configure_calendar(settings.business_time_zone, settings.holidays)
+
+
+def _date_arg(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def licence_cmd(args: argparse.Namespace) -> Any:
     if args.action == "entitlements":
         return _run(args, terms.entitlements, OPERATOR, args.id)
     if args.action == "renew":
         return _run(args, terms.renew, OPERATOR, args.id, args.years, _now())
     if args.action == "cancel":
-        return _run(args, terms.cancel_renewal, OPERATOR, args.id, _now())
+        return _run(args, terms.cancel_renewal, OPERATOR, args.id, _now(), args.received_on)
+    if args.action == "support-check":
+        report = _run(args, terms.support_eligibility, OPERATOR, args.id, args.contact, args.release, _now())
+        if not report["eligible"]:
+            reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in report["reasons"])
+            raise CliError("support-not-eligible", reasons, exit_code=1)
+        return report
     if args.action == "reinstate":
         unit = terms.reinstatement_quote if args.quote else terms.reinstate
         return _run(args, unit, OPERATOR, args.id, _now())
@@ -85,18 +110,50 @@ def dongle_cmd(args: argparse.Namespace) -> Any:
     return _run(args, transfers.replace_dongle, OPERATOR, args.activation, args.reason, args.new_serial, _now())
 
 
+def plan_price_cmd(args: argparse.Namespace) -> Any:
+    if args.price_action == "list":
+        return _run(args, terms.list_prices, OPERATOR, args.plan, _now())
+    changes = {name: getattr(args, name) for name in terms.PRICE_FIELDS}
+    return _run(args, terms.set_price, OPERATOR, args.plan, args.effective_from, changes, _now())
+
+
+def add_plan_actions(plan: Any) -> None:
+    """`tessera-admin plan price set|list`: prices with effective dates."""
+    group = plan.add_parser("price", help="prices with effective dates").add_subparsers(dest="price_action",
+                                                                                      required=True)  # fmt: skip
+    p = group.add_parser("set", help="a price list that applies from a day on (prices not given carry over)")
+    p.add_argument("plan")
+    p.add_argument("--from", dest="effective_from", type=_date_arg, required=True, metavar="DATE",
+                   help="the first business day it applies (today or later)")  # fmt: skip
+    p.add_argument("--price-cents", type=int, help="the licence price (perpetual), or the yearly fee")
+    p.add_argument("--renewal-price-cents", type=int, help="the yearly maintenance or subscription fee")
+    p.add_argument("--host-change-price-cents", type=int)
+    p.add_argument("--dongle-replacement-price-cents", type=int)
+    p.set_defaults(func=plan_price_cmd)
+    p = group.add_parser("list", help="every price list of the plan, and the one in force")
+    p.add_argument("plan")
+    p.set_defaults(func=plan_price_cmd)
+
+
 def add_licence_actions(licence: Any) -> None:
     """Actions of `tessera-admin licence` that concern terms and entitlement."""
     licence.add_parser("entitlements", help="which releases the licence may run").add_argument("id")
     p = licence.add_parser("renew", help="renew or extend maintenance (a ledger entry at the plan's price)")
     p.add_argument("id")
     p.add_argument("--years", type=int, default=1)
-    licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)").add_argument("id")
+    p = licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)")
+    p.add_argument("id")
+    p.add_argument("--received-on", type=_date_arg, metavar="DATE",
+                   help="the day a letter or e-mail cancelling it was received (default: today)")  # fmt: skip
     p = licence.add_parser("reinstate", help="reinstate lapsed maintenance, paying the back-fees")
     p.add_argument("id")
     p.add_argument("--quote", action="store_true", help="only say what it would cost")
     licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id")
-    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger"):
+    p = licence.add_parser("support-check", help="may this contact get support on this release? (exit 1: no)")
+    p.add_argument("id")
+    p.add_argument("--contact", required=True, help="the caller's e-mail address")
+    p.add_argument("--release", required=True, help="the version they run")
+    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger", "support-check"):
         licence.choices[action].set_defaults(func=licence_cmd)
 
 

@@ -20,7 +20,7 @@ from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
-from server.services.terms import run_renewals
+from server.services.terms import configure_calendar, run_renewals
 from server.settings import Settings
 from server.signing import TokenSigner
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> web.Application:
     middlewares = [problems_middleware, connections_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    configure_calendar(settings.business_time_zone, settings.holidays)
     app[METRICS] = Metrics()
     app[CONNECTIONS] = Connections.from_settings(settings, on_close=app[METRICS].count_close)
     app[IN_FLIGHT] = InFlight()

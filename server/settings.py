@@ -14,8 +14,10 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keys.keyring import KeyringError, passphrase_from_env
 
@@ -53,6 +55,8 @@ class Settings:
     max_connections: int = 4096  # per process; at the limit the longest-idle connection makes room
     max_connections_per_address: int = 256  # per client (IPv6 /64); 0 = no limit; trusted proxies are exempt
     metrics_listen: str = ""  # HOST:PORT of a /metrics-only listener (e.g. 127.0.0.1:9400); "" = none
+    business_time_zone: str = "UTC"  # IANA name: deadlines are calendar days there (rule 9)
+    holidays: tuple[date, ...] = ()  # days on which no cancellation is processed (004's working days)
     key_passphrase: bytes | None = field(default=None, repr=False)
 
     @property
@@ -174,6 +178,35 @@ def listen_address(value: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+def _time_zone(value: Any) -> str:
+    name = _non_empty(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone name such as Europe/Amsterdam or UTC") from None
+    return name
+
+
+def _dates(value: Any) -> tuple[date, ...]:
+    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of dates (YYYY-MM-DD)")
+    days = []
+    for item in items:
+        if isinstance(item, datetime):
+            raise ValueError(f"{item!r} is a moment, not a date (YYYY-MM-DD)")
+        if isinstance(item, date):
+            days.append(item)
+        elif isinstance(item, str) and item:
+            try:
+                days.append(date.fromisoformat(item))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a date (YYYY-MM-DD)") from None
+        elif item != "":
+            raise ValueError("expected a list of dates (YYYY-MM-DD)")
+    return tuple(sorted(set(days)))
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _database_url,
     "host": _non_empty,
@@ -194,6 +227,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_connections": _integer(16, 1_000_000),
     "max_connections_per_address": _integer(0, 1_000_000),
     "metrics_listen": _listen,
+    "business_time_zone": _time_zone,
+    "holidays": _dates,
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"

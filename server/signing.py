@@ -36,6 +36,7 @@ class SeatGrant:
     maint_until: datetime | None
     use_until: datetime | None
     created: bool
+    grace_until: datetime | None = None  # subscriptions with grace days: the product may run until then
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -69,6 +70,8 @@ def claims_for(grant: SeatGrant, issuer: str) -> dict[str, Any]:
         claims["maint_until"] = _rfc3339(grant.maint_until)
     if grant.use_until is not None:
         claims["use_until"] = _rfc3339(grant.use_until)
+        if grant.grace_until is not None and grant.kind == "subscription":
+            claims["grace_until"] = _rfc3339(grant.grace_until)
     return claims
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
 
+from server.domain.calendar import add_months
 from tests.conftest import AdminError, LiveServer
 from tests.support.agent import FakeAgent
 from tests.support.http import request
@@ -89,8 +90,11 @@ def test_each_role_sees_only_its_own(live_server: LiveServer) -> None:
     status, listed = customer.get("/v1/licences")
     assert status == 200 and [lic["id"] for lic in listed] == [mine["id"]]
     status, shown = customer.get(f"/v1/licences/{mine['id']}")
-    assert status == 200 and shown["quotas"]["deactivations"] == {"limit": 1, "used": 0, "left": 1,
-                                                                "resets_at": shown["terms"][0]["end"]}  # fmt: skip
+    # Counted per maintenance year from the contract's start day; the first year ends with the included term.
+    assert status == 200 and shown["quotas"]["deactivations"] == {
+        "limit": 1, "per": "maintenance-year", "used": 0, "left": 1,
+        "year_start": shown["terms"][0]["start"], "resets_at": shown["terms"][0]["end"],
+    }  # fmt: skip
     # Another tenant's licence is not there at all: 404, like an id that never existed.
     for caller, other in ((customer, sibling), (reseller, foreign)):
         status, problem = caller.get(f"/v1/licences/{other['id']}")
@@ -308,3 +312,151 @@ def test_audit_verify_detects_tampering(live_server: LiveServer, tamper: str) ->
     with pytest.raises(AdminError) as broken:
         live_server.admin("audit", "verify")
     assert broken.value.problem["code"] == "audit-chain-broken"
+
+
+def test_contract_calendar_through_the_server(live_server: LiveServer) -> None:
+    """Nonsense plans refused; a reseller's 3-year extension on the contract's boundary with one free host change
+    per maintenance year; a cancellation's received-on day (support only); grace days in the token."""
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    for options, setting in (
+        (("--notice-months", "13"), "notice_months"),
+        (("--price-cents", "-1"), "price_cents"),
+        (("--kind", "subscription", "--term-months", "1", "--notice-months", "1", "--grace-days", "29"), "grace_days"),
+    ):
+        with pytest.raises(AdminError) as refused:
+            live_server.admin("plan", "add", f"bad-{setting}-{tag}", "--kind", "perpetual", "--model", "activation",
+                              *options)  # fmt: skip
+        assert refused.value.exit_code != 0 and refused.value.problem["code"] == "plan-inconsistent"
+        assert setting in refused.value.problem["detail"]
+    # 004: monthly terms with one calendar month's notice (equal to the term) and two working days of processing.
+    live_server.admin("plan", "add", f"monthly-{tag}", "--kind", "subscription", "--model", "activation",
+                      "--term-months", "1", "--notice-months", "1", "--processing-days", "2", "--grace-days", "7",
+                      "--renewal-price-cents", "1200")  # fmt: skip
+
+    licence = issue(live_server, w, "C1", "host-id")
+    reseller = token(live_server, "reseller", f"R1-{tag}")
+    status, extended = reseller.post(f"/v1/licences/{licence['id']}/renewals", {"years": 3})
+    status, shown = reseller.get(f"/v1/licences/{licence['id']}")
+    start, first_end = (datetime.fromisoformat(shown["terms"][0][k]) for k in ("start", "end"))
+    assert status == 200 and extended["term"]["end"] == add_months(start, 48).isoformat()
+    assert (extended["ledger"]["kind"], extended["ledger"]["amount_cents"]) == ("extension", 3 * 24_000)
+    changes = shown["quotas"]["host_changes"]
+    assert (changes["free_per_year"], changes["free_left"]) == (1, 1)
+    assert (changes["year_start"], changes["resets_at"]) == (start.isoformat(), first_end.isoformat())
+
+    # Support records the day a letter arrived; a customer may not; a day to come or a bad date is refused.
+    fresh = issue(live_server, w, "C1")
+    support, customer = token(live_server, "support"), token(live_server, "customer-admin", f"C1-{tag}")
+    today = datetime.now(UTC).date()
+    path = f"/v1/licences/{fresh['id']}/cancellation"
+    status, problem = customer.post(path, {"received_on": today.isoformat()})
+    assert (status, problem["code"]) == (403, "role-forbidden")
+    for bad in ((today + timedelta(days=2)).isoformat(), "31-10-2027", 20271031, "2027-10-31T00:00:00Z"):
+        status, problem = support.post(path, {"received_on": bad})
+        assert (status, problem["code"]) == (422, "validation-error"), bad
+    status, cancelled = support.post(path, {"received_on": today.isoformat()})
+    assert status == 200 and cancelled["in_time"] and cancelled["received_on"] == today.isoformat()
+    deadline = date.fromisoformat(cancelled["effective"][:10]) - timedelta(days=80)
+    assert date.fromisoformat(cancelled["deadline"]) < deadline  # three calendar months before the renewal
+    by_cli = live_server.admin("licence", "cancel", issue(live_server, w, "C2")["id"], "--received-on",
+                               today.isoformat())  # fmt: skip
+    assert by_cli["in_time"] and by_cli["received_on"] == today.isoformat()
+    terms_view = support.get(f"/v1/licences/{fresh['id']}")[1]["terms"]
+    assert terms_view[-1]["cancellation_received_on"] == today.isoformat() and terms_view[-1]["auto_renew"] is False
+
+    # A subscription with grace days: the token says until when the product may run (use_until + grace).
+    live_server.admin("customer", "add", f"Sub-{tag}")
+    subscription = live_server.admin("licence", "issue", "--customer", f"Sub-{tag}", "--product", w.product,
+                                     "--plan", f"monthly-{tag}", "--seats", "1")  # fmt: skip
+    status, granted = activate(live_server, FakeAgent(), subscription)
+    assert status == 201, granted
+    claims = jwt.decode(granted["token"], options={"verify_signature": False})
+    use_until = datetime.fromisoformat(claims["use_until"])
+    assert datetime.fromisoformat(claims["grace_until"]) == use_until + timedelta(days=7)
+    assert claims["exp"] <= int((use_until + timedelta(days=7)).timestamp())
+    status, perpetual = activate(live_server, FakeAgent(), issue(live_server, w, "C3"))
+    assert "grace_until" not in jwt.decode(perpetual["token"], options={"verify_signature": False})
+
+
+def test_support_eligibility(live_server: LiveServer) -> None:
+    """Rule 10 in one check: a named contact, current maintenance, a supported release; every reason at once."""
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    licence = issue(live_server, w, "C1")
+    people = {}
+    for name, role in (("sam", "customer-admin"), ("dee", "customer-user"), ("joe", "customer-user")):
+        people[name] = live_server.admin("user", "add", f"C1-{tag}", "--name", name, "--email",
+                                         f"{name}-{tag}@c1.test", "--role", role)["id"]  # fmt: skip
+    live_server.admin("contacts", "set", f"C1-{tag}", "--system-administrator", people["sam"],
+                      "--deputy", people["dee"])  # fmt: skip
+    support, reseller = token(live_server, "support"), token(live_server, "reseller", f"R1-{tag}")
+    path = f"/v1/licences/{licence['id']}/support-eligibility"
+
+    status, answer = support.get(f"{path}?contact=SAM-{tag}@c1.test&release=1.0")
+    assert status == 200 and answer["eligible"] is True and answer["reasons"] == []
+    status, answer = reseller.get(f"{path}?contact=joe-{tag}@c1.test&release=9.0")  # 9.0 is dated 2099
+    assert status == 200 and answer["eligible"] is False
+    assert [r["code"] for r in answer["reasons"]] == ["not-a-named-contact", "release-out-of-support"]
+
+    for query, expected in (
+        (f"?contact=dee-{tag}@c1.test&release=7.7", (404, "not-found")),
+        (f"?contact=dee-{tag}@c1.test", (422, "validation-error")),
+        ("?release=1.0", (422, "validation-error")),
+        (f"?contact=dee-{tag}@c1.test&release=1.0&extra=1", (422, "validation-error")),
+    ):
+        status, problem = support.get(path + query)
+        assert (status, problem["code"]) == expected, query
+    customer = token(live_server, "customer-admin", f"C1-{tag}")
+    assert customer.get(f"{path}?contact=dee-{tag}@c1.test&release=1.0")[1]["code"] == "role-forbidden"
+    other = token(live_server, "reseller", f"R2-{tag}")
+    assert other.get(f"{path}?contact=dee-{tag}@c1.test&release=1.0")[1]["code"] == "licence-not-found"
+
+    # The CLI answers the same, and exits non-zero with every reason when support is refused.
+    ok = live_server.admin("licence", "support-check", licence["id"], "--contact", f"dee-{tag}@c1.test",
+                           "--release", "1.0")  # fmt: skip
+    assert ok["eligible"] is True
+    with pytest.raises(AdminError) as refused:
+        live_server.admin("licence", "support-check", licence["id"], "--contact", f"joe-{tag}@c1.test",
+                          "--release", "1.0")  # fmt: skip
+    assert refused.value.exit_code == 1 and refused.value.problem["code"] == "support-not-eligible"
+    assert "not-a-named-contact" in refused.value.problem["detail"]
+
+
+def test_prices_with_effective_dates_and_one_definition(live_server: LiveServer) -> None:
+    w = world(live_server)
+    tag = w.product.split("-")[1]
+    admin, reseller = token(live_server, "admin"), token(live_server, "reseller", f"R1-{tag}")
+    today = datetime.now(UTC).date()
+    plan = w.plan["activation"]
+
+    # From today the yearly fee is 30,000: a renewal bought now pays it.
+    live_server.admin("plan", "price", "set", plan, "--from", today.isoformat(), "--renewal-price-cents", "30000")
+    licence = issue(live_server, w, "C1")
+    assert reseller.post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})[1]["ledger"]["amount_cents"] == 30_000
+    status, added = admin.post(f"/v1/plans/{plan}/prices", {"effective_from": (today + timedelta(days=30)).isoformat(),
+                                                            "price_cents": 130_000})  # fmt: skip
+    assert status == 201 and (added["price_cents"], added["renewal_price_cents"]) == (130_000, 30_000)
+    status, listed = admin.get(f"/v1/plans/{plan}/prices")
+    assert status == 200 and [p["in_force"] for p in listed["prices"]] == [False, True, False]
+    for body, expected in (
+        ({"effective_from": (today - timedelta(days=1)).isoformat(), "price_cents": 1}, (422, "validation-error")),
+        ({"effective_from": (today + timedelta(days=60)).isoformat(), "price_cents": -5}, (422, "plan-inconsistent")),
+        ({"effective_from": (today + timedelta(days=30)).isoformat(), "price_cents": 5}, (409, "conflict")),
+        ({"effective_from": today.isoformat()}, (422, "validation-error")),
+    ):
+        status, problem = admin.post(f"/v1/plans/{plan}/prices", body)
+        assert (status, problem["code"]) == expected, body
+    assert reseller.get(f"/v1/plans/{plan}/prices")[1]["code"] == "role-forbidden"
+    assert admin.get(f"/v1/plans/no-such-{tag}/prices")[0] == 404
+
+    # Per seat, as the plan says; a 3-month subscription's first term at the yearly fee pro rata.
+    live_server.admin("plan", "add", f"seat-{tag}", "--kind", "perpetual", "--model", "activation",
+                      "--price-cents", "10000", "--price-per", "seat")  # fmt: skip
+    live_server.admin("plan", "add", f"quarter-{tag}", "--kind", "subscription", "--model", "activation",
+                      "--term-months", "3", "--notice-months", "1", "--price-cents", "12000")  # fmt: skip
+    for plan_name, seats, charge in ((f"seat-{tag}", 3, 30_000), (f"quarter-{tag}", 2, 3_000)):
+        issued = live_server.admin("licence", "issue", "--customer", w.customers["C2"], "--product", w.product,
+                                   "--plan", plan_name, "--seats", str(seats))  # fmt: skip
+        ledger = admin.get(f"/v1/licences/{issued['id']}/ledger")[1]
+        assert [(e["kind"], e["amount_cents"]) for e in ledger] == [("licence", charge)], plan_name

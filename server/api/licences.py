@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.auth import now, run
+from server.api.auth import now, only_query, run
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
+from server.domain.errors import ValidationFailed
 from server.services import licensing, moves, terms, transfers
-from server.services.requests import DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, RenewalBody
+from server.services.requests import (
+    CancellationBody,
+    DongleReplacementBody,
+    IssueLicenceBody,
+    LicenceStatusBody,
+    PriceBody,
+    RenewalBody,
+)
 
 routes = web.RouteTableDef()
 LICENCE = ("licence_id",)
@@ -37,6 +45,29 @@ async def entitlements(request: web.Request) -> web.Response:
     return json_response(await run(request, terms.entitlements, request.match_info["licence_id"]))
 
 
+@routes.get("/v1/plans/{plan}/prices")
+async def list_prices(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.list_prices, request.match_info["plan"], now()))
+
+
+@routes.post("/v1/plans/{plan}/prices")
+async def set_price(request: web.Request) -> web.Response:
+    body = await read_model(request, PriceBody)
+    changes = body.model_dump(exclude={"effective_from"})
+    result = await run(request, terms.set_price, request.match_info["plan"], body.effective_from, changes, now())
+    return json_response(result, status=201)
+
+
+@routes.get("/v1/licences/{licence_id}/support-eligibility")
+async def support_eligibility(request: web.Request) -> web.Response:
+    only_query(request, "contact", "release")
+    contact, release = request.query.get("contact", ""), request.query.get("release", "")
+    if not contact or not release or len(contact) > 254 or len(release) > 64:
+        raise ValidationFailed("give ?contact=EMAIL&release=VERSION (at most 254 and 64 characters)")
+    result = await run(request, terms.support_eligibility, request.match_info["licence_id"], contact, release, now())
+    return json_response(result)
+
+
 @routes.get("/v1/licences/{licence_id}/ledger")
 async def ledger(request: web.Request) -> web.Response:
     return json_response(await run(request, terms.licence_ledger, request.match_info["licence_id"]))
@@ -51,7 +82,10 @@ async def renew(request: web.Request) -> web.Response:
 
 @routes.post("/v1/licences/{licence_id}/cancellation")
 async def cancel(request: web.Request) -> web.Response:
-    return json_response(await run(request, terms.cancel_renewal, request.match_info["licence_id"], now()))
+    # The body is optional: an empty POST cancels as of today.
+    body = await read_model(request, CancellationBody) if request.body_exists else CancellationBody()
+    result = await run(request, terms.cancel_renewal, request.match_info["licence_id"], now(), body.received_on)
+    return json_response(result)
 
 
 @routes.get("/v1/licences/{licence_id}/reinstatement")
@@ -95,13 +129,33 @@ PATHS = {
     },
     "/v1/licences/{licence_id}": {"get": bearer_op("A licence: seats, activations, terms, quotas", params=LICENCE)},
     "/v1/licences/{licence_id}/entitlements": {"get": bearer_op("Releases the licence may run", params=LICENCE)},
+    "/v1/plans/{plan}/prices": {
+        "get": bearer_op("A plan's price lists and the one in force (admin)", params=("plan",)),
+        "post": bearer_op("Add a price list from a day on (admin)", body="PriceBody", ok="201", params=("plan",)),
+    },
+    "/v1/licences/{licence_id}/support-eligibility": {
+        "get": bearer_op(
+            "May this contact get support on this release? (admin, support, reseller)",
+            params=LICENCE,
+            query={
+                "contact": {"type": "string", "minLength": 1, "maxLength": 254},
+                "release": {"type": "string", "minLength": 1, "maxLength": 64},
+            },
+        )
+    },
     "/v1/licences/{licence_id}/ledger": {
         "get": bearer_op("Ledger entries", params=LICENCE, ok_schema={"type": "array", "items": {"type": "object"}})
     },
     "/v1/licences/{licence_id}/renewals": {
         "post": bearer_op("Renew or extend (admin, reseller)", body="RenewalBody", ok="201", params=LICENCE)
     },
-    "/v1/licences/{licence_id}/cancellation": {"post": bearer_op("Cancel auto-renewal", params=LICENCE)},
+    "/v1/licences/{licence_id}/cancellation": {
+        "post": bearer_op(
+            "Cancel auto-renewal; support and admins may say when it was received",
+            body="CancellationBody",
+            params=LICENCE,
+        )
+    },
     "/v1/licences/{licence_id}/reinstatement": {
         "get": bearer_op("Quote the back-fees of a lapsed licence", params=LICENCE),
         "post": bearer_op("Reinstate lapsed maintenance (admin, reseller)", ok="201", params=LICENCE),
@@ -119,3 +173,5 @@ PATHS = {
         )
     },
 }
+for _parameter in PATHS["/v1/licences/{licence_id}/support-eligibility"]["get"]["parameters"]:
+    _parameter["required"] = True  # contact and release, like the licence id

@@ -32,6 +32,7 @@ from server.domain.access import ADMIN
 from server.domain.errors import RoleForbidden
 from server.services.requests import (
     ActivationRequest,
+    CancellationBody,
     ContactsBody,
     DecisionBody,
     DenyBody,
@@ -39,6 +40,7 @@ from server.services.requests import (
     IssueLicenceBody,
     LicenceStatusBody,
     NewUserBody,
+    PriceBody,
     RenewalBody,
     SignedProof,
     SignedRequest,
@@ -46,8 +48,8 @@ from server.services.requests import (
 )
 
 BEARER_BODIES = (
-    ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody, LicenceStatusBody, NewUserBody,
-    RenewalBody, TransferRequestBody,
+    CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
+    LicenceStatusBody, NewUserBody, PriceBody, RenewalBody, TransferRequestBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()

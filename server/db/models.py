@@ -103,6 +103,10 @@ class Plan(Base):
     price_cents: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     notice_months: Mapped[int] = mapped_column(default=3)
+    # Working days the vendor takes to process a cancellation before the notice deadline (004: two).
+    processing_days: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # Prices per licence package (002) or per seat; later prices with effective dates are in plan_prices.
+    price_per: Mapped[str] = mapped_column(String(10), default="package", server_default="package")
     renewal_rule: Mapped[str] = mapped_column(String(32), default="yearly", server_default="yearly")
     reinstatement_rule: Mapped[str] = mapped_column(String(32), default="back-fees", server_default="back-fees")
     renewal_price_cents: Mapped[int | None]  # yearly maintenance (or subscription) fee; None: price_cents
@@ -110,6 +114,29 @@ class Plan(Base):
     dongle_replacement_price_cents: Mapped[int | None]  # without maintenance; None: price_cents
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     dongle_usb_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # "vvvv:pppp"
+    created_at: Mapped[datetime]
+
+
+class PlanPrice(Base):
+    """A plan's price list from a day on (the business calendar's day); before the first, the plan's own."""
+
+    __tablename__ = "plan_prices"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "effective_from"),
+        CheckConstraint(
+            "price_cents >= 0 AND (renewal_price_cents IS NULL OR renewal_price_cents >= 0) AND "
+            "(host_change_price_cents IS NULL OR host_change_price_cents >= 0) AND "
+            "(dongle_replacement_price_cents IS NULL OR dongle_replacement_price_cents >= 0)",
+            name="prices",
+        ),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
+    effective_from: Mapped[date]
+    price_cents: Mapped[int]
+    renewal_price_cents: Mapped[int | None]
+    host_change_price_cents: Mapped[int | None]
+    dongle_replacement_price_cents: Mapped[int | None]
     created_at: Mapped[datetime]
 
 
@@ -164,7 +191,8 @@ class MaintenanceTerm(Base):
     ends_at: Mapped[datetime]
     origin: Mapped[str] = mapped_column(String(20))
     auto_renew: Mapped[bool] = mapped_column(default=True)
-    cancelled_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]  # when the cancellation was recorded
+    cancellation_received_on: Mapped[date | None]  # the business day it counts from (a letter's arrival)
 
 
 class Activation(Base):

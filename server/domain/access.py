@@ -17,7 +17,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "licence:issue": frozenset({ADMIN, RESELLER}),
     "licence:renew": frozenset({ADMIN, RESELLER}),
     "licence:reinstate": frozenset({ADMIN, RESELLER}),
-    "licence:cancel": frozenset({ADMIN, RESELLER, CUSTOMER_ADMIN}),
+    "licence:cancel": frozenset({ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN}),  # support: letters, calls (003)
     "licence:status": frozenset({ADMIN}),
     "seat:release": frozenset({ADMIN, SUPPORT, CUSTOMER_ADMIN}),
     "transfer:read": frozenset(ROLES),
@@ -29,6 +29,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "settlement:read": frozenset({ADMIN, RESELLER}),
     "ledger:read": frozenset({ADMIN, SUPPORT, RESELLER}),
     "audit:read": frozenset({ADMIN, SUPPORT}),
+    # The reseller is the customer's first contact for technical support (002).
+    "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),
+    "plan:price": frozenset({ADMIN}),
 }
 
 

@@ -197,6 +197,13 @@ class ActivationRebound(DomainError):
     title = "Activation rebound to another agent key"
 
 
+class PlanInconsistent(ValidationFailed):
+    """A plan whose settings contradict each other; `setting` names the one to change."""
+
+    code = "plan-inconsistent"
+    title = "Inconsistent plan"
+
+
 # One table maps refusals to HTTP; a test asserts that every subclass has a row.
 HTTP_STATUS: dict[type[DomainError], int] = {
     DomainError: 400,
@@ -237,6 +244,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     DongleRevoked: 403,
     FingerprintTooWeak: 422,
     ActivationRebound: 409,
+    PlanInconsistent: 422,
 }
 
 

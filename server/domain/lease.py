@@ -20,6 +20,7 @@ class Lease:
     expires: datetime
     maint_until: datetime | None
     use_until: datetime | None
+    grace_until: datetime | None = None  # subscriptions with grace days: use_until + grace, the product may run
 
 
 def check_status(status: str) -> None:
@@ -38,8 +39,10 @@ def lease_for(
     use_until: datetime | None,
     now: datetime,
 ) -> Lease:
-    """The token's lifetime: the plan's lease, never past a subscription's paid term plus grace (rule 3)."""
+    """The token's lifetime: the plan's lease, never past a subscription's paid term plus grace (rule 3).
+    The grace end travels in the token (`grace_until`), so the agent itself knows the product may still run."""
     expires = now + timedelta(days=lease_days)
+    grace_until = None
     if kind == "subscription":
         if use_until is None:
             raise LicenceExpired("this subscription has no paid term")
@@ -47,4 +50,5 @@ def lease_for(
         if hard_end <= now:
             raise LicenceExpired(f"the subscription ended on {use_until.date().isoformat()}")
         expires = min(expires, hard_end)
-    return Lease(issued=now, expires=expires, maint_until=maint_until, use_until=use_until)
+        grace_until = hard_end if grace_days > 0 else None
+    return Lease(issued=now, expires=expires, maint_until=maint_until, use_until=use_until, grace_until=grace_until)

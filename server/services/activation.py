@@ -230,6 +230,7 @@ def _grant(
         maint_until=lease.maint_until,
         use_until=lease.use_until,
         created=created,
+        grace_until=lease.grace_until,
     )
 
 

@@ -27,16 +27,16 @@ from server.db.models import (
     TransferRequest,
     User,
 )
+from server.domain import prices as price_rules
 from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
-from server.domain.calendar import add_months
 from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
-from server.services import audit
+from server.services import audit, prices
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
 from server.services.requests import PRODUCT_CODE, has_control_characters
-from server.services.terms import add_term, load_terms, write_ledger
+from server.services.terms import add_term, business_calendar, first_term_end, load_terms, write_ledger
 
 __all__ = ["ROLES", "LicensingService", "Principal"]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -124,7 +124,8 @@ PLAN_FIELDS = (
     "kind", "model", "lease_days", "tolerance", "grace_days", "term_months", "allow_virtual",
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
-    "host_change_price_cents", "dongle_replacement_price_cents", "min_identifying", "rebinds_per_term",
+    "host_change_price_cents", "dongle_replacement_price_cents", "processing_days", "price_per",
+    "min_identifying", "rebinds_per_term",
 )  # fmt: skip
 
 
@@ -139,17 +140,20 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
     for numeric in ("lease_days", "term_months", "min_identifying"):
         if numeric in fields and fields[numeric] < 1:
             raise ValidationFailed(f"{numeric} must be at least 1")
-    for numeric in (
-        "tolerance", "grace_days", "price_cents", "notice_months", "free_host_changes_per_term",
-        "deactivations_per_term", "renewal_price_cents", "host_change_price_cents", "dongle_replacement_price_cents",
-        "rebinds_per_term",
-    ):  # fmt: skip
+    # Prices, notice, grace and processing days are checked against each other by rules.check_plan.
+    for numeric in ("tolerance", "grace_days", "free_host_changes_per_term", "deactivations_per_term",
+                    "rebinds_per_term"):
         if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")
     if fields.get("renewal_rule", rules.YEARLY) not in rules.RENEWAL_RULES:
         raise ValidationFailed(f"renewal_rule must be one of {', '.join(rules.RENEWAL_RULES)}")
-    if fields.get("reinstatement_rule", rules.BACK_FEES) not in rules.REINSTATEMENT_RULES:
+    fields = {k: v for k, v in fields.items() if not (k == "reinstatement_rule" and v is None)}
+    fields.setdefault("reinstatement_rule", rules.default_reinstatement_rule(fields["kind"]))
+    if fields["reinstatement_rule"] not in rules.REINSTATEMENT_RULES:
         raise ValidationFailed(f"reinstatement_rule must be one of {', '.join(rules.REINSTATEMENT_RULES)}")
+    if fields.get("price_per", price_rules.PER_PACKAGE) not in price_rules.PRICE_BASES:
+        raise ValidationFailed(f"price_per must be one of {', '.join(price_rules.PRICE_BASES)}")
+    rules.check_plan(fields)
     plan_id = new_id()
     values = {"features": [], "dongle_usb_ids": []} | fields
     _insert_unique(conn, Plan, {"id": plan_id, "name": name, "created_at": now, **values}, f"plan {name!r}")
@@ -206,12 +210,17 @@ def issue_licence(
     )
     # Perpetual: the first maintenance year comes with the purchase and renews after it (000, 003).
     # Subscription: the paid term is both the right of use and its maintenance (000).
-    term_end = add_months(now, plan_row.term_months)
+    term_end = first_term_end(now, plan_row.term_months)
     origin = "included" if plan_row.kind == "perpetual" else "subscription"
     add_term(conn, licence_id, now, term_end, origin, auto=True)
     licence = conn.execute(select(Licence.__table__).where(Licence.id == licence_id)).one()
+    # One definition of each price (server.domain.prices): a perpetual licence's price, or a subscription's
+    # first term at its yearly fee pro rata; per package or per seat; the price list in force today.
+    in_force = prices.in_force(conn, plan_row, business_calendar().day_of(now))
+    charge = price_rules.licence_charge(in_force, kind=plan_row.kind, term_months=plan_row.term_months,
+                                        per=plan_row.price_per, seats=seats)  # fmt: skip
     entry = write_ledger(
-        conn, licence, kind="licence", amount_cents=plan_row.price_cents, currency=plan_row.currency,
+        conn, licence, kind="licence", amount_cents=charge, currency=plan_row.currency,
         actor=who.actor, now=now, period=(now, term_end), note=f"{seats} seat(s) of {product}",
     )  # fmt: skip
     audit.record(conn, chain=audit.licence_chain(licence_id), actor=who.actor, action="licence.issue",
@@ -263,6 +272,7 @@ def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetim
                 "origin": t.origin,
                 "auto_renew": t.auto_renew,
                 "cancelled_at": _iso(t.cancelled_at),
+                "cancellation_received_on": t.received_on.isoformat() if t.received_on else None,
             }
             for t in terms
         ],

@@ -15,7 +15,7 @@ from server.domain import terms as rules
 from server.domain.errors import ActivationEnded, ActivationNotFound, LicenceNotFound, WrongBindingModel
 from server.services import audit
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
-from server.services.terms import load_terms
+from server.services.terms import business_calendar, load_terms
 
 # A move (the agent's machine changed beyond the tolerance) is counted like a deactivation (rule 4).
 SELF_SERVICE_REASONS = ("deactivated", "offline-deactivated", "released", "moved")
@@ -25,7 +25,7 @@ SELF_SERVICE_REASONS = ("deactivated", "offline-deactivated", "released", "moved
 class SeatPolicy:
     id: uuid.UUID  # the licence
     model: str
-    deactivations_per_term: int | None
+    deactivations_per_term: int | None  # per maintenance year (the column keeps its first name)
 
 
 def end_activation(
@@ -43,10 +43,14 @@ def end_activation(
 
 
 def window(conn: Connection, licence_id: uuid.UUID, now: datetime) -> tuple[rules.Term | None, quotas.QuotaWindow]:
+    """The maintenance year `now` falls in (rules 4 and 5: twelve months from the contract's start day, however
+    the terms were sold), as a span, and the quota window it gives; (None, time since the last term) without
+    maintenance now."""
     terms = load_terms(conn, licence_id)
-    term = rules.current_term(terms, now)
+    year = rules.maintenance_year(terms, now, business_calendar().zone)
     past = [t.end for t in terms if t.end <= now]
-    return term, quotas.quota_window(term, max(past, default=None))
+    continues = year is not None and rules.runs_through(terms, year.end)
+    return year, quotas.quota_window(year, max(past, default=None), continues=continues)
 
 
 def deactivations_used(conn: Connection, licence_id: uuid.UUID, since: datetime | None) -> int:
@@ -59,6 +63,7 @@ def deactivations_used(conn: Connection, licence_id: uuid.UUID, since: datetime 
 
 
 def host_changes_approved(conn: Connection, licence_id: uuid.UUID, term: rules.Term | None) -> int:
+    """Approved host-ID changes decided within `term`, the maintenance year from `window` (rule 5)."""
     if term is None:
         return 0
     return int(
@@ -74,23 +79,28 @@ def host_changes_approved(conn: Connection, licence_id: uuid.UUID, term: rules.T
 
 
 def quota_report(conn: Connection, licence: Any, plan: Any, now: datetime) -> dict[str, Any]:
-    term, span = window(conn, licence.id, now)
+    year, span = window(conn, licence.id, now)
     used = deactivations_used(conn, licence.id, span.start)
-    approved = host_changes_approved(conn, licence.id, term)
+    approved = host_changes_approved(conn, licence.id, year)
     resets = span.resets_at.isoformat() if span.resets_at else None
+    counted = {"year_start": year.start.isoformat() if year else None, "resets_at": resets}
     return {
         "deactivations": {
             "limit": plan.deactivations_per_term,
+            "per": "maintenance-year",
             "used": used,
             "left": quotas.deactivations_left(plan.deactivations_per_term, used),
-            "resets_at": resets,
+            **counted,
         },
         "host_changes": {
+            "free_per_year": plan.free_host_changes_per_term,
+            "approved_this_year": approved,
+            # The names of a per-term count, kept for clients written against them: the same numbers.
             "free_per_term": plan.free_host_changes_per_term,
             "approved_this_term": approved,
-            "free_left": quotas.free_host_changes_left(term, approved, plan.free_host_changes_per_term),
+            "free_left": quotas.free_host_changes_left(year, approved, plan.free_host_changes_per_term),
             "charged_price_cents": plan.host_change_price_cents,
-            "resets_at": resets,
+            **counted,
         },
     }
 
@@ -98,8 +108,8 @@ def quota_report(conn: Connection, licence: Any, plan: Any, now: datetime) -> di
 def self_service_release(
     conn: Connection, licence: Any, activation_id: uuid.UUID, reason: str, actor: str, now: datetime
 ) -> None:
-    """A customer (or its agent) frees a seat: free and unlimited unless the plan sets a quota per term
-    (rule 4); a host-ID seat moves only by an approved transfer (rule 5)."""
+    """A customer (or its agent) frees a seat: free and unlimited unless the plan sets a quota per maintenance
+    year (rule 4); a host-ID seat moves only by an approved transfer (rule 5)."""
     if licence.model == "host-id":
         raise WrongBindingModel(
             "a host-ID seat stays bound to its host: ask for a transfer (tessera-agent transfer-request)"

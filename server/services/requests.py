@@ -8,6 +8,7 @@ walks every model to prove it).
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
@@ -185,3 +186,21 @@ class ContactsBody(Strict):
 
 class LicenceStatusBody(Strict):
     status: Literal["active", "suspended", "revoked"]
+
+
+class CancellationBody(Strict):
+    """`received_on`: the day a letter or e-mail cancelling it arrived (support and admins only)."""
+
+    received_on: Annotated[date, Field(strict=True)] | None = None
+
+
+class PriceBody(Strict):
+    """A plan's price list from `effective_from` on; prices not given carry over (at least one is given)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 2})
+
+    effective_from: Annotated[date, Field(strict=True)]
+    price_cents: WholeNumber | None = None
+    renewal_price_cents: WholeNumber | None = None
+    host_change_price_cents: WholeNumber | None = None
+    dongle_replacement_price_cents: WholeNumber | None = None

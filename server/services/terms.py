@@ -6,21 +6,52 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from server.db.database import Database
 from server.db.ids import new_id
-from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Release, Reseller
+from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Plan, PlanPrice, Release, Reseller, User
+from server.domain import prices as price_rules
+from server.domain import support
 from server.domain import terms as rules
-from server.domain.calendar import add_months, whole_months_between
-from server.domain.errors import LicenceRevoked, MaintenanceCurrent, NotFound, ValidationFailed
-from server.services import audit
+from server.domain.calendar import UTC_CALENDAR, BusinessCalendar, add_months, calendar_of, whole_months_between
+from server.domain.errors import (
+    Conflict,
+    LicenceRevoked,
+    MaintenanceCurrent,
+    NotFound,
+    RoleForbidden,
+    ValidationFailed,
+)
+from server.services import audit, prices
 from server.services.access import SYSTEM_RENEWAL, Principal, by_id_or_name, licence_in_scope, plan_values
 
 MAX_YEARS = 10
+
+# The vendor's business time zone and holidays (settings `business_time_zone`, `holidays`). One value per
+# process, set at start-up by the server and the admin CLI from the same settings, so every unit of work —
+# HTTP, the renewal job, the CLI — counts months and deadlines on the same calendar.
+_calendar: BusinessCalendar = UTC_CALENDAR
+
+
+def configure_calendar(business_time_zone: str = "UTC", holidays: tuple[date, ...] = ()) -> BusinessCalendar:
+    global _calendar
+    zone = UTC if business_time_zone == "UTC" else ZoneInfo(business_time_zone)
+    _calendar = calendar_of(zone, holidays)
+    return _calendar
+
+
+def business_calendar() -> BusinessCalendar:
+    return _calendar
+
+
+def first_term_end(start: datetime, months: int) -> datetime:
+    """The end of a new contract's first term: its start day `months` later on the business calendar."""
+    return add_months(start, months, _calendar.zone)
 
 
 def load_terms(conn: Connection, licence_id: uuid.UUID) -> list[rules.Term]:
@@ -29,23 +60,34 @@ def load_terms(conn: Connection, licence_id: uuid.UUID) -> list[rules.Term]:
         .where(MaintenanceTerm.licence_id == licence_id)
         .order_by(MaintenanceTerm.starts_at)
     )
-    return [rules.Term(r.starts_at, r.ends_at, r.origin, r.auto_renew, r.cancelled_at) for r in rows]
+    return [
+        rules.Term(r.starts_at, r.ends_at, r.origin, r.auto_renew, r.cancelled_at, r.cancellation_received_on)
+        for r in rows
+    ]
 
 
 def policy(plan: Any) -> rules.RenewalPolicy:
-    return rules.RenewalPolicy(plan.renewal_rule, plan.term_months, plan.notice_months)
+    return rules.RenewalPolicy(plan.renewal_rule, plan.term_months, plan.notice_months, plan.processing_days)
 
 
-def yearly_price(plan: Any) -> int:
-    return int(plan.renewal_price_cents if plan.renewal_price_cents is not None else plan.price_cents)
+def term_fee(conn: Connection, plan: Any, licence: Any, months: int, day: date) -> int:
+    """A term of `months` at the yearly fee in force on `day`, per package or per seat (domain.prices)."""
+    in_force = prices.in_force(conn, plan, day)
+    return price_rules.term_fee(in_force, months, per=plan.price_per, seats=licence.seats)
 
 
-def add_term(conn: Connection, licence_id: uuid.UUID, start: datetime, end: datetime, origin: str, auto: bool) -> None:
-    conn.execute(
-        insert(MaintenanceTerm).values(
-            id=new_id(), licence_id=licence_id, starts_at=start, ends_at=end, origin=origin, auto_renew=auto
-        )
-    )
+def add_term(
+    conn: Connection,
+    licence_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    origin: str,
+    auto: bool,
+    cancelled: tuple[datetime | None, date | None] = (None, None),
+) -> None:
+    values = {"starts_at": start, "ends_at": end, "origin": origin, "auto_renew": auto}
+    values |= {"cancelled_at": cancelled[0], "cancellation_received_on": cancelled[1]}
+    conn.execute(insert(MaintenanceTerm).values(id=new_id(), licence_id=licence_id, **values))
 
 
 def write_ledger(
@@ -86,10 +128,6 @@ def _not_revoked(licence: Any) -> None:
         raise LicenceRevoked("this licence has been revoked: it cannot be renewed or reinstated")
 
 
-def _months_price(plan: Any, months: int) -> int:
-    return yearly_price(plan) * months // 12
-
-
 def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: datetime) -> dict[str, Any]:
     """Rule 8: a reseller (or the vendor) renews or extends maintenance — or a subscription — by whole years,
     at the plan's flat yearly fee per licence package, whatever its seat count (002)."""
@@ -101,18 +139,20 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
     plan = plan_values(conn, licence.plan_id)
     terms = load_terms(conn, licence.id)
     start = rules.extension_start(terms, now)
-    end = add_months(start, 12 * years)
+    anchor = rules.contract_start(terms) or start
+    end = rules.term_end(anchor, start, 12 * years, _calendar.zone)
     origin = "subscription" if plan.kind == "subscription" else "renewal"
     add_term(conn, licence.id, start, end, origin, auto=True)
     # A paid renewal supersedes an earlier cancellation of the term it follows.
     conn.execute(
         update(MaintenanceTerm)
         .where(MaintenanceTerm.licence_id == licence.id, MaintenanceTerm.ends_at == start)
-        .values(auto_renew=True, cancelled_at=None)
+        .values(auto_renew=True, cancelled_at=None, cancellation_received_on=None)
     )
     kind = "renewal" if years == 1 else "extension"
     entry = write_ledger(
-        conn, licence, kind=kind, amount_cents=yearly_price(plan) * years, currency=plan.currency,
+        conn, licence, kind=kind, amount_cents=term_fee(conn, plan, licence, 12 * years, _calendar.day_of(now)),
+        currency=plan.currency,
         actor=who.actor, now=now, period=(start, end), note=f"{years} year(s), {licence.seats} seat(s)",
     )  # fmt: skip
     details = {"start": start.isoformat(), "end": end.isoformat(), "years": years, "ledger": entry["id"]}
@@ -122,15 +162,24 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
             "maint_until": end.isoformat(), "ledger": entry}  # fmt: skip
 
 
-def cancel_renewal(conn: Connection, who: Principal, licence_id: str, now: datetime) -> dict[str, Any]:
+RECORDS_RECEIPT = ("admin", "support")
+
+
+def cancel_renewal(
+    conn: Connection, who: Principal, licence_id: str, now: datetime, received_on: date | None = None
+) -> dict[str, Any]:
+    """Rule 1: cancel auto-renewal. Support and the vendor may record the day a letter or e-mail was received
+    (`received_on`): the notice counts from then, plus the plan's processing working days (004)."""
     who.may("licence:cancel")
+    if received_on is not None and who.role not in RECORDS_RECEIPT:
+        raise RoleForbidden("only support or the vendor may record when a cancellation was received")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
     plan = plan_values(conn, licence.plan_id)
     terms = load_terms(conn, licence.id)
-    outcome = rules.cancel(terms, policy(plan), now)
+    outcome = rules.cancel(terms, policy(plan), now, received_on=received_on, calendar=_calendar)
     latest = rules.latest_term(terms)
     assert latest is not None  # cancel() refused otherwise
-    values: dict[str, Any] = {"cancelled_at": now}
+    values: dict[str, Any] = {"cancelled_at": now, "cancellation_received_on": outcome.received_on}
     if outcome.in_time:
         values["auto_renew"] = False
     conn.execute(
@@ -141,16 +190,19 @@ def cancel_renewal(conn: Connection, who: Principal, licence_id: str, now: datet
     result = {
         "licence_id": str(licence.id),
         "requested_at": now.isoformat(),
+        "received_on": outcome.received_on.isoformat(),
+        "processed_on": outcome.processed_on.isoformat(),
+        "deadline": outcome.deadline.isoformat(),
         "in_time": outcome.in_time,
         "effective": outcome.effective.isoformat(),
         "detail": (
-            f"maintenance ends on {outcome.effective.date().isoformat()}"
-            + ("" if outcome.in_time else ": the notice period had begun, so one more term runs")
+            f"maintenance ends on {_calendar.day_of(outcome.effective).isoformat()}"
+            + ("" if outcome.in_time else f": the deadline was {outcome.deadline.isoformat()}, so one more term runs")
         ),
     }
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="licence.cancel",
-                 subject=f"licence:{licence.id}", details={k: result[k] for k in ("in_time", "effective")},
-                 now=now)  # fmt: skip
+                 subject=f"licence:{licence.id}", details={k: result[k] for k in ("in_time", "effective",
+                 "received_on", "deadline")}, now=now)  # fmt: skip
     return result
 
 
@@ -179,13 +231,14 @@ def renew_licence_if_due(conn: Connection, licence_id: uuid.UUID, now: datetime)
     if licence.status == "revoked":
         return 0
     plan = plan_values(conn, licence.plan_id)
-    due = rules.due_renewals(load_terms(conn, licence_id), policy(plan), now)
+    due = rules.due_renewals(load_terms(conn, licence_id), policy(plan), now, _calendar)
     origin = "subscription" if plan.kind == "subscription" else "renewal"
     for term in due:
-        add_term(conn, licence_id, term.start, term.end, origin, term.auto_renew)
-        months = whole_months_between(term.start, term.end)
+        add_term(conn, licence_id, term.start, term.end, origin, term.auto_renew, (term.cancelled_at, term.received_on))
+        months = whole_months_between(term.start, term.end, _calendar.zone)
         entry = write_ledger(
-            conn, licence, kind="renewal", amount_cents=_months_price(plan, months), currency=plan.currency,
+            conn, licence, kind="renewal", currency=plan.currency,
+            amount_cents=term_fee(conn, plan, licence, months, _calendar.day_of(term.start)),
             actor=SYSTEM_RENEWAL, now=now, period=(term.start, term.end), note=f"automatic renewal, {months} month(s)",
         )  # fmt: skip
         audit.record(conn, chain=audit.licence_chain(licence_id), actor=SYSTEM_RENEWAL, action="licence.renewal",
@@ -209,8 +262,11 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
         raise MaintenanceCurrent(
             f"maintenance runs until {until.date().isoformat() if until else '?'}: nothing to reinstate"
         )
-    months = rules.lapsed_months(terms, now)
-    fee = rules.reinstatement_fee(plan.reinstatement_rule, plan.price_cents, months)
+    months = rules.lapsed_months(terms, now, _calendar.zone)
+    # 001: the back-fee is counted from the *current* price (the one in force today).
+    current = prices.in_force(conn, plan, _calendar.day_of(now))
+    base = price_rules.back_fee_base(current, per=plan.price_per, seats=licence.seats)
+    fee = rules.reinstatement_fee(plan.reinstatement_rule, base, months)
     lapsed_since = rules.maintenance_until(terms)
     return {
         "licence_id": str(licence.id),
@@ -218,33 +274,39 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
         "months_lapsed": months,
         "rule": plan.reinstatement_rule,
         "back_fee_cents": fee,
-        "term_fee_cents": _months_price(plan, plan.term_months),
+        "term_fee_cents": term_fee(conn, plan, licence, plan.term_months, _calendar.day_of(now)),
         "currency": plan.currency,
     }
 
 
 def reinstate(conn: Connection, who: Principal, licence_id: str, now: datetime) -> dict[str, Any]:
-    """Rule 7: pay the back-fees for the lapsed months and a new term starts now."""
+    """Rule 7: pay the back-fees for the lapsed months (if the plan's rule charges any) and a new term starts
+    now. A lapsed subscription restarts with its new term's fee only, by default (000)."""
     who.may("licence:reinstate")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
     _not_revoked(licence)
     quote = _quote(conn, licence, now)
     plan = plan_values(conn, licence.plan_id)
-    end = add_months(now, plan.term_months)
-    add_term(conn, licence.id, now, end, "reinstatement", auto=True)
+    # A new contract: its start day is the anchor of its terms and maintenance years from now on.
+    end = first_term_end(now, plan.term_months)
+    origin = "subscription" if plan.kind == "subscription" else "reinstatement"
+    add_term(conn, licence.id, now, end, origin, auto=True)
     lapsed_since = datetime.fromisoformat(quote["lapsed_since"]) if quote["lapsed_since"] else None
-    back = write_ledger(
-        conn, licence, kind="reinstatement", amount_cents=quote["back_fee_cents"], currency=plan.currency,
-        actor=who.actor, now=now, period=(lapsed_since, now), note=f"{quote['months_lapsed']} month(s) lapsed",
-    )  # fmt: skip
-    term = write_ledger(
+    ledger = []
+    if quote["back_fee_cents"] > 0:  # no back-fee, no entry: nothing is owed for the lapsed months
+        ledger.append(write_ledger(
+            conn, licence, kind="reinstatement", amount_cents=quote["back_fee_cents"], currency=plan.currency,
+            actor=who.actor, now=now, period=(lapsed_since, now), note=f"{quote['months_lapsed']} month(s) lapsed",
+        ))  # fmt: skip
+    note = "subscription restarted" if plan.kind == "subscription" else "term opened by reinstatement"
+    ledger.append(write_ledger(
         conn, licence, kind="renewal", amount_cents=quote["term_fee_cents"], currency=plan.currency,
-        actor=who.actor, now=now, period=(now, end), note="term opened by reinstatement",
-    )  # fmt: skip
+        actor=who.actor, now=now, period=(now, end), note=note,
+    ))  # fmt: skip
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="licence.reinstate",
                  subject=f"licence:{licence.id}", details={"months_lapsed": quote["months_lapsed"],
                  "back_fee_cents": quote["back_fee_cents"], "end": end.isoformat()}, now=now)  # fmt: skip
-    return quote | {"term": {"start": now.isoformat(), "end": end.isoformat()}, "ledger": [back, term]}
+    return quote | {"term": {"start": now.isoformat(), "end": end.isoformat()}, "ledger": ledger}
 
 
 def entitlements(conn: Connection, who: Principal, licence_id: str) -> dict[str, Any]:
@@ -270,6 +332,103 @@ def entitlements(conn: Connection, who: Principal, licence_id: str) -> dict[str,
             }
             for r in releases
         ],
+    }
+
+
+PRICE_FIELDS = rules.PRICES
+
+
+def _plan_named(conn: Connection, name: str) -> Any:
+    plan = conn.execute(select(Plan.__table__).where(Plan.name == name)).first()
+    if plan is None:
+        raise NotFound(f"no plan {name[:100]!r}")
+    return plan
+
+
+def set_price(
+    conn: Connection, who: Principal, plan_name: str, effective_from: date, changes: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A price list that applies from `effective_from` (a business day, today or later: charges already made
+    keep their price). Prices not given carry over from the list in force that day."""
+    who.may("plan:price")
+    plan = _plan_named(conn, plan_name)
+    unknown = set(changes) - set(PRICE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown price fields: {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not given:
+        raise ValidationFailed(f"give at least one of {', '.join(PRICE_FIELDS)}")
+    today = _calendar.day_of(now)
+    if effective_from < today:
+        raise ValidationFailed(
+            f"a price applies from today ({today.isoformat()}) or later, not {effective_from.isoformat()}: "
+            "charges already made keep their price"
+        )
+    current = prices.in_force(conn, plan, effective_from)
+    values = {name: getattr(current, name) for name in PRICE_FIELDS} | given
+    rules.check_plan(values)
+    exists = conn.execute(
+        select(PlanPrice.id).where(PlanPrice.plan_id == plan.id, PlanPrice.effective_from == effective_from)
+    ).first()
+    if exists is not None:
+        raise Conflict(f"plan {plan_name!r} already has prices from {effective_from.isoformat()}")
+    conn.execute(insert(PlanPrice).values(id=new_id(), plan_id=plan.id, effective_from=effective_from,
+                                          created_at=now, **values))  # fmt: skip
+    result = {"plan": plan_name, "effective_from": effective_from.isoformat(), **values}
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="plan.price", subject=f"plan:{plan.id}",
+                 details=result, now=now)  # fmt: skip
+    return result
+
+
+def list_prices(conn: Connection, who: Principal, plan_name: str, now: datetime) -> dict[str, Any]:
+    """Every price list of a plan, and the one in force today."""
+    who.may("plan:price")
+    plan = _plan_named(conn, plan_name)
+    lists = prices.price_lists(conn, plan)
+    in_force = price_rules.in_force(lists, _calendar.day_of(now))
+
+    def row(p: price_rules.PriceList) -> dict[str, Any]:
+        since = p.effective_from.isoformat() if p.effective_from else None
+        return {"effective_from": since, "in_force": p is in_force} | {n: getattr(p, n) for n in PRICE_FIELDS}
+
+    return {"plan": plan_name, "price_per": plan.price_per, "currency": plan.currency,
+            "prices": [row(p) for p in lists]}  # fmt: skip
+
+
+def support_eligibility(
+    conn: Connection, who: Principal, licence_id: str, contact: str, version: str, now: datetime
+) -> dict[str, Any]:
+    """Rule 10: may this person get support on this release of this licence? Eligible, or every reason why not."""
+    who.may("support:check")
+    if not contact.strip() or not version.strip():
+        raise ValidationFailed("give the contact's e-mail address and the release's version")
+    licence = licence_in_scope(conn, who, licence_id)
+    rows = conn.execute(
+        select(Release.version, Release.released_on, Release.end_of_support).where(
+            Release.product_id == licence.product_id
+        )
+    ).all()
+    releases = [support.Release(r.version, r.released_on, r.end_of_support) for r in rows]
+    release = next((r for r in releases if r.version == version), None)
+    if release is None:
+        raise NotFound(f"{licence.product} has no release {version[:64]!r}")
+    named = conn.execute(
+        select(User.id).where(
+            User.customer_id == licence.customer_id,
+            func.lower(User.email) == contact.strip().lower(),
+            User.contact.is_not(None),
+            User.disabled_at.is_(None),
+        )
+    ).first()
+    reasons = support.eligibility(named_contact=named is not None, terms=load_terms(conn, licence.id),
+                                  release=release, releases=releases, now=now,
+                                  today=_calendar.day_of(now))  # fmt: skip
+    return {
+        "licence_id": str(licence.id),
+        "contact": contact,
+        "release": version,
+        "eligible": not reasons,
+        "reasons": [{"code": r.code, "detail": r.detail} for r in reasons],
     }
 
 

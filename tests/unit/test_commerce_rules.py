@@ -73,7 +73,9 @@ RENEWS = at(2028, 1, 1)  # the included year 2027 ends; the next term would star
     [
         pytest.param(YEARLY, at(2027, 9, 30), RENEWS, True, id="yearly-well-before-notice"),
         pytest.param(YEARLY, at(2027, 10, 1), RENEWS, True, id="yearly-exactly-three-months-before"),
-        pytest.param(YEARLY, at(2027, 10, 1, 1), at(2029, 1, 1), False, id="yearly-an-hour-too-late"),
+        # The deadline is a calendar day (rule 9): any time on it is in time; the next day is too late.
+        pytest.param(YEARLY, at(2027, 10, 1, 23), RENEWS, True, id="yearly-late-on-the-deadline-day"),
+        pytest.param(YEARLY, at(2027, 10, 2), at(2029, 1, 1), False, id="yearly-the-day-after-the-deadline"),
         pytest.param(YEARLY, at(2027, 12, 31), at(2029, 1, 1), False, id="yearly-last-day"),
         pytest.param(MONTHLY, at(2027, 12, 1), RENEWS, True, id="monthly-one-calendar-month-before"),
         pytest.param(MONTHLY, at(2027, 12, 2), at(2028, 2, 1), False, id="monthly-too-late-one-more-month"),
@@ -135,10 +137,11 @@ def test_nothing_to_cancel(terms: list[rules.Term], when: datetime) -> None:
             [term(at(2027, 1, 31))],
             MONTHLY,
             at(2028, 3, 31),
+            # Anchored to the contract's start day, 31 January: never 29 March, 29 April (the old drift).
             [
                 (at(2028, 1, 31), at(2028, 2, 29), True),
-                (at(2028, 2, 29), at(2028, 3, 29), True),
-                (at(2028, 3, 29), at(2028, 4, 29), True),
+                (at(2028, 2, 29), at(2028, 3, 31), True),
+                (at(2028, 3, 31), at(2028, 4, 30), True),
             ],
             id="monthly-after-the-first-year-month-ends",
         ),
