@@ -17,6 +17,7 @@ from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, 
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
+from server.portal import add_portal
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
 from server.services.terms import run_renewals
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
+    add_portal(app)
     app.cleanup_ctx.append(signing_keys)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(janitor)

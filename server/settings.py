@@ -46,6 +46,10 @@ class Settings:
     log_level: str = "info"
     trusted_proxies: tuple[Network, ...] = ()  # load balancers whose X-Forwarded-For is believed
     bench_echo: bool = False  # adds POST /bench/echo, the baseline of `make bench`
+    portal_cookie_secure: bool = True  # off only for plain-HTTP development on loopback
+    portal_totp_required: bool = False  # admins and support must set up a second factor
+    portal_session_idle: float = 1800.0  # seconds without a request before a portal session ends
+    portal_session_absolute: float = 43200.0  # seconds after sign-in when a portal session ends regardless
     key_passphrase: bytes | None = field(default=None, repr=False)
 
     @property
@@ -162,6 +166,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _one_of("debug", "info", "warning", "error"),
     "trusted_proxies": _networks,
     "bench_echo": _boolean,
+    "portal_cookie_secure": _boolean,
+    "portal_totp_required": _boolean,
+    "portal_session_idle": _seconds(1.0, 7 * 86400.0),
+    "portal_session_absolute": _seconds(1.0, 30 * 86400.0),
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"
