@@ -210,18 +210,18 @@ def catalogue(conn: Connection, who: Principal) -> dict[str, Any]:
         select(Release.version, Release.released_on, Release.end_of_support, Product.code)
         .join(Product, Product.id == Release.product_id)
         .order_by(Product.code, Release.released_on)
-    )
+    ).all()
+    products = conn.execute(select(Product.__table__).order_by(Product.code)).all()
     return {
-        "products": [{"code": r.code, "name": r.name} for r in conn.execute(select(Product).order_by(Product.code))
-                     .scalars()],
+        "products": [{"code": r.code, "name": r.name} for r in products],
         "releases": [{"product": r.code, "version": r.version, "released": r.released_on.isoformat(),
                       "end_of_support": r.end_of_support.isoformat() if r.end_of_support else None}
                      for r in releases],
         "plans": [{"name": p.name, "kind": p.kind, "model": p.model, "price_cents": p.price_cents,
                    "currency": p.currency, "lease_days": p.lease_days, "notice_months": p.notice_months}
-                  for p in conn.execute(select(Plan).order_by(Plan.name)).scalars()],
+                  for p in conn.execute(select(Plan.__table__).order_by(Plan.name))],
         "resellers": [{"id": str(r.id), "name": r.name}
-                      for r in conn.execute(select(Reseller).order_by(Reseller.name)).scalars()],
+                      for r in conn.execute(select(Reseller.__table__).order_by(Reseller.name))],
         "customers": customers(conn, who),
     }  # fmt: skip
 

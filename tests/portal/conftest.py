@@ -7,6 +7,7 @@ import http.client
 import re
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -98,6 +99,9 @@ class World:
     users: dict[str, str]  # short name -> e-mail
     user_ids: dict[str, str] = field(default_factory=dict)
 
+    def admin(self, *args: str) -> Any:
+        return off_loop(self.server.admin, *args)
+
     def client(self) -> Client:
         return Client(self.server.url)
 
@@ -114,6 +118,13 @@ class World:
                                   agent.activation_body(issued["key"], issued["product"]))  # fmt: skip
         assert status in (200, 201), body
         return {"agent": agent, "body": body}
+
+
+def off_loop(fn: Any, *args: Any) -> Any:
+    """Runs fn on a thread of its own: Playwright's sync API keeps an event loop running on the test's thread,
+    and tessera-admin (in-process) starts one of its own."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def invite_and_set_password(server: LiveServer, email: str, *extra: str, password: str = PASSWORD) -> str:
@@ -182,6 +193,6 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     server = portal_server(database_url, tmp_path)
     server.start()
     try:
-        yield seed(server)
+        yield off_loop(seed, server)
     finally:
         server.stop()
