@@ -120,7 +120,7 @@ async def transfer_list(request: web.Request) -> web.Response:
         raise ValidationFailed("state must be pending, approved or denied")
     queue = await run(request, portal_views.transfer_queue, state or None, now())
     return render(request, "transfers.html", {
-        "transfers": queue, "state": state or "", "may_decide": may(me(request).role, "transfer:decide"),
+        "transfers": queue, "shown": state or "", "may_decide": may(me(request).role, "transfer:decide"),
         "done": DONE.get(request.query.get("done", "")) or {"approved": "Approved.", "denied": "Denied."}.get(
             request.query.get("done", "")),
     })  # fmt: skip

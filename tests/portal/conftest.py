@@ -190,7 +190,7 @@ def portal_server(database_url: str, tmp_path: Path, **env: str) -> LiveServer:
 
 @pytest.fixture
 def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    server = portal_server(database_url, tmp_path)
+    server = off_loop(portal_server, database_url, tmp_path)
     server.start()
     try:
         yield off_loop(seed, server)

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from server.db.database import open_database
 from server.db.models import PortalSession
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fresh_database
 from tests.portal.conftest import PASSWORD, World, off_loop
 from tests.support.agent import FakeAgent
 from tests.support.http import request
@@ -31,6 +31,17 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="no Chromium at /usr/bin/chromium: install the Debian package (apt-get install chromium); .ci/run does",
 )
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """As tests/conftest.py's, but off the running loop Playwright keeps on this thread."""
+    database = fresh_database(backend, tmp_path)
+    url = off_loop(database.__enter__)
+    try:
+        yield url
+    finally:
+        off_loop(database.__exit__, None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +162,7 @@ def test_customer_releases_and_requests_a_transfer_support_approves_and_the_new_
     assert status in (200, 201), activated  # the agent on the new machine now activates
 
     alice.page.reload()
-    alice.page.get_by_label("Show").select_option("approved")
+    alice.page.get_by_label("State").select_option("approved")
     alice.follow(alice.page.get_by_role("button", name="Show"))
     assert "approved" in alice.page.locator(".card", has_text="cad-node-1").inner_text()
 
