@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 
 from server.api.context import SETTINGS
-from server.portal import auth, pages, staff
+from server.portal import auth, pages, people, staff
 from server.portal.kit import ASSETS, HERE, PREFIX, load_assets, portal_middleware, static
 from server.settings import SettingsError
 
@@ -40,6 +40,7 @@ def add_portal(app: web.Application) -> None:
     portal.add_routes(auth.routes)
     portal.add_routes(pages.routes)
     portal.add_routes(staff.routes)
+    portal.add_routes(people.routes)
     portal.router.add_get("/static/{name}", static)
     portal.router.add_route("*", "/{tail:.*}", auth.not_found)
     app.router.add_get(PREFIX, _to_portal)

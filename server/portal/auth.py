@@ -43,7 +43,7 @@ async def sign_in_page(request: web.Request) -> web.Response:
     notice = {"signed-out": "You are signed out.", "password-set": "Your password is set: sign in with it."}
     return render(request, "sign_in.html", {"next": _next(request.query.get("next", PREFIX + "/")),
                                             "email": "", "error": None,
-                                            "notice": notice.get(request.query.get("done", ""))})  # fmt: skip
+                                            "message": notice.get(request.query.get("done", ""))})  # fmt: skip
 
 
 @routes.post("/sign-in")
@@ -51,7 +51,7 @@ async def sign_in_page(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     email, password, code = field(request, "email", 254), field(request, "password", 1024), field(request, "code", 12)
     target = _next(field(request, "next"))
-    context = {"next": target, "email": email, "notice": None}
+    context = {"next": target, "email": email, "message": None}
     moment = now()
     try:
         facts = await run_plain(request, accounts.sign_in_facts, email, address(request), moment)
@@ -132,7 +132,7 @@ async def set_password(request: web.Request) -> web.StreamResponse:
 @routes.get("/account")
 async def account(request: web.Request) -> web.Response:
     notice = {"totp-on": "Your second factor is set up: sign-ins now ask for a code."}
-    return render(request, "account.html", {"notice": notice.get(request.query.get("done", ""))})
+    return render(request, "account.html", {"message": notice.get(request.query.get("done", ""))})
 
 
 @routes.get("/account/totp")

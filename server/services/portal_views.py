@@ -5,10 +5,12 @@ existing units (moves, transfers, terms, licensing, people)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, func, or_, select, update
 
 from server.db.models import (
@@ -27,9 +29,17 @@ from server.domain import quotas
 from server.domain import terms as rules
 from server.domain.access import ADMIN, CUSTOMER_ROLES, RESELLER
 from server.domain.calendar import add_months
-from server.domain.errors import CancellationNotPossible, NotFound, QuotaExhausted, RoleForbidden
-from server.services import audit, licensing, moves, transfers
-from server.services.access import Principal, licence_in_scope, parse_id, plan_values
+from server.domain.errors import (
+    CancellationNotPossible,
+    LicenceNotFound,
+    NotFound,
+    QuotaExhausted,
+    RoleForbidden,
+    ValidationFailed,
+)
+from server.domain.hosts import key_hash
+from server.services import accounts, audit, licensing, moves, transfers
+from server.services.access import Principal, customer_in_scope, licence_in_scope, parse_id, plan_values
 from server.services.terms import load_terms, policy
 
 
@@ -284,3 +294,33 @@ def revoke_api_token(conn: Connection, who: Principal, token_id: str, now: datet
         audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="token.revoke",
                      subject=f"token:{tid}", details={}, now=now)  # fmt: skip
     return {"id": str(tid), "revoked_at": (row.revoked_at or now).isoformat()}
+
+
+# -- offline activation and a customer's people -----------------------------------------------------------
+
+
+def offline_request_licence(conn: Connection, who: Principal, signed: str) -> dict[str, Any]:
+    """The licence an uploaded offline request names, if the caller may see it (else LicenceNotFound).
+    The request's signature is checked by the activation service; here it only has to be ours."""
+    who.may("licence:read")
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(signed.split(".")[1] + "=="))
+        key = str(payload["licence_key"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ValidationFailed("not an offline request file (tessera-agent offline-request writes one)") from exc
+    licence_id = conn.execute(select(Licence.id).where(Licence.key_hash == key_hash(key))).scalar_one_or_none()
+    if licence_id is None:
+        raise LicenceNotFound("no licence with this key")
+    licence = licence_in_scope(conn, who, licence_id)
+    return {"id": str(licence.id), "product": licence.product}
+
+
+def invite_user(conn: Connection, who: Principal, customer: str, user: str, now: datetime) -> dict[str, Any]:
+    """A one-time portal link for one of the customer's users, to pass on (until the server sends mail)."""
+    who.may("users:manage")
+    row = customer_in_scope(conn, who, customer)
+    uid = parse_id(user, "user")
+    email = conn.execute(select(User.email).where(User.id == uid, User.customer_id == row.id)).scalar_one_or_none()
+    if email is None:
+        raise NotFound(f"no user {user!r} at this customer")
+    return accounts.issue_link(conn, email, "invitation", now, actor=who.actor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -303,3 +304,63 @@ def expire_every_session(database_url: str) -> None:
             await db.close()
 
     asyncio.run(go())
+
+
+def test_offline_activation_by_upload_and_download(world: World, person: Any, tmp_path: Path) -> None:
+    licence = world.licences["A-activation"]
+    air_gapped = FakeAgent(hostname="ws-air-gapped")
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps({"request": air_gapped.offline_request(licence["key"], licence["product"])}))
+    carol = person("carol")  # another customer's request is not hers to carry
+    carol.sign_in()
+    carol.open("/portal/offline")
+    carol.page.get_by_label("Request file").set_input_files(str(request_file))
+    carol.follow(carol.page.get_by_role("button", name="Upload and download the answer"))
+    assert carol.heading() == "Not found"
+
+    alice = person("alice")
+    alice.sign_in()
+    alice.follow(alice.page.get_by_role("link", name="Offline"))
+    alice.page.get_by_label("Request file").set_input_files(str(request_file))
+    alice.shot("customer-offline")
+    with alice.page.expect_download() as download_info:
+        alice.page.get_by_role("button", name="Upload and download the answer").click()
+    answer = json.loads(Path(download_info.value.path()).read_text())
+    assert answer["licence_id"] == licence["id"] and answer["token"].count(".") == 2
+    alice.open("/portal/machines")
+    assert "in-use" in alice.page.get_by_role("row", name="ws-air-gapped").inner_text()
+
+
+def test_a_customer_admin_manages_people_and_invites_one(world: World, person: Any) -> None:
+    alice = person("alice")
+    alice.sign_in()
+    alice.follow(alice.page.get_by_role("link", name="People"))
+    form = alice.page.locator("form", has_text="Add and make an invitation link")
+    form.get_by_label("Name").fill("Dora")
+    form.get_by_label("E-mail address").fill(f"dora-{world.tag}@acme.example")
+    alice.follow(form.get_by_role("button", name="Add and make an invitation link"))
+    link = alice.page.locator(".secret code").inner_text()
+    assert "/portal/set-password?token=" in link
+    alice.shot("customer-people")
+
+    dora = person("alice")
+    dora.page.goto(link)
+    dora.page.get_by_label("New password").fill("doras own passphrase")
+    dora.page.get_by_label("The same again").fill("doras own passphrase")
+    dora.follow(dora.page.get_by_role("button", name="Set password"))
+    assert "Your password is set" in dora.page.locator(".notice").inner_text()
+    dora.page.get_by_label("E-mail address").fill(f"dora-{world.tag}@acme.example")
+    dora.page.get_by_label("Password").fill("doras own passphrase")
+    dora.follow(dora.page.get_by_role("button", name="Sign in"))
+    assert dora.heading() == "Licences"
+
+    # Dora cannot ask for a transfer (not a named contact) until the administrator names her.
+    alice.page.get_by_label("Deputy").select_option(label="Dora")
+    alice.follow(alice.page.get_by_role("button", name="Set named contacts"))
+    assert "The named contacts are set." in alice.page.locator(".notice").inner_text()
+    assert "deputy" in alice.page.get_by_role("row", name="Dora").inner_text()
+    alice.follow(alice.page.get_by_role("button", name="Disable Bob"))
+    assert "disabled" in alice.page.get_by_role("row", name="Bob").inner_text()
+    bob = person("bob")
+    bob.sign_in()
+    assert bob.heading() == "Sign in"  # a disabled user cannot sign in
