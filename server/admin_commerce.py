@@ -4,11 +4,12 @@ The operator acts as the vendor's admin; every change is audited as `operator:cl
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import date
 from typing import Any
 
 from server.clikit import CliError
-from server.services import audit, moves, people, terms, transfers
+from server.services import accounts, audit, moves, people, terms, transfers
 from server.services.access import OPERATOR
 from server.settings import SettingsError, load_settings
 
@@ -90,7 +91,20 @@ def settlement_cmd(args: argparse.Namespace) -> Any:
     return {"totals": report["totals"]}
 
 
+def portal_link_cmd(args: argparse.Namespace) -> Any:
+    """`user invite` and `user reset`: a one-time portal link, printed once (until the portal sends mail)."""
+    if args.action == "invite" and args.role is not None:
+        _run(args, accounts.add_staff_user, args.email, args.name or args.email, args.role, args.reseller, _now())
+    purpose = "invitation" if args.action == "invite" else "reset"
+    link = _run(args, accounts.issue_link, args.email, purpose, _now())
+    base = (args.url or os.environ.get("TESSERA_ISSUER") or "http://127.0.0.1:8400").rstrip("/")
+    return {"email": link["email"], "purpose": purpose, "expires_at": link["expires_at"],
+            "link": f"{base}/portal/set-password?token={link['token']}"}  # fmt: skip
+
+
 def user_cmd(args: argparse.Namespace) -> Any:
+    if args.action in ("invite", "reset"):
+        return portal_link_cmd(args)
     if args.action == "add":
         return _run(args, people.add_user, OPERATOR, args.customer, args.name, args.email, args.role, _now())
     if args.action == "disable":
@@ -198,6 +212,17 @@ def register(sub: Any) -> None:
     p = group.add_parser("disable")
     p.add_argument("customer")
     p.add_argument("user", help="user id")
+    p.set_defaults(func=user_cmd)
+    p = group.add_parser("invite", help="print a one-time link to set a portal password (--role: add staff first)")
+    p.add_argument("email")
+    p.add_argument("--role", choices=list(accounts.STAFF_ROLES), help="create an admin, support or reseller user")
+    p.add_argument("--name", help="the new user's name (with --role)")
+    p.add_argument("--reseller", help="the reseller's name (with --role reseller)")
+    p.add_argument("--url", help="the portal's public base URL (default: TESSERA_ISSUER or http://127.0.0.1:8400)")
+    p.set_defaults(func=user_cmd)
+    p = group.add_parser("reset", help="print a one-time link to reset a portal password")
+    p.add_argument("email")
+    p.add_argument("--url", help="the portal's public base URL")
     p.set_defaults(func=user_cmd)
 
     p = sub.add_parser("contacts", help="a customer's named contacts").add_subparsers(dest="action", required=True)

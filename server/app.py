@@ -18,6 +18,7 @@ from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, 
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
+from server.portal import add_portal
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
 from server.services.terms import configure_calendar, run_renewals
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
     app.cleanup_ctx.append(ops.openapi_cache)
+    add_portal(app)
     app.cleanup_ctx.append(signing_keys)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(janitor)

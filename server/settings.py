@@ -57,6 +57,10 @@ class Settings:
     metrics_listen: str = ""  # HOST:PORT of a /metrics-only listener (e.g. 127.0.0.1:9400); "" = none
     business_time_zone: str = "UTC"  # IANA name: deadlines are calendar days there (rule 9)
     holidays: tuple[date, ...] = ()  # days on which no cancellation is processed (004's working days)
+    portal_cookie_secure: bool = True  # off only for plain-HTTP development on loopback
+    portal_totp_required: bool = False  # admins and support must set up a second factor
+    portal_session_idle: float = 1800.0  # seconds without a request before a portal session ends
+    portal_session_absolute: float = 43200.0  # seconds after sign-in when a portal session ends regardless
     key_passphrase: bytes | None = field(default=None, repr=False)
 
     @property
@@ -229,6 +233,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_listen": _listen,
     "business_time_zone": _time_zone,
     "holidays": _dates,
+    "portal_cookie_secure": _boolean,
+    "portal_totp_required": _boolean,
+    "portal_session_idle": _seconds(1.0, 7 * 86400.0),
+    "portal_session_absolute": _seconds(1.0, 30 * 86400.0),
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"

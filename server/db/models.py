@@ -383,3 +383,60 @@ class AuditChain(Base):
     chain: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int]
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# -- the web portal (issue 12): passwords, one-time links, sessions, sign-in throttling ------------------
+
+
+class PortalAccount(Base):
+    """A user's portal credentials: an argon2id password hash and, optionally, a TOTP secret."""
+
+    __tablename__ = "portal_accounts"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    password_set_at: Mapped[datetime]
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None]  # the last accepted time step: a code is good once
+
+
+class PortalLink(Base):
+    """A one-time invitation or password-reset link; only its hash is stored."""
+
+    __tablename__ = "portal_links"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('invitation', 'reset')", name="purpose"),
+        Index("ix_portal_links_user", "user_id", "purpose"),
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class PortalSession(Base):
+    """A signed-in browser. The cookie holds a random token; the row holds its hash, so every process sees it."""
+
+    __tablename__ = "portal_sessions"
+    __table_args__ = (Index("ix_portal_sessions_user", "user_id", "ended_at"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # the absolute expiry; idle expiry is last_seen_at + the idle lifetime
+    ended_at: Mapped[datetime | None]
+    address: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(200))
+
+
+class PortalThrottle(Base):
+    """Failed sign-ins per account ("user:EMAIL") and per address ("addr:IP") in a fixed window."""
+
+    __tablename__ = "portal_throttle"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_start: Mapped[datetime]
+    failures: Mapped[int]

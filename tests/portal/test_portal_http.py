@@ -1,0 +1,122 @@
+"""The portal over plain HTTP (no browser): cookies' flags, CSRF, tenancy, roles, throttling, sign-out."""
+
+from __future__ import annotations
+
+from tests.portal.conftest import PASSWORD, Client, World
+
+
+def test_signing_in_sets_a_strict_cookie_and_rotates_it(world: World) -> None:
+    client = world.client()
+    page = client.get("/portal/sign-in")
+    assert page.status == 200 and "tessera_form" in client.cookies
+    planted = "planted-by-an-attacker"
+    client.cookies["tessera_session"] = planted
+    answer = client.post("/portal/sign-in", {"csrf": page.csrf(), "email": world.users["alice"],
+                                             "password": PASSWORD, "next": "/portal/machines"})  # fmt: skip
+    assert answer.status == 303 and answer.location == "/portal/machines"
+    session_cookie = next(h for h in client.set_cookie_headers if h.startswith("tessera_session="))
+    flags = session_cookie.lower()
+    assert "httponly" in flags and "samesite=lax" in flags and "path=/portal/" in flags
+    assert "secure" not in flags  # this test server turned it off (plain HTTP on loopback)
+    assert client.cookies["tessera_session"] != planted
+    first = client.cookies["tessera_session"]
+    assert client.get("/portal/machines").status == 200
+    # Signing in again (same browser) gives a new session id and ends the old one.
+    again = client.sign_in(world.users["alice"])
+    assert again.status == 303 and client.cookies["tessera_session"] != first
+    stale = Client(world.server.url, cookies={"tessera_session": first})
+    assert stale.get("/portal/machines").status == 303
+
+
+def test_pages_carry_security_headers_and_assets_are_cached(world: World) -> None:
+    client = world.signed_in("alice")
+    page = client.get("/portal/dashboard")
+    assert page.status == 200
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    stylesheet = next(part for part in page.text.split('"') if part.startswith("/portal/static/portal.css?v="))
+    asset = client.get(stylesheet)
+    assert asset.status == 200 and asset.headers["Content-Type"].startswith("text/css")
+    assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert client.call("GET", stylesheet, headers={"If-None-Match": asset.headers["ETag"]}).status == 304
+    assert "<script" not in page.text  # the core flows need no JavaScript
+
+
+def test_a_form_without_its_csrf_token_is_refused(world: World) -> None:
+    client = world.signed_in("alice")
+    seat = world.activate("A-activation", "ws-csrf")["body"]["activation_id"]
+    refused = client.post(f"/portal/machines/{seat}/release", {})
+    assert refused.status == 403 and "security token" in refused.text
+    forged = client.post(f"/portal/machines/{seat}/release", {"csrf": "guessed"})
+    assert forged.status == 403
+    cross_site = client.post(f"/portal/machines/{seat}/release", {"csrf": client.get("/portal/machines").csrf()},
+                             headers={"Origin": "https://evil.example"})  # fmt: skip
+    assert cross_site.status == 403
+    assert "ws-csrf" in client.get("/portal/machines").text and "Release seat" in client.get("/portal/machines").text
+    # Before sign-in too: a sign-in form posted without the form cookie's token is refused.
+    anonymous = Client(world.server.url)
+    assert anonymous.post("/portal/sign-in", {"email": world.users["alice"], "password": PASSWORD}).status == 403
+
+
+def test_another_tenants_licence_is_a_404_page_and_a_forbidden_role_a_403(world: World) -> None:
+    carol = world.signed_in("carol")
+    mine = carol.get(f"/portal/licences/{world.licences['B-activation']['id']}")
+    assert mine.status == 200
+    theirs = carol.get(f"/portal/licences/{world.licences['A-activation']['id']}")
+    assert theirs.status == 404 and "Not found" in theirs.text and "text/html" in theirs.headers["Content-Type"]
+    assert carol.get("/portal/licences/not-a-uuid").status == 404
+    assert carol.get(f"/portal/licences/{world.licences['A-activation']['id']}/cancel").status == 404
+    bob = world.signed_in("bob")  # a customer-user may not cancel or see the audit trail
+    forbidden = bob.get(f"/portal/licences/{world.licences['A-activation']['id']}/cancel")
+    assert forbidden.status == 403 and "may not" in forbidden.text
+    assert bob.get("/portal/admin").status == 403
+    rita = world.signed_in("rita")  # a reseller sees its own customer A, not B
+    assert rita.get(f"/portal/customers/{world.customers['A']['id']}").status == 200
+    assert rita.get(f"/portal/customers/{world.customers['B']['id']}").status == 404
+    assert rita.get(f"/portal/licences/{world.licences['B-activation']['id']}").status == 404
+
+
+def test_repeated_wrong_passwords_are_throttled_per_account(world: World) -> None:
+    client = world.client()
+    for _ in range(5):
+        assert client.sign_in(world.users["bob"], password="wrong password!").status == 401
+    throttled = client.sign_in(world.users["bob"])  # even the right password waits now
+    assert throttled.status == 429 and int(throttled.headers["Retry-After"]) > 0
+    assert "too many failed sign-ins" in throttled.text
+    assert world.signed_in("alice").get("/portal/dashboard").status == 200  # other accounts are unaffected
+
+
+def test_unknown_email_and_wrong_password_look_alike(world: World) -> None:
+    client = world.client()
+    unknown = client.sign_in("nobody@nowhere.example")
+    wrong = client.sign_in(world.users["alice"], password="not the password")
+    assert unknown.status == wrong.status == 401
+    assert "is wrong" in unknown.text and "is wrong" in wrong.text
+
+
+def test_sign_out_everywhere_ends_every_session(world: World) -> None:
+    laptop, phone = world.signed_in("alice"), world.signed_in("alice")
+    assert phone.get("/portal/dashboard").status == 200
+    answer = laptop.submit("/portal/account", "/portal/sign-out-everywhere", {})
+    assert answer.status == 303 and "sign-in" in answer.location
+    assert phone.get("/portal/dashboard").status == 303
+    assert laptop.get("/portal/dashboard").status == 303
+
+
+def test_a_link_works_once(world: World) -> None:
+    link = world.server.admin("user", "reset", world.users["bob"], "--url", world.server.url)["link"]
+    path = link.removeprefix(world.server.url)
+    client = world.client()
+    page = client.get(path)
+    assert page.status == 200
+    token = path.split("token=")[1]
+    new = "another long passphrase"
+    short = client.post("/portal/set-password", {"csrf": page.csrf(), "token": token, "password": "short",
+                                                 "again": "short"})  # fmt: skip
+    assert short.status == 422 and "at least 12" in short.text
+    done = client.post("/portal/set-password", {"csrf": page.csrf(), "token": token, "password": new, "again": new})
+    assert done.status == 303
+    assert client.get(path).status == 404
+    assert world.client().sign_in(world.users["bob"], password=new).status == 303
+    assert world.client().sign_in(world.users["bob"]).status == 401
