@@ -72,7 +72,7 @@ def due_notices(term: LatestTerm, today: date, zone: tzinfo, *, deadline_days: S
         if 0 < days_left <= expiry_days:
             notices.append(Notice("maintenance.expiring", end_day.isoformat(),
                                   {"ends_on": end_day.isoformat(), "days_left": days_left}))  # fmt: skip
-        if -LAPSED_LOOKBACK_DAYS <= days_left <= 0:
+        if -LAPSED_LOOKBACK_DAYS <= days_left < 0:  # the day after: on its last day the term still runs
             notices.append(Notice("maintenance.lapsed", end_day.isoformat(), {"ended_on": end_day.isoformat()}))
     return notices
 

@@ -4,6 +4,7 @@ and the server process configured to deliver to them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import secrets
@@ -201,8 +202,8 @@ def catalogue(server: LiveServer, *plan_options: str) -> tuple[str, str]:
     return product, plan
 
 
-def deliveries(server: LiveServer, **filters: str) -> list[dict[str, Any]]:
-    args = ["webhooks", "deliveries", "--limit", "1000"]
+def deliveries(server: LiveServer, endpoint: str | None = None, **filters: str) -> list[dict[str, Any]]:
+    args = ["webhooks", "deliveries", *([endpoint] if endpoint else []), "--limit", "1000"]
     for k, v in filters.items():
         args += [f"--{k}", v]
     result: list[dict[str, Any]] = server.admin(*args)
@@ -223,6 +224,7 @@ class Rig:
     receiver: Receiver
 
 
+@contextlib.contextmanager
 def start_rig(database_url: str, directory: Path, **env: str) -> Iterator[Rig]:
     smtp = SmtpSink()
     smtp.controller.start()
