@@ -5,6 +5,7 @@ verify with the Standard Webhooks reference library, retries keep the event id, 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -244,3 +245,53 @@ def test_two_server_processes_never_deliver_one_event_twice(tmp_path: Path) -> N
             assert "to webhook: delivered" in log.read_text() or "to email: delivered" in log.read_text(), log
         workers = query_sql(url, "SELECT count(DISTINCT claimed_by) FROM deliveries")
         assert workers[0][0] == 0  # every claim was released by its outcome
+
+
+def test_seat_and_licence_events(rig: Rig) -> None:
+    """Seats ending (deactivation, transfer), a transfer approved, a dongle replaced and a status change:
+    one webhook each."""
+    server, receiver = rig.server, rig.receiver
+    hook = add_webhook(server, receiver.url)
+    product, plan = catalogue(server)
+    for model in ("host-id", "dongle"):
+        server.admin("plan", "add", f"{plan}-{model}", "--kind", "perpetual", "--model", model)
+    customer = customer_with_contacts(server)
+    token = customer.tokens[customer.contacts[0]]
+
+    moving = issue(server, customer.name, product, f"{plan}-host-id")
+    old, new = FakeAgent(hostname="old-ws"), FakeAgent(hostname="new-ws")
+    seat = request("POST", server.url + "/v1/activations", old.activation_body(moving["key"], product))[2]
+    ask = {"reason": "hardware-change", "new_host": new.activation_body(moving["key"], product)}
+    _, _, transfer = request("POST", server.url + "/v1/transfers", ask, headers={"Authorization": f"Bearer {token}"})
+    server.admin("transfer", "approve", transfer["id"])
+
+    keyed = issue(server, customer.name, product, f"{plan}-dongle")
+    with_dongle = FakeAgent(hostname="dongle-ws").activation_body(keyed["key"], product, "SN-1")
+    dongle_seat = request("POST", server.url + "/v1/activations", with_dongle)[2]
+    server.admin("dongle", "replace", dongle_seat["activation_id"], "--reason", "defective", "--new-serial", "SN-2")
+    server.admin("licence", "suspend", keyed["id"])
+
+    wait_for("the suspension", lambda: receiver.events("licence.changed"))
+    wait_for("settled", lambda: all_settled(server))
+    # Sent concurrently, so compared as a multiset: each event exactly once.
+    seen = Counter((b["type"], b["data"].get("hostname") or b["data"].get("status"))
+                   for b in (json.loads(r.body) for r in receiver.received)
+                   if b["type"] not in ("licence.issued", "transfer.requested"))  # fmt: skip
+    assert seen == Counter([
+        ("activation.created", "old-ws"),
+        ("activation.ended", "old-ws"),
+        ("activation.created", "new-ws"),
+        ("transfer.approved", None),
+        ("activation.created", "dongle-ws"),
+        ("activation.ended", "dongle-ws"),
+        ("dongle.replaced", None),
+        ("licence.changed", "suspended"),
+    ])  # fmt: skip
+    replaced = receiver.events("dongle.replaced")[0][1]["data"]
+    assert (replaced["old_serial"], replaced["new_serial"], replaced["charge"]) == ("SN-1", "SN-2", "free")
+    ended = receiver.events("activation.ended")
+    assert sorted(b["data"]["reason"] for _, b in ended) == ["dongle-defective", "transferred"]
+    assert receiver.events("transfer.approved")[0][1]["data"]["transfer_id"] == transfer["id"]
+    for received, _ in receiver.events("activation.created"):
+        verify(hook["secret"], received)
+    assert seat["activation_id"] in {b["data"]["activation_id"] for _, b in ended}
