@@ -305,6 +305,13 @@ def _check_notifications(settings: Settings) -> None:
                 "SMTP credentials are configured with smtp_security = none: they would cross the network in clear",
                 key="smtp_security",
             )
+    if settings.notify_lease <= max(settings.webhook_timeout, settings.smtp_timeout):
+        # A claim must outlast the send it covers, or a second worker could send the same event meanwhile.
+        raise SettingsError(
+            "notify-lease-too-short",
+            f"notify_lease ({settings.notify_lease:g}s) must be longer than webhook_timeout and smtp_timeout",
+            key="notify_lease",
+        )
     if settings.notify_backoff_cap < settings.notify_backoff_base:
         raise SettingsError(
             "bad-setting", "notify_backoff_cap must be at least notify_backoff_base", key="notify_backoff_cap"

@@ -166,7 +166,8 @@ def notify_env(smtp: SmtpSink, **extra: str) -> dict[str, str]:
         "TESSERA_NOTIFY_BACKOFF_BASE": "0.05",
         "TESSERA_NOTIFY_BACKOFF_CAP": "0.2",
         "TESSERA_NOTIFY_LEASE": "3",
-        "TESSERA_WEBHOOK_TIMEOUT": "5",
+        "TESSERA_WEBHOOK_TIMEOUT": "2",
+        "TESSERA_SMTP_TIMEOUT": "2",
         "TESSERA_WEBHOOK_PRIVATE_TARGETS": "1",
     }
     return env | extra

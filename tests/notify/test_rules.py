@@ -146,6 +146,7 @@ def test_webhook_urls(role: str, url: str, ok: bool) -> None:
                  id="credentials-unreadable"),
     pytest.param({"TESSERA_NOTIFY_BACKOFF_BASE": "10", "TESSERA_NOTIFY_BACKOFF_CAP": "5"}, "bad-setting",
                  id="cap-below-base"),
+    pytest.param({"TESSERA_NOTIFY_LEASE": "10"}, "notify-lease-too-short", id="lease-shorter-than-a-send"),
 ])  # fmt: skip
 def test_notification_settings_are_validated(env: dict[str, str], code: str) -> None:
     with pytest.raises(SettingsError) as caught:
