@@ -20,6 +20,7 @@ from server.clikit import CliError, fail, print_result
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
+from server.notify import admin as admin_notify
 from server.services import licensing
 from server.services.access import OPERATOR
 
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=demo_cmd)
     admin_commerce.register(sub)
     admin_data.register(sub)  # backup, restore, migrate-db
+    admin_notify.register(sub)  # webhooks, notices
     return parser
 
 

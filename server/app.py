@@ -12,12 +12,13 @@ from aiohttp import web
 from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
-from server.api import agent, customers, licences, ops, transfers
+from server.api import agent, customers, licences, ops, transfers, webhooks
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, RequestNonce
+from server.notify.startup import notifications, run_daily_notices
 from server.portal import add_portal
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(transfers.routes)
     app.add_routes(customers.routes)
     app.add_routes(ops.routes)
+    app.add_routes(webhooks.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
     app.cleanup_ctx.append(ops.openapi_cache)
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(signing_keys)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(janitor)
+    app.cleanup_ctx.append(notifications)
     app.cleanup_ctx.append(renewals)
     return app
 
@@ -104,6 +107,7 @@ async def renewals(app: web.Application) -> AsyncIterator[None]:
                 created = await run_renewals(app[SERVICES].db, datetime.now(UTC))
                 if created:
                     log.info("renewals: %d maintenance term(s) created", created)
+                await run_daily_notices(app, datetime.now(UTC))
             except DatabaseUnavailable:
                 log.warning("renewals: database unavailable, will retry")
             except Exception:  # a background job must outlive one bad licence; the next run retries

@@ -62,6 +62,26 @@ class Settings:
     portal_session_idle: float = 1800.0  # seconds without a request before a portal session ends
     portal_session_absolute: float = 43200.0  # seconds after sign-in when a portal session ends regardless
     key_passphrase: bytes | None = field(default=None, repr=False)
+    # Notifications (docs/NOTIFICATIONS.md): e-mail over SMTP, signed webhooks, the outbox worker.
+    smtp_host: str = ""  # empty: no e-mail is sent (deliveries wait until a host is configured)
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | tls | none
+    smtp_credentials_file: str = ""  # a file with "user:password" on its first line; empty: no login
+    smtp_sender: str = ""
+    smtp_timeout: float = 30.0
+    support_address: str = ""  # transfer requests
+    vendor_address: str = ""  # dead letters
+    notify_worker: bool = True
+    notify_poll_interval: float = 2.0
+    notify_backoff_base: float = 30.0  # first retry after about this long, doubling with jitter
+    notify_backoff_cap: float = 6 * 3600.0
+    notify_retry_for: float = 3 * 86400.0  # then the delivery is dead-lettered
+    notify_lease: float = 120.0  # a claimed delivery is another worker's again after this long
+    notify_deadline_days: tuple[int, ...] = (30, 7)
+    notify_expiry_days: int = 30
+    webhook_timeout: float = 10.0
+    webhook_secret_overlap: float = 86400.0  # the previous secret still signs for this long after a rotation
+    webhook_private_targets: bool = False  # resellers' endpoints may be plain http or private addresses (tests)
 
     @property
     def public_url(self) -> str:
@@ -209,6 +229,24 @@ def _dates(value: Any) -> tuple[date, ...]:
         elif item != "":
             raise ValueError("expected a list of dates (YYYY-MM-DD)")
     return tuple(sorted(set(days)))
+def _address(value: Any) -> str:
+    text = _text(value).strip()
+    local, at, domain = text.rpartition("@")
+    if text and (not at or not local or "." not in domain or any(c.isspace() or c in "<>,;" for c in text)):
+        raise ValueError("expected an e-mail address such as licences@example.com")
+    return text
+
+
+def _days(value: Any) -> tuple[int, ...]:
+    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list of whole numbers of days")
+    parse = _integer(1, 3660)
+    return tuple(sorted({parse(item) for item in items if item != ""}, reverse=True))
+
+
+def _optional_path(value: Any) -> str:
+    return str(_path(value)) if value not in ("", None) else ""
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -237,6 +275,27 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "portal_totp_required": _boolean,
     "portal_session_idle": _seconds(1.0, 7 * 86400.0),
     "portal_session_absolute": _seconds(1.0, 30 * 86400.0),
+
+
+    "smtp_host": lambda value: _text(value).strip(),
+    "smtp_port": _integer(1, 65535),
+    "smtp_security": _one_of("starttls", "tls", "none"),
+    "smtp_credentials_file": _optional_path,
+    "smtp_sender": _address,
+    "smtp_timeout": _seconds(0.1, 600.0),
+    "support_address": _address,
+    "vendor_address": _address,
+    "notify_worker": _boolean,
+    "notify_poll_interval": _seconds(0.01, 3600.0),
+    "notify_backoff_base": _seconds(0.001, 86400.0),
+    "notify_backoff_cap": _seconds(0.001, 7 * 86400.0),
+    "notify_retry_for": _seconds(1.0, 365 * 86400.0),
+    "notify_lease": _seconds(0.1, 86400.0),
+    "notify_deadline_days": _days,
+    "notify_expiry_days": _integer(1, 3660),
+    "webhook_timeout": _seconds(0.1, 600.0),
+    "webhook_secret_overlap": _seconds(0.0, 90 * 86400.0),
+    "webhook_private_targets": _boolean,
 }
 ENVIRONMENT = {"TESSERA_DB": "database_url"} | {
     "TESSERA_" + name.upper(): name for name in _PARSERS if name != "database_url"
@@ -291,4 +350,44 @@ def load_settings(
         passphrase = passphrase_from_env(env)
     except KeyringError as exc:
         raise SettingsError(exc.code, str(exc), key="TESSERA_KEY_PASSPHRASE_FILE") from exc
-    return replace(Settings(), **values, key_passphrase=passphrase)
+    settings = replace(Settings(), **values, key_passphrase=passphrase)
+    _check_notifications(settings)
+    return settings
+
+
+def _check_notifications(settings: Settings) -> None:
+    """Settings that are each valid but make no sense together, found at start-up rather than at the first mail."""
+    if settings.smtp_host and not settings.smtp_sender:
+        raise SettingsError("smtp-sender-missing", "smtp_host is set: set smtp_sender too", key="smtp_sender")
+    if settings.smtp_credentials_file:
+        try:
+            line = Path(settings.smtp_credentials_file).read_text("utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise SettingsError(
+                "smtp-credentials-unreadable",
+                f"cannot read SMTP credentials from {settings.smtp_credentials_file}: {exc or 'empty file'}",
+                key="smtp_credentials_file",
+            ) from None
+        if ":" not in line:
+            raise SettingsError(
+                "smtp-credentials-invalid",
+                f"{settings.smtp_credentials_file}: expected user:password on the first line",
+                key="smtp_credentials_file",
+            )
+        if settings.smtp_security == "none":
+            raise SettingsError(
+                "smtp-credentials-in-clear",
+                "SMTP credentials are configured with smtp_security = none: they would cross the network in clear",
+                key="smtp_security",
+            )
+    if settings.notify_lease <= max(settings.webhook_timeout, settings.smtp_timeout):
+        # A claim must outlast the send it covers, or a second worker could send the same event meanwhile.
+        raise SettingsError(
+            "notify-lease-too-short",
+            f"notify_lease ({settings.notify_lease:g}s) must be longer than webhook_timeout and smtp_timeout",
+            key="notify_lease",
+        )
+    if settings.notify_backoff_cap < settings.notify_backoff_base:
+        raise SettingsError(
+            "bad-setting", "notify_backoff_cap must be at least notify_backoff_base", key="notify_backoff_cap"
+        )

@@ -440,3 +440,96 @@ class PortalThrottle(Base):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     window_start: Mapped[datetime]
     failures: Mapped[int]
+
+
+# -- notifications: the transactional outbox, deliveries, webhooks ----------------------------------
+
+
+class OutboxEvent(Base):
+    """Something that happened, written in the transaction that made it happen (docs/NOTIFICATIONS.md).
+    Its id is the stable event id receivers de-duplicate on; `dedup_key` makes date-driven events
+    exactly-once per licence and day across processes."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index("ix_outbox_events_pending", "fanned_out_at", "created_at"),
+        Index("ix_outbox_events_licence", "licence_id", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    type: Mapped[str] = mapped_column(String(64))
+    licence_id: Mapped[uuid.UUID | None]
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+    fanned_out_at: Mapped[datetime | None]  # recipients chosen and deliveries written
+
+
+class Delivery(Base):
+    """One event to one recipient: an e-mail address or a webhook endpoint. The unique key is the
+    'exactly one per recipient' promise; the worker claims rows whose next attempt is due."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint("channel IN ('email', 'webhook')", name="channel"),
+        CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
+        UniqueConstraint("event_id", "channel", "target", name="uq_deliveries_recipient"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id"))
+    channel: Mapped[str] = mapped_column(String(10))
+    target: Mapped[str] = mapped_column(String(254))  # the address, or the endpoint's id
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    reason: Mapped[str] = mapped_column(String(20))  # why this recipient: contact, reseller, support, vendor, webhook
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    retry_from: Mapped[datetime]  # retries stop (dead letter) notify_retry_for after this; a redelivery resets it
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None]
+
+
+class DeliveryAttempt(Base):
+    """Every try, kept: what the receiver answered, or why it could not be reached."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_id", "at"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id"))
+    at: Mapped[datetime]
+    ok: Mapped[bool]
+    status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int]
+
+
+class WebhookEndpoint(Base):
+    """A receiver registered by an admin (any event) or a reseller (its own customers' events)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_reseller", "reseller_id"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2000))
+    reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event
+    description: Mapped[str] = mapped_column(String(200), default="")
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_until: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class NotificationOptOut(Base):
+    """A person who asked not to receive one kind of notice ('*': every notice that is not essential)."""
+
+    __tablename__ = "notification_opt_outs"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]

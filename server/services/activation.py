@@ -59,6 +59,7 @@ from server.domain.errors import (
 )
 from server.domain.hosts import Enrolment, HostRecord, anchor_strength, indexed_digests, key_hash
 from server.domain.lease import check_status, lease_for
+from server.notify import outbox
 from server.services import audit, moves
 from server.services.requests import (
     ActivationRequest,
@@ -444,6 +445,7 @@ def insert_seat(
         _INSERT_DIGESTS,
         _digest_rows(licence_id, activation_id, host_values["host_components"], host_values["host_match"]),
     )
+    outbox.emit(conn, "activation.created", licence_id, {"activation_id": activation_id}, now)
 
 
 def _candidates(
@@ -655,6 +657,9 @@ class ActivationService:
             return await self.db.run(unit, *args)
         except LicenceNotFound:
             await self.db.run(record_failure, address, now)
+            raise
+        except SeatsExhausted:
+            await self.db.run(outbox.seats_exhausted, args[0], now)  # the refused unit rolled back: its own unit
             raise
 
     async def activate_offline(self, signed: str, *, address: str, now: datetime) -> SeatGrant:

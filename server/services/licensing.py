@@ -32,6 +32,7 @@ from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
 from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
+from server.notify import outbox
 from server.services import audit, prices
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
@@ -226,6 +227,7 @@ def issue_licence(
     audit.record(conn, chain=audit.licence_chain(licence_id), actor=who.actor, action="licence.issue",
                  subject=f"licence:{licence_id}", details={"customer": str(customer_row.id), "product": product,
                  "plan": plan, "seats": seats, "ledger": entry["id"]}, now=now)  # fmt: skip
+    outbox.emit(conn, "licence.issued", licence_id, {"plan": plan, "seats": seats, "ledger": entry["id"]}, now)
     return IssuedLicence(str(licence_id), key, product, plan, seats, customer_row.name, term_end.isoformat())
 
 
@@ -330,6 +332,7 @@ def set_licence_status(conn: Connection, who: Principal, licence_id: str, status
     conn.execute(update(Licence).where(Licence.id == licence.id).values(status=status))
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action=f"licence.{status}",
                  subject=f"licence:{licence.id}", details={"from": licence.status}, now=now)  # fmt: skip
+    outbox.emit(conn, "licence.changed", licence.id, {"status": status, "from": licence.status}, now)
     return {"id": str(licence.id), "status": status}
 
 

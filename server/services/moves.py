@@ -13,6 +13,7 @@ from server.db.models import Activation, ActivationDigest, Licence, TransferRequ
 from server.domain import quotas
 from server.domain import terms as rules
 from server.domain.errors import ActivationEnded, ActivationNotFound, LicenceNotFound, WrongBindingModel
+from server.notify import outbox
 from server.services import audit
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.terms import business_calendar, load_terms
@@ -40,6 +41,7 @@ def end_activation(
         raise ActivationEnded("this activation has already ended")
     conn.execute(delete(ActivationDigest).where(ActivationDigest.activation_id == activation_id))
     conn.execute(update(Licence).where(Licence.id == licence_id).values(seats_in_use=Licence.seats_in_use - 1))
+    outbox.emit(conn, "activation.ended", licence_id, {"activation_id": activation_id, "reason": reason}, now)
 
 
 def window(conn: Connection, licence_id: uuid.UUID, now: datetime) -> tuple[rules.Term | None, quotas.QuotaWindow]:

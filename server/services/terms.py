@@ -27,6 +27,7 @@ from server.domain.errors import (
     RoleForbidden,
     ValidationFailed,
 )
+from server.notify import outbox
 from server.services import audit, prices
 from server.services.access import SYSTEM_RENEWAL, Principal, by_id_or_name, licence_in_scope, plan_values
 
@@ -158,6 +159,7 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
     details = {"start": start.isoformat(), "end": end.isoformat(), "years": years, "ledger": entry["id"]}
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action=f"licence.{kind}",
                  subject=f"licence:{licence.id}", details=details, now=now)  # fmt: skip
+    outbox.emit(conn, "licence.renewed", licence.id, details | {"amount": entry}, now)
     return {"licence_id": str(licence.id), "term": {"start": start.isoformat(), "end": end.isoformat()},
             "maint_until": end.isoformat(), "ledger": entry}  # fmt: skip
 
@@ -203,6 +205,7 @@ def cancel_renewal(
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="licence.cancel",
                  subject=f"licence:{licence.id}", details={k: result[k] for k in ("in_time", "effective",
                  "received_on", "deadline")}, now=now)  # fmt: skip
+    outbox.emit(conn, "licence.cancelled", licence.id, result, now)
     return result
 
 
@@ -245,6 +248,7 @@ def renew_licence_if_due(conn: Connection, licence_id: uuid.UUID, now: datetime)
                      subject=f"licence:{licence_id}", details={"start": term.start.isoformat(),
                      "end": term.end.isoformat(), "auto_renew": term.auto_renew, "ledger": entry["id"]},
                      now=now)  # fmt: skip
+        outbox.emit(conn, "licence.renewed", licence_id, {"start": term.start, "end": term.end, "amount": entry}, now)
     return len(due)
 
 
@@ -306,6 +310,9 @@ def reinstate(conn: Connection, who: Principal, licence_id: str, now: datetime) 
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="licence.reinstate",
                  subject=f"licence:{licence.id}", details={"months_lapsed": quote["months_lapsed"],
                  "back_fee_cents": quote["back_fee_cents"], "end": end.isoformat()}, now=now)  # fmt: skip
+    outbox.emit(conn, "licence.renewed", licence.id,
+                {"start": now, "end": end, "amount": ledger[-1], "back_fee": ledger[0] if len(ledger) > 1 else None},
+                now)  # fmt: skip
     return quote | {"term": {"start": now.isoformat(), "end": end.isoformat()}, "ledger": ledger}
 
 

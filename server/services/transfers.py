@@ -28,6 +28,7 @@ from server.domain.errors import (
     WrongBindingModel,
 )
 from server.domain.hosts import HostRecord, enrol, key_hash
+from server.notify import outbox
 from server.services import audit, moves
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.activation import check_throttle, insert_seat, record_failure
@@ -177,6 +178,7 @@ def request_transfer(
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="transfer.request",
                  subject=f"transfer:{transfer_id}", details={"activation": str(row.id), "reason": body.reason},
                  now=now)  # fmt: skip
+    outbox.emit(conn, "transfer.requested", licence.id, {"transfer_id": transfer_id, "reason": body.reason}, now)
     return _one_transfer(conn, transfer_id)
 
 
@@ -220,6 +222,7 @@ def decide_transfer(
         conn.execute(update(TransferRequest).where(TransferRequest.id == tid).values(state="denied", **decided))
         audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="transfer.deny",
                      subject=f"transfer:{tid}", details={"note": note}, now=now)  # fmt: skip
+        outbox.emit(conn, "transfer.denied", licence.id, {"transfer_id": tid, "note": note}, now)
         return _one_transfer(conn, tid)
     plan = plan_values(conn, licence.plan_id)
     term, span = moves.window(conn, licence.id, now)
@@ -247,6 +250,7 @@ def decide_transfer(
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="transfer.approve",
                  subject=f"transfer:{tid}", details={"charge": charge.kind, "amount_cents": charge.amount_cents,
                  "old_activation": str(request.activation_id)}, now=now)  # fmt: skip
+    outbox.emit(conn, "transfer.approved", licence.id, {"transfer_id": tid, "charge": charge.kind}, now)
     return _one_transfer(conn, tid) | {"ledger": ledger}
 
 
@@ -288,6 +292,7 @@ def replace_dongle(
     details = {"old_serial": row.dongle_serial, "new_serial": new_serial, "reason": reason, "charge": charge.kind}
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="dongle.replace",
                  subject=f"activation:{row.id}", details=details, now=now)  # fmt: skip
+    outbox.emit(conn, "dongle.replaced", licence.id, details | {"activation_id": row.id}, now)
     return details | {"activation_id": str(row.id), "amount_cents": charge.amount_cents, "ledger": ledger}
 
 

@@ -1,0 +1,128 @@
+"""Webhook endpoints and the delivery log (admins and resellers), and a person's notification opt-outs."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.api.auth import now, only_query, query_choice, query_int, run
+from server.api.context import SETTINGS
+from server.api.openapi import bearer_op
+from server.api.problems import json_response, read_model
+from server.services import webhooks
+from server.services.webhooks import DELIVERY_STATES
+
+routes = web.RouteTableDef()
+
+
+class EndpointBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = Field(min_length=8, max_length=2000)
+    events: list[str] = Field(default_factory=list, max_length=50)  # empty: every event
+    description: str = Field(default="", max_length=200)
+
+
+class OptOutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    opt_out: list[str] = Field(max_length=50)
+
+
+@routes.post("/v1/webhooks")
+async def add_endpoint(request: web.Request) -> web.Response:
+    body = await read_model(request, EndpointBody)
+    private = request.app[SETTINGS].webhook_private_targets
+    result = await run(request, partial(webhooks.add_endpoint, private_targets=private), body.url, body.events,
+                       body.description, now())  # fmt: skip
+    return json_response(result, status=201)
+
+
+@routes.get("/v1/webhooks")
+async def list_endpoints(request: web.Request) -> web.Response:
+    only_query(request)
+    return json_response(await run(request, webhooks.list_endpoints, now()))
+
+
+@routes.delete("/v1/webhooks/{endpoint_id}")
+async def remove_endpoint(request: web.Request) -> web.Response:
+    return json_response(await run(request, webhooks.remove_endpoint, request.match_info["endpoint_id"], now()))
+
+
+@routes.post("/v1/webhooks/{endpoint_id}/rotate-secret")
+async def rotate_secret(request: web.Request) -> web.Response:
+    overlap = request.app[SETTINGS].webhook_secret_overlap
+    result = await run(request, webhooks.rotate_secret, request.match_info["endpoint_id"], overlap, now())
+    return json_response(result)
+
+
+@routes.get("/v1/webhooks/{endpoint_id}/deliveries")
+async def endpoint_deliveries(request: web.Request) -> web.Response:
+    only_query(request, "state", "limit")
+    state = query_choice(request, "state", DELIVERY_STATES)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    result = await run(request, webhooks.list_deliveries, request.match_info["endpoint_id"], state, limit)
+    return json_response(result)
+
+
+@routes.get("/v1/deliveries")
+async def deliveries(request: web.Request) -> web.Response:
+    only_query(request, "state", "limit")
+    state = query_choice(request, "state", DELIVERY_STATES)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    return json_response(await run(request, webhooks.list_deliveries, None, state, limit))
+
+
+@routes.get("/v1/deliveries/{delivery_id}")
+async def show_delivery(request: web.Request) -> web.Response:
+    return json_response(await run(request, webhooks.show_delivery, request.match_info["delivery_id"]))
+
+
+@routes.post("/v1/deliveries/{delivery_id}/redeliver")
+async def redeliver(request: web.Request) -> web.Response:
+    return json_response(await run(request, webhooks.redeliver, request.match_info["delivery_id"], now()))
+
+
+@routes.get("/v1/notifications/opt-outs")
+async def opt_outs(request: web.Request) -> web.Response:
+    return json_response(await run(request, webhooks.opt_outs))
+
+
+@routes.put("/v1/notifications/opt-outs")
+async def set_opt_outs(request: web.Request) -> web.Response:
+    body = await read_model(request, OptOutBody)
+    return json_response(await run(request, webhooks.set_opt_outs, body.opt_out, now()))
+
+
+ENDPOINT = ("endpoint_id",)
+DELIVERY = ("delivery_id",)
+_STATE: dict[str, dict[str, Any]] = {
+    "state": {"type": "string", "enum": list(DELIVERY_STATES)},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
+PATHS = {
+    "/v1/webhooks": {
+        "get": bearer_op("Webhook endpoints (admins: all; resellers: their own)",
+                         ok_schema={"type": "array", "items": {"type": "object"}}),
+        "post": bearer_op("Register an endpoint; the whsec_ secret is shown once", body="EndpointBody", ok="201"),
+    },
+    "/v1/webhooks/{endpoint_id}": {"delete": bearer_op("Remove an endpoint", params=ENDPOINT)},
+    "/v1/webhooks/{endpoint_id}/rotate-secret": {
+        "post": bearer_op("New secret; the previous one keeps signing for the overlap", params=ENDPOINT)
+    },
+    "/v1/webhooks/{endpoint_id}/deliveries": {
+        "get": bearer_op("An endpoint's delivery log", params=ENDPOINT, query=_STATE,
+                         ok_schema={"type": "array", "items": {"type": "object"}})
+    },
+    "/v1/deliveries": {
+        "get": bearer_op("Every delivery, e-mail included (admins); dead letters with state=dead", query=_STATE,
+                         ok_schema={"type": "array", "items": {"type": "object"}})
+    },
+    "/v1/deliveries/{delivery_id}": {"get": bearer_op("One delivery and its attempts", params=DELIVERY)},
+    "/v1/deliveries/{delivery_id}/redeliver": {"post": bearer_op("Send again, same event id", params=DELIVERY)},
+    "/v1/notifications/opt-outs": {
+        "get": bearer_op("The caller's notification opt-outs"),
+        "put": bearer_op("Replace the caller's opt-outs ('*': every notice that is not essential)", body="OptOutBody"),
+    },
+}  # fmt: skip

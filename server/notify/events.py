@@ -1,0 +1,71 @@
+"""The catalogue of events: their stable names (a public contract, never renamed) and who hears of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    type: str
+    subject: str  # the e-mail subject, a Jinja2 expression over the event
+    summary: str  # the first sentence of the mail, a Jinja2 template over the event
+    essential: bool = False  # nobody can opt out: deadlines, renewals (003: proof of each renewal)
+    contacts: bool = True  # the customer's named contacts
+    reseller: bool = True  # the customer's reseller's users
+    support: bool = False  # the vendor's support address
+    vendor: bool = False  # the vendor's address
+    webhooks: bool = True
+
+
+_KINDS = (
+    EventKind("licence.issued", "Licence issued: {{ licence.product }}",
+              "A licence for {{ licence.product }} ({{ data.seats }} seat(s), plan {{ data.plan }}) was issued to "
+              "{{ licence.customer }}."),
+    EventKind("licence.renewed", "Maintenance renewed: {{ licence.product }}",
+              "The maintenance of {{ licence.customer }}'s {{ licence.product }} licence was renewed.",
+              essential=True),
+    EventKind("licence.cancelled", "Renewal cancelled: {{ licence.product }}",
+              "The renewal of {{ licence.customer }}'s {{ licence.product }} licence was cancelled: "
+              "{{ data.detail }}.", essential=True),
+    EventKind("licence.changed", "Licence {{ data.status }}: {{ licence.product }}",
+              "{{ licence.customer }}'s {{ licence.product }} licence is now {{ data.status }} "
+              "(it was {{ data['from'] }})."),
+    EventKind("notice.deadline-approaching", "Notice deadline in {{ data.days_left }} day(s): {{ licence.product }}",
+              "{{ licence.customer }}'s {{ licence.product }} maintenance renews on {{ data.renews_on }}. To cancel, "
+              "the cancellation must arrive by {{ data.deadline }} ({{ data.days_left }} day(s) from now); "
+              "otherwise it renews for another term.", essential=True),
+    EventKind("maintenance.expiring", "Maintenance ends in {{ data.days_left }} day(s): {{ licence.product }}",
+              "{{ licence.customer }}'s {{ licence.product }} maintenance ends on {{ data.ends_on }} and will not "
+              "renew: releases dated after it will not be covered."),
+    EventKind("maintenance.lapsed", "Maintenance lapsed: {{ licence.product }}",
+              "{{ licence.customer }}'s {{ licence.product }} maintenance ended on {{ data.ended_on }}. The "
+              "licence keeps running the releases it was entitled to; reinstating covers newer ones."),
+    EventKind("seats.exhausted", "All seats in use: {{ licence.product }}",
+              "An activation of {{ licence.customer }}'s {{ licence.product }} licence on {{ data.hostname }} was "
+              "refused: all {{ data.seats }} seat(s) are in use."),
+    EventKind("transfer.requested", "Host-ID transfer waiting for approval: {{ licence.product }}",
+              "{{ licence.customer }} asks to move a {{ licence.product }} seat to another host "
+              "(reason: {{ data.reason }}). Transfer {{ data.transfer_id }} waits for support.", support=True,
+              reseller=False),
+    EventKind("transfer.approved", "Host-ID transfer approved: {{ licence.product }}",
+              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was approved ({{ data.charge }})."),
+    EventKind("transfer.denied", "Host-ID transfer denied: {{ licence.product }}",
+              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was denied: {{ data.note }}."),
+    EventKind("dongle.replaced", "Dongle replaced: {{ licence.product }}",
+              "The {{ data.reason }} dongle {{ data.old_serial }} of a {{ licence.product }} seat was replaced by "
+              "{{ data.new_serial }} ({{ data.charge }})."),
+    EventKind("activation.created", "Seat activated: {{ licence.product }}",
+              "A {{ licence.product }} seat was activated on {{ data.hostname }}.", reseller=False),
+    EventKind("activation.ended", "Seat released: {{ licence.product }}",
+              "The {{ licence.product }} seat on {{ data.hostname }} was released ({{ data.reason }}).",
+              reseller=False),
+    EventKind("delivery.dead-lettered", "Notification undeliverable: {{ data.event_type }}",
+              "A {{ data.channel }} notification ({{ data.event_type }}, event {{ data.event_id }}) to "
+              "{{ data.target }} failed {{ data.attempts }} time(s) and was given up: {{ data.last_error }}.",
+              essential=True, contacts=False, reseller=False, vendor=True, webhooks=False),
+)  # fmt: skip
+
+EVENTS: dict[str, EventKind] = {kind.type: kind for kind in _KINDS}
+EVENT_TYPES = tuple(EVENTS)
+OPT_OUT_ALL = "*"

@@ -1,0 +1,113 @@
+"""E-mail: rendering an event into a plain-text and an HTML part (Jinja2), and sending it with aiosmtplib."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from server.notify.events import EVENTS
+
+_env = Environment(
+    loader=PackageLoader("server.notify", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+# Subjects and summaries are plain text; in the HTML part the summary is escaped by the page template.
+_text_env = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 - plain text only
+
+
+REASONS = {
+    "contact": "a named contact of the customer",
+    "reseller": "the customer's reseller",
+    "support": "the vendor's support address",
+    "vendor": "the vendor's operator address",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str  # starttls | tls | none
+    sender: str
+    timeout: float
+    credentials_file: Path | None
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """Read at each connection, so a rotated password needs no restart."""
+        if self.credentials_file is None:
+            return None, None
+        user, _, password = self.credentials_file.read_text("utf-8").splitlines()[0].partition(":")
+        return user, password
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{currency} {cents // 100:,}.{cents % 100:02d}"
+
+
+def _confirmation(data: dict[str, Any]) -> dict[str, str] | None:
+    amount = data.get("amount")
+    if not isinstance(amount, dict):
+        return None
+    return {
+        "number": str(amount.get("id", "")),
+        "period_start": str(data.get("start", ""))[:10],
+        "period_end": str(data.get("end", ""))[:10],
+        "amount": money(int(amount.get("amount_cents", 0)), str(amount.get("currency", ""))),
+    }
+
+
+def render(event: dict[str, Any], to: str, reason: str, sender: str) -> EmailMessage:
+    """`event` is the webhook body ({"id", "type", "timestamp", "data"}); the same facts go to both channels."""
+    kind = EVENTS[event["type"]]
+    data = event["data"]
+    licence = data.get("licence") or {"id": "-", "customer": "-", "product": "-", "maintenance_until": None}
+    facts = {"data": data, "licence": licence}
+    subject = _text_env.from_string(kind.subject).render(facts)
+    context = {
+        **facts,
+        "type": event["type"],
+        "event_id": event["id"],
+        "occurred_at": event["timestamp"],
+        "subject": subject,
+        "summary": _text_env.from_string(kind.summary).render(facts),
+        "confirmation": _confirmation(data),
+        "essential": kind.essential,
+        "reason": REASONS.get(reason, reason),
+    }
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    # One Message-ID per event and recipient: a mail resent after a lost acknowledgement is recognisably the same.
+    digest = hashlib.sha256(f"{event['id']}\x00{to}".encode()).hexdigest()[:24]
+    message["Message-ID"] = make_msgid(idstring=f"{event['id']}.{digest}", domain=sender.rpartition("@")[2] or None)
+    message["X-Tessera-Event-Id"] = event["id"]
+    message["X-Tessera-Event-Type"] = event["type"]
+    message["Date"] = format_datetime(datetime.fromisoformat(event["timestamp"]))
+    message.set_content(_env.get_template("mail.txt.j2").render(context))
+    message.add_alternative(_env.get_template("mail.html.j2").render(context), subtype="html")
+    return message
+
+
+async def send(config: SmtpConfig, message: EmailMessage) -> None:
+    user, password = config.credentials()
+    await aiosmtplib.send(
+        message,
+        hostname=config.host,
+        port=config.port,
+        use_tls=config.security == "tls",
+        start_tls=config.security == "starttls",
+        username=user,
+        password=password,
+        timeout=config.timeout,
+    )
