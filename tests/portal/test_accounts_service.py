@@ -114,7 +114,7 @@ def test_the_session_is_the_users_principal(desk: Desk) -> None:
     signed_in = desk(portal_sessions.resume, token, T0, LIFETIMES)
     who = signed_in.principal
     assert (who.role, who.user_id, who.owner_id) == ("customer-admin", user_id, signed_in.customer_id)
-    assert who.actor == f"customer-admin:{user_id}"  # audited as the person, never as operator:cli
+    assert who.actor == f"user:{user_id}"  # audited as the person, never as operator:cli
 
 
 def test_throttling_per_account_and_window(desk: Desk) -> None:
