@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
+from aiohttp.streams import StreamReader
 
 from server.api.problems import PROBLEM_TYPE, problem_response
 from server.domain.addresses import parse_address, throttle_key
@@ -327,6 +328,18 @@ class GuardedSite(web.BaseSite):
 CONNECTIONS = web.AppKey("connections", Connections)
 
 
+def _replayed(request: web.Request, body: bytes) -> web.Request:
+    payload = StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    return _with_payload(request, payload)
+
+
+def _with_payload(request: web.Request, payload: StreamReader) -> web.Request:
+    request._payload = payload  # aiohttp offers no public way to hand a read body back to post()
+    return request
+
+
 @web.middleware
 async def connections_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -339,7 +352,9 @@ async def connections_middleware(
         if request.body_exists:
             try:
                 async with asyncio.timeout(connections.body_timeout):
-                    await request.read()  # kept by aiohttp: the handler's read() returns it
+                    body = await request.read()  # kept by aiohttp: the handler's read() returns it
+                if request.content_type.startswith("multipart/"):
+                    request = _replayed(request, body)  # post() streams multipart: give it the bytes again
             except TimeoutError:
                 connections.on_close("body-timeout")
                 return _closing(408, "body-timeout", f"the body took longer than {connections.body_timeout:g}s")

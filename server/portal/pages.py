@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.context import SERVICES, client_address
 from server.domain.access import ADMIN, CUSTOMER_ROLES, PERMISSIONS, RESELLER, SUPPORT
 from server.domain.errors import ValidationFailed
 from server.portal.kit import PREFIX, field, me, now, render, run, see_other
@@ -71,7 +72,8 @@ async def request_transfer(request: web.Request) -> web.StreamResponse:
     if reason not in REASONS:
         raise ValidationFailed(f"reason must be one of {', '.join(REASONS)}")
     body = TransferRequestBody(reason=reason, activation_id=request.match_info["activation_id"])  # type: ignore[arg-type]
-    await run(request, transfers.request_transfer, body, now())
+    services = request.config_dict[SERVICES]
+    await transfers.ask_for_transfer(services.db, me(request).principal, body, client_address(request), now())
     raise see_other(PREFIX + "/transfers?done=transfer-requested")
 
 
