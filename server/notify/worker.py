@@ -156,7 +156,7 @@ def claim(conn: Connection, worker: str, now: datetime, lease: float, limit: int
     return claimed
 
 
-def record(conn: Connection, delivery_id: uuid.UUID, outcome: Outcome, policy: Policy, now: datetime,
+def record(conn: Connection, delivery_id: uuid.UUID, worker: str, outcome: Outcome, policy: Policy, now: datetime,
            jitter: float) -> str:  # fmt: skip
     """Keeps the attempt; then delivered, retried later with backoff, or dead-lettered (and the vendor told)."""
     conn.execute(
@@ -180,9 +180,14 @@ def record(conn: Connection, delivery_id: uuid.UUID, outcome: Outcome, policy: P
         return "delivered"
     if row.state != "pending":
         return str(row.state)
+    if row.claimed_by != worker:
+        # Our lease ran out and another worker holds the delivery now: its outcome decides what comes next.
+        conn.execute(update(Delivery).where(Delivery.id == delivery_id).values(attempts=attempts))
+        return "superseded"
     if outcome.final or retry.gives_up(row.retry_from, now, retry_for=policy.retry_for):
         conn.execute(update(Delivery).where(Delivery.id == delivery_id).values(state="dead", dead_at=now, **common))
-        if row.event_type != "delivery.dead-lettered":  # a dead letter about a dead letter would never end
+        # Nobody is told of a delivery to a removed endpoint; a dead letter about a dead letter would never end.
+        if not outcome.final and row.event_type != "delivery.dead-lettered":
             outbox.emit(conn, "delivery.dead-lettered", None, {
                 "delivery_id": delivery_id, "event_id": row.event_id, "event_type": row.event_type,
                 "channel": row.channel, "target": row.target, "attempts": attempts,
@@ -225,7 +230,9 @@ class Notifier:
         claimed = await self.db.run(claim, self.worker, now, self.policy.lease)
         outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
         for delivery, outcome in zip(claimed, outcomes, strict=True):
-            state = await self.db.run(record, delivery.id, outcome, self.policy, _utcnow(), self._random.random())
+            state = await self.db.run(
+                record, delivery.id, self.worker, outcome, self.policy, _utcnow(), self._random.random()
+            )
             log.info("delivery %s to %s: %s", delivery.event["type"], delivery.channel, state,
                      extra={"delivery_id": str(delivery.id), "event_id": delivery.event["id"], "state": state,
                             "status": outcome.status})  # fmt: skip
