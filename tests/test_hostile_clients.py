@@ -257,19 +257,23 @@ def test_healthz_and_activations_answer_when_idle_connections_outnumber_the_open
 
 def _closed_by_peer(sockets: list[socket.socket], *, deadline: float, at_least: int) -> int:
     """How many of `sockets` the server closed (EOF or reset), waiting until `at_least` or the deadline."""
-    closed: set[int] = set()
-    while len(closed) < at_least and time.monotonic() < deadline:
-        waiting = [s for s in sockets if s.fileno() not in closed]
-        readable, _, _ = select.select(waiting[:1000], [], [], 0.2) if waiting else ([], [], [])
-        for sock in readable:
+    by_fd = {sock.fileno(): sock for sock in sockets}
+    poller = select.poll()  # not select(): these descriptors go past FD_SETSIZE
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    closed = 0
+    while closed < at_least and time.monotonic() < deadline:
+        for fd, _ in poller.poll(200):
             try:
-                data = sock.recv(4096)
-            except (ConnectionResetError, BlockingIOError):
+                data = by_fd[fd].recv(4096)
+            except BlockingIOError:
+                continue  # not readable after all: still open
+            except ConnectionResetError:
                 data = b""
             if not data:
-                closed.add(sock.fileno())
-        sockets = waiting
-    return len(closed)
+                poller.unregister(fd)
+                closed += 1
+    return closed
 
 
 class Attack:
