@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api import customers, licences, transfers
+from server.api import customers, licences, transfers, webhooks
 from server.api.auth import principal
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight
@@ -49,7 +49,8 @@ from server.services.requests import (
 
 BEARER_BODIES = (
     CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
-    LicenceStatusBody, NewUserBody, PriceBody, RenewalBody, TransferRequestBody,
+    LicenceStatusBody, NewUserBody, PriceBody, RenewalBody, TransferRequestBody, webhooks.EndpointBody,
+    webhooks.OptOutBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()
@@ -259,6 +260,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             **transfers.PATHS,
             **customers.PATHS,
             **customers.PUBLIC_PATHS,
+            **webhooks.PATHS,
         },
         "components": {
             "schemas": schemas,

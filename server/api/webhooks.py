@@ -12,16 +12,23 @@ from server.api.auth import now, only_query, query_choice, query_int, run
 from server.api.context import SETTINGS
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
+from server.notify.events import EVENTS
 from server.services import webhooks
 from server.services.webhooks import DELIVERY_STATES
 
 routes = web.RouteTableDef()
 
 
+WEBHOOK_EVENTS = [name for name, event in EVENTS.items() if event.webhooks]
+# http(s), a host, an optional port and path; no credentials (the service checks the rest, e.g. a reseller's https).
+WEBHOOK_URL = r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class EndpointBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    url: str = Field(min_length=8, max_length=2000)
-    events: list[str] = Field(default_factory=list, max_length=50)  # empty: every event
+    url: str = Field(min_length=8, max_length=2000, pattern=WEBHOOK_URL)
+    events: list[str] = Field(default_factory=list, max_length=50,
+                              json_schema_extra={"items": {"type": "string", "enum": WEBHOOK_EVENTS}})  # fmt: skip
     description: str = Field(default="", max_length=200)
 
 

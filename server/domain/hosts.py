@@ -44,7 +44,11 @@ class Enrolment:
 def identifying(presented: Iterable[Sequence[str]]) -> list[list[str]]:
     """The components that tell one machine from another, sorted and distinct; a CPU model or a
     virtualisation label is shared by thousands of machines and never counts."""
-    return [list(c) for c in sorted({(kind, digest) for kind, digest in presented if kind in IDENTIFYING_KINDS})]
+    # One digest counts once, whatever kind it is sent as: repeating a reading cannot add up to a minimum.
+    by_digest: dict[str, str] = {}
+    for kind, digest in sorted((k, d) for k, d in presented if k in IDENTIFYING_KINDS):
+        by_digest.setdefault(digest, kind)
+    return [[kind, digest] for kind, digest in sorted((k, d) for d, k in by_digest.items())]
 
 
 def enrol(presented: Iterable[Sequence[str]], *, tolerance: int, minimum: int, dongle: bool) -> Enrolment:

@@ -11,7 +11,7 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
 # column (the insert failed: a 500) while SQLite stored it silently; the others forge log lines, audit
@@ -71,14 +71,6 @@ class Component(Strict):
 class Fingerprint(Strict):
     components: list[Component] = Field(min_length=1, max_length=32)
     virtualisation: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL] | None = None
-
-    @field_validator("components")
-    @classmethod
-    def distinct(cls, components: list[Component]) -> list[Component]:
-        digests = [c.digest for c in components]
-        if len(set(digests)) != len(digests):
-            raise ValueError("each component digest may appear only once")
-        return components
 
 
 class AgentKey(Strict):

@@ -246,7 +246,8 @@ def redeliver(conn: Connection, who: Principal, delivery_id: str, now: datetime)
 
 def _person(conn: Connection, who: Principal) -> Any:
     if who.user_id is None:
-        raise ValidationFailed("notification settings belong to a person: use a token created for a user (--user)")
+        raise RoleForbidden("notification settings belong to a person: use a token created for a user (--user)",
+                            action="notifications:opt-out", role=who.role)
     user = conn.execute(select(User.__table__).where(User.id == who.user_id)).first()
     if user is None or (who.role in CUSTOMER_ROLES and user.customer_id != who.owner_id):
         raise NotFound("no such user")
