@@ -11,7 +11,7 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
 # column (the insert failed: a 500) while SQLite stored it silently; the others forge log lines, audit
@@ -69,7 +69,16 @@ class Component(Strict):
 
 
 class Fingerprint(Strict):
-    components: list[Component] = Field(min_length=1, max_length=32)
+    # The same component twice is refused (uniqueItems, so the document says it); one digest sent under two
+    # kinds is counted once when the seat is anchored.
+    components: list[Component] = Field(min_length=1, max_length=32, json_schema_extra={"uniqueItems": True})
+
+    @field_validator("components")
+    @classmethod
+    def distinct(cls, components: list[Component]) -> list[Component]:
+        if len(set(components)) != len(components):
+            raise ValueError("each component may appear only once")
+        return components
     virtualisation: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL] | None = None
 
 
