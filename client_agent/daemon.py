@@ -102,7 +102,7 @@ def open_listener(settings: DaemonSettings) -> tuple[socket.socket, bool]:
 def _problem(status: int, code: str, detail: str) -> web.Response:
     return web.json_response(
         {
-            "type": f"https://tessera.dev/problems/{code}",
+            "type": f"urn:tessera:problem:{code}",
             "title": code.replace("-", " ").capitalize(),
             "status": status,
             "detail": detail,

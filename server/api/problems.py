@@ -31,7 +31,8 @@ from server.logs import REQUEST_ID, log_request
 
 log = logging.getLogger("tessera.http")
 M = TypeVar("M", bound=BaseModel)
-PROBLEM_TYPE = "https://tessera.dev/problems/"
+# A URN, not a link: the stable `code` is the contract, and no web page stands behind the type.
+PROBLEM_TYPE = "urn:tessera:problem:"
 JSON = "application/json"
 
 
