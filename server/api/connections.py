@@ -332,10 +332,6 @@ def _replayed(request: web.Request, body: bytes) -> web.Request:
     payload = StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
     payload.feed_data(body)
     payload.feed_eof()
-    return _with_payload(request, payload)
-
-
-def _with_payload(request: web.Request, payload: StreamReader) -> web.Request:
     request._payload = payload  # aiohttp offers no public way to hand a read body back to post()
     return request
 
