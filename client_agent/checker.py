@@ -181,13 +181,23 @@ class Checker:
 
     # ------------------------------------------------------------ the check
 
-    def check(self, product: str, version: str, released: date | str, *, now: datetime | None = None) -> Verdict:
+    def check(
+        self,
+        product: str,
+        version: str,
+        released: date | str,
+        *,
+        feature: str | None = None,
+        now: datetime | None = None,
+    ) -> Verdict:
         try:
             released_at = release_to_unix(parse_released(released))
         except (TypeError, ValueError):
             return Verdict(INVALID_REQUEST, f"released must be a date YYYY-MM-DD, not {released!r}")
         if not product or not version:
             return Verdict(INVALID_REQUEST, "product and version are required")
+        if feature is not None and not feature:
+            return Verdict(INVALID_REQUEST, "feature, when given, must name a feature")
         now_ts = time.time() if now is None else now.timestamp()
         with self._lock:
             snapshot = self._current()
@@ -212,6 +222,7 @@ class Checker:
                 high_water=self._high_water,
                 revoked=state.revoked,
                 revoked_dongles=frozenset(state.revoked_dongles or ()),
+                feature=feature,
             )
             if verdict.code != "clock-rollback" and now_ts > self._high_water:
                 self._advance_high_water(int(now_ts))
@@ -246,10 +257,19 @@ class Checker:
                 self._advance_high_water(now_ts)
 
     def check_dict(
-        self, product: str, version: str, released: date | str, *, now: datetime | None = None
+        self,
+        product: str,
+        version: str,
+        released: date | str,
+        *,
+        feature: str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
-        verdict = self.check(product, version, released, now=now)
-        return {**verdict.as_dict(), "product": product, "version": version, "released": str(released)}
+        verdict = self.check(product, version, released, feature=feature, now=now)
+        answer = {**verdict.as_dict(), "product": product, "version": version, "released": str(released)}
+        if feature is not None:
+            answer["feature"] = feature
+        return answer
 
     def current_claims(self) -> Claims | None:
         """The verified claims of the usable token, if any (for the refresher)."""

@@ -77,6 +77,15 @@ class _Unused:
         pass
 
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tessera")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or with `only` one command's arguments spelled out.
 
@@ -84,6 +93,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     runs on every start of a product.
     """
     parser = argparse.ArgumentParser(prog="tessera-agent", description="Tessera licence agent")
+    parser.add_argument("--version", action="version", version=f"tessera-agent {_installed_version()}")
     _common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -108,6 +118,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.add_argument("--product", required=True)
     sub.add_argument("--version", required=True)
     sub.add_argument("--released", required=True, metavar="YYYY-MM-DD", help="the release's date")
+    sub.add_argument("--feature", metavar="NAME", help="also ask whether the licence includes this module")
 
     command("refresh", "renew the lease with the server now")
     command("deactivate", "free this machine's seat (then activate elsewhere)")
@@ -194,7 +205,9 @@ def _lines(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ commands
 
 
-def _ask_daemon(socket_path: str, product: str, version: str, released: str) -> dict[str, Any] | None:
+def _ask_daemon(
+    socket_path: str, product: str, version: str, released: str, feature: str | None = None
+) -> dict[str, Any] | None:
     """The state directory is not ours to read (another user's daemon): ask its socket."""
     import http.client
     import socket
@@ -206,7 +219,10 @@ def _ask_daemon(socket_path: str, product: str, version: str, released: str) -> 
             self.sock.settimeout(5)
             self.sock.connect(socket_path)
 
-    query = urllib.parse.urlencode({"product": product, "version": version, "released": released})
+    fields = {"product": product, "version": version, "released": released}
+    if feature is not None:
+        fields["feature"] = feature
+    query = urllib.parse.urlencode(fields)
     connection = _UnixConnection("localhost")
     try:
         connection.request("GET", f"/v1/check?{query}")
@@ -223,7 +239,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     state_path = os.path.join(args.state_dir, "state.json")
     answer: dict[str, Any] | None = None
     if os.path.exists(state_path) and not os.access(state_path, os.R_OK) and os.path.exists(args.socket):
-        answer = _ask_daemon(args.socket, args.product, args.version, args.released)
+        answer = _ask_daemon(args.socket, args.product, args.version, args.released, args.feature)
     if answer is None:
         from client_agent.checker import Checker
 
@@ -234,7 +250,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             persist=os.access(args.state_dir, os.W_OK),
             clock_marks=clock_marks(args),
         )
-        answer = checker.check_dict(args.product, args.version, args.released)
+        answer = checker.check_dict(args.product, args.version, args.released, feature=args.feature)
     _emit(args, answer, f"{answer['code']}: {answer['detail']}")
     return EXIT_OK if answer.get("entitled") is True else EXIT_REFUSED
 

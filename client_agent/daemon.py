@@ -1,6 +1,6 @@
 """`tessera-agent serve`: the local HTTP API on a Unix socket, and the lease refresher.
 
-- `GET /v1/check?product=&version=&released=` → the Checker's verdict (200
+- `GET /v1/check?product=&version=&released=[&feature=]` → the Checker's verdict (200
   when entitled, 403 when refused, 400 for a malformed question);
 - `GET /v1/status` → the redacted seat status plus the daemon's own health.
 
@@ -118,7 +118,8 @@ async def handle_check(request: web.Request) -> web.Response:
     product, version, released = query.get("product"), query.get("version"), query.get("released")
     if not product or not version or not released:
         return _problem(400, "invalid-request", "product, version and released (YYYY-MM-DD) are required")
-    result = request.app[CHECKER].check_dict(product, version, released)
+    feature = query.get("feature")
+    result = request.app[CHECKER].check_dict(product, version, released, feature=feature)
     if result["code"] == "invalid-request":
         return _problem(400, "invalid-request", result["detail"])
     return web.json_response(result, status=200 if result["entitled"] else 403)

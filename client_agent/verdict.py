@@ -33,6 +33,7 @@ STATE_SYMLINK = "state-symlink"  # a symlink where a state file belongs: never f
 STATE_DIR_UNSAFE = "state-dir-unsafe"  # writable by group or others, or owned by another user
 JWKS_UNAVAILABLE = "jwks-unavailable"
 INVALID_REQUEST = "invalid-request"
+FEATURE_NOT_LICENSED = "feature-not-licensed"  # the product may run, this module of it may not
 
 # Not a code: an `entitled` answer during a subscription's grace days carries this notice
 # (and `grace_until`), so the product can tell its user to renew.
@@ -58,6 +59,7 @@ CODES = (
     STATE_DIR_UNSAFE,
     JWKS_UNAVAILABLE,
     INVALID_REQUEST,
+    FEATURE_NOT_LICENSED,
 )
 
 # How far the clock may sit behind the latest time the agent saw (or the
@@ -253,8 +255,13 @@ def decide(
     high_water: float,
     revoked: str | None = None,
     revoked_dongles: frozenset[str] = frozenset(),
+    feature: str | None = None,
 ) -> Verdict:
     """May `product`, released at `released`, run on this machine at `now`?
+
+    With `feature`, may it also use that module: only a licence the product
+    may run under can answer for its modules, so every other guard comes first
+    and `feature-not-licensed` is the last refusal.
 
     `machine` is this host's (kind, digest) set under the token's salt,
     `high_water` the latest time the agent has seen, `revoked` the server's
@@ -305,6 +312,8 @@ def decide(
     if maint_until is None or released > maint_until:
         until = "no maintenance" if maint_until is None else f"maintenance until {_iso(maint_until)}"
         return Verdict(RELEASE_NOT_ENTITLED, f"this release is newer than the licence's {until}")
+    if feature is not None and feature not in claims.features:
+        return Verdict(FEATURE_NOT_LICENSED, f"the licence does not include the feature {feature!r}")
     if grace is not None:
         return Verdict(
             ENTITLED,

@@ -216,3 +216,13 @@ def test_check_during_grace_is_entitled_with_a_notice(
     assert out["detail"].startswith("subscription-grace: ")
     assert main(args_for(installed, "status", "--json")) == 0
     assert json.loads(capsys.readouterr().out)["grace_until"] == iso(now + 13 * 86400)
+
+
+def test_version_names_the_installed_distribution() -> None:
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "client_agent.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"tessera-agent {version('tessera')}"
