@@ -211,6 +211,19 @@ def _problem_schema() -> dict[str, Any]:
     }
 
 
+def _label(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every operation gets a stable operationId (method and path), a tag (the path's first segment after
+    the version) and an explicit security requirement (none for the public and agent-signed operations)."""
+    for path, methods in paths.items():
+        words = [w.strip("{}").replace("-", "_").replace(".", "") for w in path.strip("/").split("/") if w]
+        tag = next((w for w in words if w not in ("v1", "well_known")), "ops")
+        for method, op in methods.items():
+            op.setdefault("operationId", "_".join([method, *words]))
+            op.setdefault("tags", [tag])
+            op.setdefault("security", [])
+    return paths
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
     grant = {
         "type": "object",
@@ -241,7 +254,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Tessera licence server", "version": "1"},
         "servers": [{"url": server_url}],
-        "paths": {
+        "paths": _label({
             "/v1/activations": {"post": op("Activate a seat", "ActivationRequest", grant, {"ok": "200,201"})},
             "/v1/activations/{activation_id}/refresh": {
                 "post": {**op("Refresh a token", "SignedProof", grant, {}), "parameters": [activation_path]}
@@ -261,7 +274,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             **customers.PATHS,
             **customers.PUBLIC_PATHS,
             **webhooks.PATHS,
-        },
+        }),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API token, tsk_…"}},
