@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,8 +19,10 @@ from sqlalchemy import Connection, and_, func, select
 
 from server.db.database import Database
 from server.db.models import Licence, MaintenanceTerm, Plan
-from server.domain.calendar import add_months
+from server.domain import terms as rules
+from server.domain.calendar import BusinessCalendar, calendar_of
 from server.notify import outbox
+from server.services.terms import business_calendar
 
 MONTHLY_AFTER_FIRST_YEAR = "monthly-after-first-year"
 LAPSED_LOOKBACK_DAYS = 31  # a licence that lapsed long before notifications existed is not announced now
@@ -34,6 +36,7 @@ class LatestTerm:
     cancelled: bool
     notice_months: int
     renewal_rule: str
+    processing_days: int = 0  # working days the vendor takes to process a cancellation (004: two)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +50,28 @@ def business_day(moment: datetime, zone: tzinfo) -> date:
     return moment.astimezone(zone).date()
 
 
+def last_receipt_day(term: LatestTerm, calendar: BusinessCalendar) -> date:
+    """The last day a cancellation may be received and still stop the renewal: the terms' notice deadline
+    (rule 1) less the plan's processing working days, so the reminder names the day `terms.cancel` judges by."""
+    policy = rules.RenewalPolicy(term.renewal_rule, notice_months=term.notice_months,
+                                 processing_days=term.processing_days)  # fmt: skip
+    deadline = rules.notice_deadline(term.end, policy, calendar)
+    day = deadline
+    while calendar.working_days_after(day, term.processing_days) > deadline:
+        day -= timedelta(days=1)
+    return day
+
+
 def due_notices(term: LatestTerm, today: date, zone: tzinfo, *, deadline_days: Sequence[int],
-                expiry_days: int) -> list[Notice]:  # fmt: skip
+                expiry_days: int, holidays: frozenset[date] = frozenset()) -> list[Notice]:  # fmt: skip
     """The notices a licence is owed on `today` (a calendar day in the business time zone)."""
+    calendar = calendar_of(zone, holidays)
     notices: list[Notice] = []
     end_day = business_day(term.end, zone)
     renews = term.auto_renew and not term.cancelled
     if renews:
-        # Rule 1: a cancellation counts if received on or before the deadline (003: three months; 004: one).
-        notice = 1 if term.renewal_rule == MONTHLY_AFTER_FIRST_YEAR else term.notice_months
-        deadline = business_day(add_months(term.end, -notice), zone)
+        # Rule 1: a cancellation counts if processed on or before the deadline (003: three months; 004: one).
+        deadline = last_receipt_day(term, calendar)
         days_left = (deadline - today).days
         # The nearest threshold only: a licence issued 10 days before its deadline gets the 7-day notice
         # when it is due, not a "30 days" notice that is already wrong.
@@ -81,6 +96,7 @@ def notices_unit(conn: Connection, today: date, zone_name: str, deadline_days: t
                  now: datetime, after: uuid.UUID | None) -> tuple[int, uuid.UUID | None]:  # fmt: skip
     """One batch of licences (keyset by id); returns the notices emitted and where to go on."""
     zone = ZoneInfo(zone_name)
+    holidays = business_calendar().holidays  # the same holidays the terms judge cancellations by
     latest = (
         select(MaintenanceTerm.licence_id, func.max(MaintenanceTerm.ends_at).label("ends_at"))
         .group_by(MaintenanceTerm.licence_id)
@@ -88,7 +104,7 @@ def notices_unit(conn: Connection, today: date, zone_name: str, deadline_days: t
     )
     statement = (
         select(Licence.id, MaintenanceTerm.ends_at, MaintenanceTerm.auto_renew, MaintenanceTerm.cancelled_at,
-               Plan.notice_months, Plan.renewal_rule)
+               Plan.notice_months, Plan.renewal_rule, Plan.processing_days)
         .join(latest, latest.c.licence_id == Licence.id)
         .join(MaintenanceTerm, and_(MaintenanceTerm.licence_id == Licence.id,
                                     MaintenanceTerm.ends_at == latest.c.ends_at))
@@ -102,8 +118,10 @@ def notices_unit(conn: Connection, today: date, zone_name: str, deadline_days: t
     rows = conn.execute(statement).all()
     emitted = 0
     for r in rows:
-        term = LatestTerm(r.ends_at, r.auto_renew, r.cancelled_at is not None, r.notice_months, r.renewal_rule)
-        for notice in due_notices(term, today, zone, deadline_days=deadline_days, expiry_days=expiry_days):
+        term = LatestTerm(r.ends_at, r.auto_renew, r.cancelled_at is not None, r.notice_months, r.renewal_rule,
+                          r.processing_days)  # fmt: skip
+        for notice in due_notices(term, today, zone, deadline_days=deadline_days, expiry_days=expiry_days,
+                                  holidays=holidays):  # fmt: skip
             key = f"{notice.type}:{r.id}:{notice.key}"
             emitted += outbox.emit(conn, notice.type, r.id, notice.data, now, key=key)
     return emitted, (rows[-1].id if len(rows) == BATCH else None)

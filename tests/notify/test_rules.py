@@ -51,6 +51,7 @@ ZONE = ZoneInfo("Europe/Amsterdam")
 # Renews on 1 January 2028 (midnight in Amsterdam); three months' notice: the deadline is 1 October 2027.
 RENEWING = LatestTerm(datetime(2027, 12, 31, 23, 0, tzinfo=UTC), True, False, 3, "yearly")
 ENDING = LatestTerm(datetime(2027, 12, 31, 23, 0, tzinfo=UTC), False, True, 3, "yearly")
+PROCESSED = LatestTerm(datetime(2027, 11, 30, 23, 0, tzinfo=UTC), True, False, 1, "yearly", 2)
 MONTHLY = LatestTerm(datetime(2028, 2, 29, 23, 0, tzinfo=UTC), True, False, 3, "monthly-after-first-year")
 
 
@@ -61,10 +62,13 @@ MONTHLY = LatestTerm(datetime(2028, 2, 29, 23, 0, tzinfo=UTC), True, False, 3, "
     pytest.param(RENEWING, date(2027, 9, 24), [("notice.deadline-approaching", "2027-10-01:7", 7)], id="7-days"),
     pytest.param(RENEWING, date(2027, 10, 1), [("notice.deadline-approaching", "2027-10-01:7", 0)], id="on-the-day"),
     pytest.param(RENEWING, date(2027, 10, 2), [], id="deadline-passed"),
-    # The deadline is the instant rule 1 enforces today (server.domain.terms.cancel: months on the UTC instant),
-    # shown as its calendar day in the business time zone.
-    pytest.param(MONTHLY, date(2028, 1, 28), [("notice.deadline-approaching", "2028-01-30:7", 2)],
+    # Renews on 1 March 2028 in Amsterdam; one calendar month's notice on the business calendar: 1 February.
+    pytest.param(MONTHLY, date(2028, 1, 28), [("notice.deadline-approaching", "2028-02-01:7", 4)],
                  id="monthly-one-month-notice"),
+    # Renews on 1 December 2027 (Amsterdam, after the DST change of 31 October); deadline Monday 1 November;
+    # two working days of processing over the weekend: the last day to send is Thursday 28 October.
+    pytest.param(PROCESSED, date(2027, 10, 21), [("notice.deadline-approaching", "2027-10-28:7", 7)],
+                 id="processing-days-over-weekend-and-dst"),
     pytest.param(ENDING, date(2027, 12, 1), [], id="31-days-before-end"),
     pytest.param(ENDING, date(2027, 12, 2), [("maintenance.expiring", "2028-01-01", 30)], id="expiring-30-days"),
     pytest.param(ENDING, date(2028, 1, 1), [], id="last-day-runs"),
@@ -169,3 +173,20 @@ def test_credentials_file(tmp_path: Path) -> None:
         load_settings(env={"TESSERA_SMTP_CREDENTIALS_FILE": str(secret)})
     assert caught.value.code == "smtp-credentials-invalid"
     assert load_settings(env={"TESSERA_NOTIFY_DEADLINE_DAYS": "7, 30,60"}).notify_deadline_days == (60, 30, 7)
+
+
+def test_reminder_deadline_is_the_day_cancel_judges_by() -> None:
+    """The day the reminder names is the last day `terms.cancel` still counts as in time."""
+    from server.domain import terms as rules
+    from server.domain.calendar import calendar_of
+    from server.notify.dates import last_receipt_day
+
+    calendar = calendar_of(ZONE, {date(2027, 10, 29)})  # a holiday moves the last day back once more
+    day = last_receipt_day(PROCESSED, calendar)
+    assert day == date(2027, 10, 27)
+    start = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+    terms = [rules.Term(start, PROCESSED.end, "purchase")]
+    policy = rules.RenewalPolicy(notice_months=1, processing_days=2)
+    now = datetime(2027, 10, 29, 10, 0, tzinfo=UTC)
+    assert rules.cancel(terms, policy, now, received_on=day, calendar=calendar).in_time
+    assert not rules.cancel(terms, policy, now, received_on=date(2027, 10, 28), calendar=calendar).in_time
