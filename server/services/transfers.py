@@ -29,11 +29,11 @@ from server.domain.errors import (
 )
 from server.domain.hosts import HostRecord, enrol, key_hash
 from server.notify import outbox
-from server.services import audit, moves
+from server.services import audit, moves, prices
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.activation import check_throttle, insert_seat, record_failure
 from server.services.requests import ActivationRequest, TransferRequestBody
-from server.services.terms import write_ledger
+from server.services.terms import business_calendar, write_ledger
 
 
 def _named_contact(conn: Connection, who: Principal) -> Any:
@@ -227,8 +227,9 @@ def decide_transfer(
     plan = plan_values(conn, licence.plan_id)
     term, span = moves.window(conn, licence.id, now)
     approved = moves.host_changes_approved(conn, licence.id, term)
+    in_force = prices.in_force(conn, plan, business_calendar().day_of(now))
     charge = quotas.host_change_charge(
-        term, approved, plan.free_host_changes_per_term, plan.host_change_price_cents, span
+        term, approved, plan.free_host_changes_per_term, in_force.host_change_price_cents, span
     )
     moves.end_activation(conn, request.activation_id, licence.id, "transferred", now)
     new_activation_id = None
@@ -281,8 +282,9 @@ def replace_dongle(
     )  # fmt: skip
     moves.end_activation(conn, row.id, licence.id, f"dongle-{reason}", now)
     term, _ = moves.window(conn, licence.id, now)
-    price = plan.dongle_replacement_price_cents
-    charge = quotas.dongle_replacement_charge(term, price if price is not None else plan.price_cents)
+    in_force = prices.in_force(conn, plan, business_calendar().day_of(now))
+    price = in_force.dongle_replacement_price_cents
+    charge = quotas.dongle_replacement_charge(term, price if price is not None else in_force.price_cents)
     ledger = None
     if charge.kind == quotas.CHARGED:
         ledger = write_ledger(
