@@ -111,13 +111,16 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
 
 
 def _runner(app: web.Application, settings: Settings) -> web.AppRunner:
-    # aiohttp's own idle timer too (it starts at connect, and is never extended by bytes): a second fence.
+    # aiohttp's own idle timer (it starts at connect, and is never extended by bytes) is only a second fence,
+    # a second behind the guard's clocks: at the same deadline uvloop's millisecond timers let either fire
+    # first, and a close by aiohttp's is not counted as the guard's.
+    fence = max(settings.keepalive_timeout, settings.header_read_timeout) + 1.0
     return web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.keepalive_timeout,
+        keepalive_timeout=fence,
         lingering_time=2.0,  # after an early answer, how long the rest of a body is read (and dropped)
     )
 
