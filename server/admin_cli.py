@@ -128,6 +128,8 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "rebinds_per_term": args.rebinds_per_term,
         "processing_days": args.processing_days,
         "price_per": args.price_per,
+        "maintenance_mandatory": args.maintenance_mandatory,
+        "back_fee_cap_months": args.back_fee_cap_months,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -249,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renewal-price-cents", type=int, help="yearly maintenance fee per licence (default: price)")
     p.add_argument("--host-change-price-cents", type=int, help="price of a charged host-ID change (default: none)")
     p.add_argument("--dongle-replacement-price-cents", type=int, help="without maintenance (default: price)")
+    p.add_argument("--maintenance-mandatory", action="store_true",
+                   help="maintenance cannot be cancelled on its own; an admin ends the licence (002)")  # fmt: skip
+    p.add_argument("--back-fee-cap-months", type=int, help="a reinstatement charges at most this many months")
     p.set_defaults(func=plan_cmd)
 
     reseller = sub.add_parser("reseller").add_subparsers(dest="action", required=True)

@@ -4,12 +4,13 @@ The operator acts as the vendor's admin; every change is audited as `operator:cl
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from datetime import date
 from typing import Any
 
 from server.clikit import CliError
-from server.services import accounts, audit, moves, people, terms, transfers
+from server.services import accounts, audit, changes, moves, people, terms, transfers
 from server.services.access import OPERATOR
 from server.settings import SettingsError, load_settings
 
@@ -43,7 +44,26 @@ def _date_arg(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _at(args: argparse.Namespace) -> Any:
+    """`--at DATE`: the start of that business day, for quotes and operators' runs; else now."""
+    if getattr(args, "at", None) is None:
+        return _now()
+    return terms.business_calendar().start_of(args.at)
+
+
 def licence_cmd(args: argparse.Namespace) -> Any:
+    if args.action == "change":
+        change = changes.Change(args.seats, args.plan, tuple(args.add_feature or ()), tuple(args.remove_feature or ()))
+        return _run(args, functools.partial(changes.change_licence, dry_run=args.dry_run), OPERATOR, args.id, change,
+                    _now())  # fmt: skip
+    if args.action == "end":
+        return _run(args, _end_licence, args.id, args.received_on, args.immediately)
+    if args.action == "cancel" and args.dry_run:
+        return _run(args, terms.cancellation_quote, OPERATOR, args.id, _at(args), args.received_on)
+    if args.action == "cancel" and args.at is not None:
+        raise CliError("usage", "--at quotes only: give --dry-run with it")
+    if args.action == "reinstate" and args.at is not None and not args.quote:
+        raise CliError("usage", "--at quotes only: give --quote with it (a reinstatement happens now)")
     if args.action == "entitlements":
         return _run(args, terms.entitlements, OPERATOR, args.id)
     if args.action == "renew":
@@ -58,7 +78,7 @@ def licence_cmd(args: argparse.Namespace) -> Any:
         return report
     if args.action == "reinstate":
         unit = terms.reinstatement_quote if args.quote else terms.reinstate
-        return _run(args, unit, OPERATOR, args.id, _now())
+        return _run(args, unit, OPERATOR, args.id, _at(args))
     return _run(args, terms.licence_ledger, OPERATOR, args.id)
 
 
@@ -79,8 +99,12 @@ def transfer_cmd(args: argparse.Namespace) -> Any:
     return _run(args, transfers.decide_transfer, OPERATOR, args.id, approve, args.note, _now())
 
 
+def _end_licence(conn: Any, licence_id: str, received_on: date | None, immediately: bool) -> Any:
+    return changes.end_licence(conn, OPERATOR, licence_id, _now(), received_on=received_on, immediately=immediately)
+
+
 def renewals_cmd(args: argparse.Namespace) -> Any:
-    return _run(args, terms.renew_all_due, _now())
+    return _run(args, terms.renew_all_due, _at(args))
 
 
 def settlement_cmd(args: argparse.Namespace) -> Any:
@@ -124,6 +148,31 @@ def dongle_cmd(args: argparse.Namespace) -> Any:
     return _run(args, transfers.replace_dongle, OPERATOR, args.activation, args.reason, args.new_serial, _now())
 
 
+def plan_manage_cmd(args: argparse.Namespace) -> Any:
+    if args.action == "retire":
+        return _run(args, changes.retire_plan, OPERATOR, args.plan, _now())
+    settings: dict[str, Any] = {}
+    for name in changes.MUTABLE_PLAN_SETTINGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    if args.features is not None:
+        settings["features"] = [f for f in args.features.split(",") if f]
+    if args.unlimited_deactivations:
+        settings["deactivations_per_term"] = None
+    if args.no_back_fee_cap:
+        settings["back_fee_cap_months"] = None
+    return _run(args, changes.update_plan, OPERATOR, args.plan, settings, _now())
+
+
+def _bool_arg(text: str) -> bool:
+    if text.lower() in ("yes", "true", "on", "1"):
+        return True
+    if text.lower() in ("no", "false", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
+
+
 def plan_price_cmd(args: argparse.Namespace) -> Any:
     if args.price_action == "list":
         return _run(args, terms.list_prices, OPERATOR, args.plan, _now())
@@ -132,7 +181,34 @@ def plan_price_cmd(args: argparse.Namespace) -> Any:
 
 
 def add_plan_actions(plan: Any) -> None:
-    """`tessera-admin plan price set|list`: prices with effective dates."""
+    """`tessera-admin plan set|retire|price set|list`: settings that may change, retirement, prices with
+    effective dates."""
+    p = plan.add_parser("set", help="change the settings that may change once licences use the plan")
+    p.add_argument("plan")
+    for name, kind, text in (
+        ("lease-days", int, "days a token lives offline"),
+        ("tolerance", int, "components that may change on the same host"),
+        ("grace-days", int, "days a subscription runs on after its term"),
+        ("free-host-changes-per-term", int, "free host-ID changes per maintenance year"),
+        ("deactivations-per-term", int, "self-service moves per maintenance year"),
+        ("notice-months", int, "months of notice before a renewal"),
+        ("processing-days", int, "working days to process a cancellation"),
+        ("min-identifying", int, "identifying components an activation must present"),
+        ("rebinds-per-term", int, "rebinds to a new agent key without proof, per maintenance year"),
+        ("back-fee-cap-months", int, "a reinstatement charges at most this many months"),
+        ("allow-virtual", _bool_arg, "yes or no: virtual machines and containers"),
+        ("maintenance-mandatory", _bool_arg, "yes or no: maintenance cannot be cancelled on its own (002)"),
+    ):
+        p.add_argument(f"--{name}", type=kind, dest=name.replace("-", "_"), help=text)
+    p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"))
+    p.add_argument("--reinstatement-rule", choices=("back-fees", "full-price", "free"))
+    p.add_argument("--features", help="the modules new licences get (comma-separated; empty: none)")
+    p.add_argument("--unlimited-deactivations", action="store_true", help="no limit on self-service moves")
+    p.add_argument("--no-back-fee-cap", action="store_true", help="charge every lapsed month (001)")
+    p.set_defaults(func=plan_manage_cmd)
+    p = plan.add_parser("retire", help="no new licences on this plan (its licences run on)")
+    p.add_argument("plan")
+    p.set_defaults(func=plan_manage_cmd)
     group = plan.add_parser("price", help="prices with effective dates").add_subparsers(dest="price_action",
                                                                                       required=True)  # fmt: skip
     p = group.add_parser("set", help="a price list that applies from a day on (prices not given carry over)")
@@ -159,15 +235,30 @@ def add_licence_actions(licence: Any) -> None:
     p.add_argument("id")
     p.add_argument("--received-on", type=_date_arg, metavar="DATE",
                    help="the day a letter or e-mail cancelling it was received (default: today)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="only say what cancelling would do")
+    p.add_argument("--at", type=_date_arg, metavar="DATE", help="with --dry-run: as on that business day")
     p = licence.add_parser("reinstate", help="reinstate lapsed maintenance, paying the back-fees")
     p.add_argument("id")
     p.add_argument("--quote", action="store_true", help="only say what it would cost")
+    p.add_argument("--at", type=_date_arg, metavar="DATE", help="with --quote: as on that business day")
+    p = licence.add_parser("change", help="seats, modules or plan after sale, priced pro rata on the ledger")
+    p.add_argument("id")
+    p.add_argument("--seats", type=int, help="the new number of seats (not below the seats in use)")
+    p.add_argument("--plan", help="move to this plan (same kind, binding model and currency)")
+    p.add_argument("--add-feature", action="append", metavar="NAME", help="add a module (repeatable)")
+    p.add_argument("--remove-feature", action="append", metavar="NAME", help="remove a module (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="only say what it would cost")
+    p = licence.add_parser("end", help="end the licence's contract (the only way when maintenance is mandatory)")
+    p.add_argument("id")
+    p.add_argument("--received-on", type=_date_arg, metavar="DATE",
+                   help="the day the notice was received (default: today); the plan's notice rules apply")
+    p.add_argument("--immediately", action="store_true", help="end it now, whatever the notice")
     licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id")
     p = licence.add_parser("support-check", help="may this contact get support on this release? (exit 1: no)")
     p.add_argument("id")
     p.add_argument("--contact", required=True, help="the caller's e-mail address")
     p.add_argument("--release", required=True, help="the version they run")
-    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger", "support-check"):
+    for action in ("entitlements", "renew", "cancel", "reinstate", "ledger", "support-check", "change", "end"):
         licence.choices[action].set_defaults(func=licence_cmd)
 
 
@@ -190,7 +281,9 @@ def register(sub: Any) -> None:
         p.set_defaults(func=transfer_cmd)
 
     group = sub.add_parser("renewals", help="maintenance renewals").add_subparsers(dest="action", required=True)
-    group.add_parser("run", help="create every renewal due now (the server does this by itself)").set_defaults(
+    p = group.add_parser("run", help="create every renewal due now (the server does this by itself)")
+    p.add_argument("--at", type=_date_arg, metavar="DATE", help="as on the start of that business day")
+    p.set_defaults(
         func=renewals_cmd
     )
 

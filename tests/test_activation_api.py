@@ -215,7 +215,8 @@ def test_malformed_activation_requests_are_4xx_and_write_nothing(live_server: Li
     mutate(body)
     got, problem = post(live_server.url + "/v1/activations", body)
     assert got == status and problem["code"] == "validation-error", problem
-    assert problem["type"] == "urn:tessera:problem:validation-error" and problem["status"] == status and problem["detail"]
+    assert problem["type"] == "urn:tessera:problem:validation-error"
+    assert problem["status"] == status and problem["detail"]
     assert seats_in_use(live_server, licence) == 0
 
 

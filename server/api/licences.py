@@ -3,18 +3,23 @@ Renewals, cancellations, reinstatements, entitlements, seats released and dongle
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from server.api.auth import now, only_query, run
 from server.api.openapi import bearer_op
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
-from server.services import licensing, moves, terms, transfers
+from server.services import changes, licensing, moves, terms, transfers
 from server.services.requests import (
     CancellationBody,
     DongleReplacementBody,
     IssueLicenceBody,
+    LicenceChangeBody,
+    LicenceEndBody,
     LicenceStatusBody,
+    PlanUpdateBody,
     PriceBody,
     RenewalBody,
 )
@@ -56,6 +61,36 @@ async def set_price(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude={"effective_from"})
     result = await run(request, terms.set_price, request.match_info["plan"], body.effective_from, changes, now())
     return json_response(result, status=201)
+
+
+@routes.patch("/v1/plans/{plan}")
+async def update_plan(request: web.Request) -> web.Response:
+    body = await read_model(request, PlanUpdateBody)
+    # Only what was sent changes: `"deactivations_per_term": null` means no limit, leaving it out keeps it.
+    settings = body.model_dump(exclude_unset=True)
+    return json_response(await run(request, changes.update_plan, request.match_info["plan"], settings, now()))
+
+
+@routes.post("/v1/plans/{plan}/retirement")
+async def retire_plan(request: web.Request) -> web.Response:
+    return json_response(await run(request, changes.retire_plan, request.match_info["plan"], now()))
+
+
+@routes.post("/v1/licences/{licence_id}/changes")
+async def change_licence(request: web.Request) -> web.Response:
+    body = await read_model(request, LicenceChangeBody)
+    change = changes.Change(body.seats, body.plan, tuple(body.add_features), tuple(body.remove_features))
+    unit = functools.partial(changes.change_licence, dry_run=body.dry_run)
+    result = await run(request, unit, request.match_info["licence_id"], change, now())
+    return json_response(result, status=200 if body.dry_run else 201)
+
+
+@routes.post("/v1/licences/{licence_id}/end")
+async def end_licence(request: web.Request) -> web.Response:
+    body = await read_model(request, LicenceEndBody) if request.body_exists else LicenceEndBody()
+    unit = functools.partial(changes.end_licence, received_on=body.received_on, immediately=body.immediately)
+    result = await run(request, unit, request.match_info["licence_id"], now())
+    return json_response(result)
 
 
 @routes.get("/v1/licences/{licence_id}/support-eligibility")
@@ -132,6 +167,25 @@ PATHS = {
     "/v1/plans/{plan}/prices": {
         "get": bearer_op("A plan's price lists and the one in force (admin)", params=("plan",)),
         "post": bearer_op("Add a price list from a day on (admin)", body="PriceBody", ok="201", params=("plan",)),
+    },
+    "/v1/plans/{plan}": {
+        "patch": bearer_op("Change a plan's settings that may change (admin)", body="PlanUpdateBody", params=("plan",))
+    },
+    "/v1/plans/{plan}/retirement": {
+        "post": bearer_op("Retire a plan: no new licences on it (admin)", params=("plan",))
+    },
+    "/v1/licences/{licence_id}/changes": {
+        "post": bearer_op(
+            "Change seats, modules or plan after sale, priced pro rata; dry_run quotes (admin, reseller)",
+            body="LicenceChangeBody",
+            ok="201",
+            params=LICENCE,
+        )
+    },
+    "/v1/licences/{licence_id}/end": {
+        "post": bearer_op(
+            "End a licence's contract by its notice rules or now (admin)", body="LicenceEndBody", params=LICENCE
+        )
     },
     "/v1/licences/{licence_id}/support-eligibility": {
         "get": bearer_op(

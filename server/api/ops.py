@@ -38,8 +38,11 @@ from server.services.requests import (
     DenyBody,
     DongleReplacementBody,
     IssueLicenceBody,
+    LicenceChangeBody,
+    LicenceEndBody,
     LicenceStatusBody,
     NewUserBody,
+    PlanUpdateBody,
     PriceBody,
     RenewalBody,
     SignedProof,
@@ -49,8 +52,8 @@ from server.services.requests import (
 
 BEARER_BODIES = (
     CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
-    LicenceStatusBody, NewUserBody, PriceBody, RenewalBody, TransferRequestBody, webhooks.EndpointBody,
-    webhooks.OptOutBody,
+    LicenceChangeBody, LicenceEndBody, LicenceStatusBody, NewUserBody, PlanUpdateBody, PriceBody, RenewalBody,
+    TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()

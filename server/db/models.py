@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -114,6 +115,10 @@ class Plan(Base):
     dongle_replacement_price_cents: Mapped[int | None]  # without maintenance; None: price_cents
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     dongle_usb_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # "vvvv:pppp"
+    # 002: maintenance is mandatory: it cannot be cancelled on its own, only the licence ended by an admin.
+    maintenance_mandatory: Mapped[bool] = mapped_column(default=False, server_default=false())
+    back_fee_cap_months: Mapped[int | None]  # a reinstatement charges at most this many months; None: no cap
+    retired_at: Mapped[datetime | None]  # a retired plan issues no new licences; existing ones run on
     created_at: Mapped[datetime]
 
 
@@ -173,6 +178,10 @@ class Licence(Base):
     seats: Mapped[int]
     seats_in_use: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # The licence's modules (001: "via parameters"), changed after sale; None: its plan's defaults.
+    features: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    # When an admin ended the contract (`licence end`): no token runs past it.
+    ends_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 
@@ -322,16 +331,20 @@ class TransferRequest(Base):
     new_activation_id: Mapped[uuid.UUID | None]
 
 
+LEDGER_KINDS = (
+    "licence", "renewal", "extension", "reinstatement", "host-change", "dongle-replacement", "change", "credit",
+    "waiver",
+)  # fmt: skip
+
+
 class LedgerEntry(Base):
     """Who owes what for which licence and period. Money is integer cents with a currency."""
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        CheckConstraint(
-            "kind IN ('licence', 'renewal', 'extension', 'reinstatement', 'host-change', 'dongle-replacement')",
-            name="kind",
-        ),
-        CheckConstraint("amount_cents >= 0", name="amount"),
+        CheckConstraint(f"kind IN ({', '.join(repr(k) for k in LEDGER_KINDS)})", name="kind"),
+        # Only a credit (a licence made smaller mid-term) is money the vendor owes back.
+        CheckConstraint("amount_cents >= 0 OR kind = 'credit'", name="amount"),
         Index("ix_ledger_entries_reseller", "reseller_id", "created_at"),
         Index("ix_ledger_entries_licence", "licence_id", "created_at"),
     )

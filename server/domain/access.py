@@ -19,6 +19,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "licence:reinstate": frozenset({ADMIN, RESELLER}),
     "licence:cancel": frozenset({ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN}),  # support: letters, calls (003)
     "licence:status": frozenset({ADMIN}),
+    # 002: the reseller renews and extends ("erneuern/erweitern") its customers' licences: seats, modules, plan.
+    "licence:change": frozenset({ADMIN, RESELLER}),
+    "licence:end": frozenset({ADMIN}),  # a contract with mandatory maintenance ends only by the vendor's act
     "seat:release": frozenset({ADMIN, SUPPORT, CUSTOMER_ADMIN}),
     "transfer:read": frozenset(ROLES),
     "transfer:request": frozenset({CUSTOMER_ADMIN, CUSTOMER_USER}),  # and only a named contact
@@ -32,6 +35,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # The reseller is the customer's first contact for technical support (002).
     "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),
     "plan:price": frozenset({ADMIN}),
+    "plan:manage": frozenset({ADMIN}),
 }
 
 

@@ -25,6 +25,10 @@ class BusinessCalendar:
         """The calendar day `moment` falls on in the business time zone."""
         return moment.astimezone(self.zone).date()
 
+    def start_of(self, day: date) -> datetime:
+        """The first instant of `day` in the business time zone, in UTC."""
+        return datetime(day.year, day.month, day.day, tzinfo=self.zone).astimezone(UTC)
+
     def is_working_day(self, day: date) -> bool:
         return day.weekday() < 5 and day not in self.holidays
 
@@ -80,3 +84,11 @@ def whole_months_between(start: datetime, end: datetime, zone: tzinfo = UTC) -> 
     while months > 0 and add_months(start, months, zone) > end:
         months -= 1
     return months
+
+
+def months_left(now: datetime, until: datetime, zone: tzinfo = UTC) -> tuple[int, int]:
+    """The calendar months from `now` to `until`, (whole, started): 10 March to 31 December is (9, 10). A change
+    that adds to a licence pays for every started month; one that takes away is credited the whole ones."""
+    whole = whole_months_between(now, until, zone)
+    started = whole + (1 if add_months(now, whole, zone) < until else 0)
+    return whole, started

@@ -197,6 +197,31 @@ class ActivationRebound(DomainError):
     title = "Activation rebound to another agent key"
 
 
+class SeatsInUse(DomainError):
+    code = "seats-in-use"
+    title = "Seats in use"
+
+
+class PlanIncompatible(DomainError):
+    code = "plan-incompatible"
+    title = "Plan cannot be moved to"
+
+
+class PlanRetired(DomainError):
+    code = "plan-retired"
+    title = "Plan retired"
+
+
+class MaintenanceMandatory(DomainError):
+    code = "maintenance-mandatory"
+    title = "Maintenance is mandatory"
+
+
+class LicenceEnded(DomainError):
+    code = "licence-ended"
+    title = "Licence ended"
+
+
 class PlanInconsistent(ValidationFailed):
     """A plan whose settings contradict each other; `setting` names the one to change."""
 
@@ -245,6 +270,11 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     FingerprintTooWeak: 422,
     ActivationRebound: 409,
     PlanInconsistent: 422,
+    SeatsInUse: 409,
+    PlanIncompatible: 409,
+    PlanRetired: 409,
+    MaintenanceMandatory: 409,
+    LicenceEnded: 403,
 }
 
 

@@ -63,3 +63,49 @@ def term_fee(prices: PriceList, months: int, *, per: str, seats: int) -> int:
 def back_fee_base(prices: PriceList, *, per: str, seats: int) -> int:
     """The price a reinstatement's back-fee is counted from (001: 1/60 of the current licence price)."""
     return prices.price_cents * _units(per, seats)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What a licence holds for pricing: its price list, its basis (package or seat) and seats."""
+
+    prices: PriceList
+    per: str
+    seats: int
+
+    @property
+    def licence_cents(self) -> int:
+        return self.prices.price_cents * _units(self.per, self.seats)
+
+    @property
+    def yearly_cents(self) -> int:
+        return self.prices.yearly_fee_cents * _units(self.per, self.seats)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeCharge:
+    licence_cents: int  # a perpetual licence's price for what it gains (never refunded)
+    term_cents: int  # the yearly fee's difference over the rest of the paid maintenance (negative: a credit)
+    months: int  # the months `term_cents` is counted over
+
+    @property
+    def total_cents(self) -> int:
+        return self.licence_cents + self.term_cents
+
+
+def change_charge(before: Holding, after: Holding, *, kind: str, months_left: tuple[int, int]) -> ChangeCharge:
+    """What changing a licence's seats or plan costs today, from one definition:
+
+    - a perpetual licence pays the difference of the licence price when it grows (more seats on a per-seat
+      plan, or a dearer plan); a perpetual licence bought is not refunded when it shrinks;
+    - the yearly fee's difference, pro rata per month over the rest of the paid maintenance (or subscription):
+      every started month when it grows, a credit of the whole months when it shrinks (`months_left` is
+      (whole, started), from calendar.months_left), so adding and removing again never earns money.
+    """
+    licence = max(after.licence_cents - before.licence_cents, 0) if kind == "perpetual" else 0
+    difference = after.yearly_cents - before.yearly_cents
+    whole, started = months_left
+    months = started if difference > 0 else whole
+    # Rounded toward zero on both sides: a charge down to the cent, a credit never more than earned.
+    term = difference * months // 12 if difference >= 0 else -((-difference) * months // 12)
+    return ChangeCharge(licence, term, months if difference else 0)

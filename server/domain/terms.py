@@ -259,10 +259,13 @@ def default_reinstatement_rule(kind: str) -> str:
     return NO_FEE if kind == "subscription" else BACK_FEES
 
 
-def reinstatement_fee(rule: str, licence_price_cents: int, months_lapsed: int) -> int:
-    """Rule 7: default (001) the current licence price / 60 per whole month without maintenance."""
+def reinstatement_fee(rule: str, licence_price_cents: int, months_lapsed: int, cap_months: int | None = None) -> int:
+    """Rule 7: default (001) the current licence price / 60 per whole month without maintenance; a plan may
+    cap the months charged (`back_fee_cap_months`; 001 sets none)."""
     if months_lapsed < 0 or licence_price_cents < 0:
         raise ValidationFailed("months and prices cannot be negative")
+    if cap_months is not None:
+        months_lapsed = min(months_lapsed, cap_months)
     if rule == BACK_FEES:
         return licence_price_cents * months_lapsed // 60
     if rule == FULL_PRICE:
@@ -318,6 +321,14 @@ def check_plan(values: Mapping[str, Any]) -> None:
     if grace > shortest:
         raise PlanInconsistent(
             f"grace_days = {grace} is longer than the shortest term ({shortest} days)", setting="grace_days"
+        )
+    cap = values.get("back_fee_cap_months")
+    if cap is not None and cap < 0:
+        raise PlanInconsistent(f"back_fee_cap_months = {cap}: cannot be negative", setting="back_fee_cap_months")
+    if values.get("maintenance_mandatory") and values.get("kind", "perpetual") != "perpetual":
+        raise PlanInconsistent(
+            "maintenance_mandatory is for perpetual plans: a subscription's maintenance is its right of use",
+            setting="maintenance_mandatory",
         )
     processing = int(values.get("processing_days", 0))
     if not 0 <= processing <= MAX_PROCESSING_DAYS:

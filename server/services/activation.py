@@ -50,6 +50,7 @@ from server.domain.errors import (
     FingerprintTooWeak,
     InvalidAgentKey,
     InvalidSignature,
+    LicenceEnded,
     LicenceNotFound,
     ReplayedRequest,
     SeatsExhausted,
@@ -105,6 +106,8 @@ _LICENCE_COLUMNS = (
     Plan.tolerance,
     Plan.allow_virtual,
     Plan.features,
+    Licence.features.label("licence_features"),
+    Licence.ends_at,
     Plan.deactivations_per_term,
     Plan.min_identifying,
     Plan.rebinds_per_term,
@@ -204,6 +207,8 @@ def _grant(
     now: datetime,
     created: bool,
 ) -> SeatGrant:
+    if row.ends_at is not None and row.ends_at <= now:
+        raise LicenceEnded(f"this licence's contract ended on {row.ends_at.date().isoformat()}")
     maint_until = row.maint_until
     lease = lease_for(
         kind=row.kind,
@@ -220,14 +225,15 @@ def _grant(
         kind=row.kind,
         model=row.model,
         seats=row.seats,
-        features=list(row.features),
+        # Modules changed after sale live on the licence; until then the plan's defaults.
+        features=list(row.licence_features if row.licence_features is not None else row.features),
         salt=row.fingerprint_salt,
         components=components,
         match=match,
         dongle_serial=dongle_serial if row.model == "dongle" else None,
         agent_key=agent_key,
         issued=lease.issued,
-        expires=lease.expires,
+        expires=min(lease.expires, row.ends_at) if row.ends_at is not None else lease.expires,  # no token past it
         maint_until=lease.maint_until,
         use_until=lease.use_until,
         created=created,

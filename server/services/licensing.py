@@ -30,7 +30,7 @@ from server.db.models import (
 from server.domain import prices as price_rules
 from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
-from server.domain.errors import Conflict, NotFound, Unauthorised, ValidationFailed
+from server.domain.errors import Conflict, NotFound, PlanRetired, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
 from server.notify import outbox
 from server.services import audit, prices
@@ -126,7 +126,7 @@ PLAN_FIELDS = (
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
     "host_change_price_cents", "dongle_replacement_price_cents", "processing_days", "price_per",
-    "min_identifying", "rebinds_per_term",
+    "min_identifying", "rebinds_per_term", "maintenance_mandatory", "back_fee_cap_months",
 )  # fmt: skip
 
 
@@ -146,6 +146,8 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
                     "rebinds_per_term"):
         if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")
+    if not isinstance(fields.get("maintenance_mandatory", False), bool):
+        raise ValidationFailed("maintenance_mandatory is true or false")
     if fields.get("renewal_rule", rules.YEARLY) not in rules.RENEWAL_RULES:
         raise ValidationFailed(f"renewal_rule must be one of {', '.join(rules.RENEWAL_RULES)}")
     fields = {k: v for k, v in fields.items() if not (k == "reinstatement_rule" and v is None)}
@@ -192,6 +194,8 @@ def issue_licence(
     customer_row = customer_in_scope(conn, who, customer)
     product_row = _one(conn, Product, Product.code, product, "product")
     plan_row = _one(conn, Plan, Plan.name, plan, "plan")
+    if plan_row.retired_at is not None:
+        raise PlanRetired(f"plan {plan!r} is retired: it takes no new licences")
     key = new_licence_key()
     licence_id = new_id()
     conn.execute(

@@ -205,3 +205,56 @@ class PriceBody(Strict):
     renewal_price_cents: WholeNumber | None = None
     host_change_price_cents: WholeNumber | None = None
     dongle_replacement_price_cents: WholeNumber | None = None
+
+
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRODUCT_CODE_PATTERN), NO_CONTROL]
+Modules = Annotated[list[ModuleName], Field(max_length=64)]
+
+
+class LicenceChangeBody(Strict):
+    """Seats, modules or plan of a licence after sale (admin, the licence's reseller); `dry_run` quotes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    seats: Annotated[WholeNumber, Field(ge=1, le=1_000_000)] | None = None
+    plan: Name | None = None
+    add_features: Modules = []
+    remove_features: Modules = []
+    dry_run: Annotated[bool, Field(strict=True)] = False
+
+
+class LicenceEndBody(Strict):
+    """Ending a licence's contract (admin): by the notice rules from `received_on` (default today), or now."""
+
+    received_on: Annotated[date, Field(strict=True)] | None = None
+    immediately: Annotated[bool, Field(strict=True)] = False
+
+
+Count = Annotated[WholeNumber, Field(ge=0, le=100_000)]
+
+
+class PlanUpdateBody(Strict):
+    """The settings of a plan that may change once licences use it (at least one); prices change by a price
+    list from a date on; kind, model, term, currency and price basis never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    lease_days: Annotated[WholeNumber, Field(ge=1, le=3660)] | None = None
+    tolerance: Count | None = None
+    grace_days: Count | None = None
+    allow_virtual: Annotated[bool, Field(strict=True)] | None = None
+    deactivations_per_term: Count | None = None
+    free_host_changes_per_term: Count | None = None
+    notice_months: Annotated[WholeNumber, Field(ge=0, le=120)] | None = None
+    processing_days: Annotated[WholeNumber, Field(ge=0, le=100)] | None = None
+    features: Modules | None = None
+    dongle_usb_ids: (
+        Annotated[list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{4}$")]], Field(max_length=64)]
+        | None
+    ) = None
+    renewal_rule: Literal["yearly", "monthly-after-first-year"] | None = None
+    reinstatement_rule: Literal["back-fees", "full-price", "free"] | None = None
+    min_identifying: Annotated[WholeNumber, Field(ge=1, le=32)] | None = None
+    rebinds_per_term: Count | None = None
+    maintenance_mandatory: Annotated[bool, Field(strict=True)] | None = None
+    back_fee_cap_months: Count | None = None

@@ -21,8 +21,10 @@ from server.domain import terms as rules
 from server.domain.calendar import UTC_CALENDAR, BusinessCalendar, add_months, calendar_of, whole_months_between
 from server.domain.errors import (
     Conflict,
+    LicenceEnded,
     LicenceRevoked,
     MaintenanceCurrent,
+    MaintenanceMandatory,
     NotFound,
     RoleForbidden,
     ValidationFailed,
@@ -124,9 +126,14 @@ def write_ledger(
     return {"id": str(entry_id), "kind": kind, "amount_cents": amount_cents, "currency": currency}
 
 
-def _not_revoked(licence: Any) -> None:
+def not_revoked(licence: Any) -> None:
     if licence.status == "revoked":
-        raise LicenceRevoked("this licence has been revoked: it cannot be renewed or reinstated")
+        raise LicenceRevoked("this licence has been revoked: it cannot be renewed, reinstated or changed")
+    if licence.ends_at is not None:
+        raise LicenceEnded(
+            f"this licence's contract ends (or ended) on {licence.ends_at.date().isoformat()}: it cannot be "
+            "renewed, reinstated or changed"
+        )
 
 
 def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: datetime) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
     if isinstance(years, bool) or not isinstance(years, int) or not 1 <= years <= MAX_YEARS:
         raise ValidationFailed(f"years must be a whole number from 1 to {MAX_YEARS}")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
-    _not_revoked(licence)
+    not_revoked(licence)
     plan = plan_values(conn, licence.plan_id)
     terms = load_terms(conn, licence.id)
     start = rules.extension_start(terms, now)
@@ -171,14 +178,48 @@ def cancel_renewal(
     conn: Connection, who: Principal, licence_id: str, now: datetime, received_on: date | None = None
 ) -> dict[str, Any]:
     """Rule 1: cancel auto-renewal. Support and the vendor may record the day a letter or e-mail was received
-    (`received_on`): the notice counts from then, plus the plan's processing working days (004)."""
+    (`received_on`): the notice counts from then, plus the plan's processing working days (004). Where the
+    plan makes maintenance mandatory (002) it cannot be cancelled on its own: an admin ends the licence."""
     who.may("licence:cancel")
     if received_on is not None and who.role not in RECORDS_RECEIPT:
         raise RoleForbidden("only support or the vendor may record when a cancellation was received")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
     plan = plan_values(conn, licence.plan_id)
+    if plan.maintenance_mandatory:
+        raise MaintenanceMandatory(
+            f"maintenance is mandatory on plan {plan.name!r}: it ends only with the licence (an admin's "
+            "`licence end`)"
+        )
+    result = record_cancellation(conn, who, licence, plan, now, received_on)
+    outbox.emit(conn, "licence.cancelled", licence.id, result, now)
+    return result
+
+
+def cancellation_quote(
+    conn: Connection, who: Principal, licence_id: str, now: datetime, received_on: date | None = None
+) -> dict[str, Any]:
+    """What cancelling would do at `now` (`licence cancel --dry-run --at DATE`), written nowhere."""
+    who.may("licence:read")
+    licence = licence_in_scope(conn, who, licence_id)
+    plan = plan_values(conn, licence.plan_id)
+    outcome = cancellation_outcome(conn, licence, plan, now, received_on)
+    mandatory = {"maintenance_mandatory": True} if plan.maintenance_mandatory else {}
+    return cancellation_json(licence, outcome, now) | {"dry_run": True} | mandatory
+
+
+def cancellation_outcome(
+    conn: Connection, licence: Any, plan: Any, now: datetime, received_on: date | None
+) -> rules.Cancellation:
+    return rules.cancel(load_terms(conn, licence.id), policy(plan), now, received_on=received_on, calendar=_calendar)
+
+
+def record_cancellation(
+    conn: Connection, who: Principal, licence: Any, plan: Any, now: datetime, received_on: date | None,
+    action: str = "licence.cancel",
+) -> dict[str, Any]:  # fmt: skip
+    """The cancellation of the latest term as the notice rules decide it, recorded and audited."""
     terms = load_terms(conn, licence.id)
-    outcome = rules.cancel(terms, policy(plan), now, received_on=received_on, calendar=_calendar)
+    outcome = cancellation_outcome(conn, licence, plan, now, received_on)
     latest = rules.latest_term(terms)
     assert latest is not None  # cancel() refused otherwise
     values: dict[str, Any] = {"cancelled_at": now, "cancellation_received_on": outcome.received_on}
@@ -189,7 +230,15 @@ def cancel_renewal(
         .where(MaintenanceTerm.licence_id == licence.id, MaintenanceTerm.starts_at == latest.start)
         .values(**values)
     )
-    result = {
+    result = cancellation_json(licence, outcome, now)
+    audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action=action,
+                 subject=f"licence:{licence.id}", details={k: result[k] for k in ("in_time", "effective",
+                 "received_on", "deadline")}, now=now)  # fmt: skip
+    return result
+
+
+def cancellation_json(licence: Any, outcome: rules.Cancellation, now: datetime) -> dict[str, Any]:
+    return {
         "licence_id": str(licence.id),
         "requested_at": now.isoformat(),
         "received_on": outcome.received_on.isoformat(),
@@ -202,11 +251,6 @@ def cancel_renewal(
             + ("" if outcome.in_time else f": the deadline was {outcome.deadline.isoformat()}, so one more term runs")
         ),
     }
-    audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="licence.cancel",
-                 subject=f"licence:{licence.id}", details={k: result[k] for k in ("in_time", "effective",
-                 "received_on", "deadline")}, now=now)  # fmt: skip
-    outbox.emit(conn, "licence.cancelled", licence.id, result, now)
-    return result
 
 
 def due_licences(conn: Connection, now: datetime, limit: int = 500) -> list[uuid.UUID]:
@@ -270,7 +314,7 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
     # 001: the back-fee is counted from the *current* price (the one in force today).
     current = prices.in_force(conn, plan, _calendar.day_of(now))
     base = price_rules.back_fee_base(current, per=plan.price_per, seats=licence.seats)
-    fee = rules.reinstatement_fee(plan.reinstatement_rule, base, months)
+    fee = rules.reinstatement_fee(plan.reinstatement_rule, base, months, cap_months=plan.back_fee_cap_months)
     lapsed_since = rules.maintenance_until(terms)
     return {
         "licence_id": str(licence.id),
@@ -288,7 +332,7 @@ def reinstate(conn: Connection, who: Principal, licence_id: str, now: datetime) 
     now. A lapsed subscription restarts with its new term's fee only, by default (000)."""
     who.may("licence:reinstate")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
-    _not_revoked(licence)
+    not_revoked(licence)
     quote = _quote(conn, licence, now)
     plan = plan_values(conn, licence.plan_id)
     # A new contract: its start day is the anchor of its terms and maintenance years from now on.

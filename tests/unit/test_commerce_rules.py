@@ -14,6 +14,7 @@ from server.domain.calendar import add_months, whole_months_between
 from server.domain.errors import (
     CancellationNotPossible,
     MaintenanceLapsed,
+    PlanInconsistent,
     QuotaExhausted,
     RoleForbidden,
     ValidationFailed,
@@ -327,3 +328,24 @@ def test_a_deleted_event_breaks_the_chain() -> None:
     head = (4, events[-1][1])
     assert verify_chain("c", events[:1] + events[2:], head)  # a gap in the middle
     assert verify_chain("c", events[:3], head)  # the last one removed: the head disagrees
+
+
+@pytest.mark.parametrize(
+    ("months", "cap", "fee"),
+    [(26, None, 120_000 * 26 // 60), (26, 12, 120_000 * 12 // 60), (6, 12, 120_000 * 6 // 60), (26, 0, 0)],
+)
+def test_a_plan_may_cap_the_back_fee(months: int, cap: int | None, fee: int) -> None:
+    assert rules.reinstatement_fee(rules.BACK_FEES, 120_000, months, cap_months=cap) == fee
+
+
+@pytest.mark.parametrize(
+    ("values", "setting"),
+    [
+        ({"back_fee_cap_months": -1}, "back_fee_cap_months"),
+        ({"kind": "subscription", "maintenance_mandatory": True}, "maintenance_mandatory"),
+    ],
+)
+def test_nonsense_new_plan_settings_are_named(values: dict[str, object], setting: str) -> None:
+    with pytest.raises(PlanInconsistent) as refused:
+        rules.check_plan(values)
+    assert refused.value.extra["setting"] == setting

@@ -398,3 +398,19 @@ def test_support_eligibility(
                                   today=today)  # fmt: skip
     assert [r.code for r in reasons] == codes
     assert all(r.detail for r in reasons)
+
+
+@pytest.mark.parametrize(
+    ("now", "until", "left"),
+    [
+        (datetime(2027, 3, 10, tzinfo=UTC), datetime(2027, 12, 31, tzinfo=UTC), (9, 10)),
+        (datetime(2027, 1, 31, tzinfo=UTC), datetime(2028, 1, 31, tzinfo=UTC), (12, 12)),
+        (datetime(2027, 1, 31, 0, 0, 1, tzinfo=UTC), datetime(2028, 1, 31, tzinfo=UTC), (11, 12)),
+        (datetime(2027, 12, 30, tzinfo=UTC), datetime(2027, 12, 31, tzinfo=UTC), (0, 1)),
+        (datetime(2028, 1, 31, tzinfo=UTC), datetime(2028, 1, 31, tzinfo=UTC), (0, 0)),
+    ],
+)
+def test_months_left_whole_and_started(now: datetime, until: datetime, left: tuple[int, int]) -> None:
+    from server.domain.calendar import months_left
+
+    assert months_left(now, until) == left

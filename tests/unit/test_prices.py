@@ -58,3 +58,50 @@ def test_term_fees_are_pro_rata_from_the_first_term_on(listed: prices.PriceList,
 def test_the_back_fee_counts_from_the_current_licence_price() -> None:
     assert prices.back_fee_base(RAISED, per=prices.PER_PACKAGE, seats=3) == 150_000
     assert prices.back_fee_base(RAISED, per=prices.PER_SEAT, seats=3) == 450_000
+
+
+SEAT = prices.PriceList(None, 10_000, 2_400, None, None)
+PACKAGE = prices.PriceList(None, 90_000, 18_000, None, None)
+
+
+def _held(price_list: prices.PriceList, per: str, seats: int) -> prices.Holding:
+    return prices.Holding(price_list, per, seats)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kind", "left", "expected"),
+    [
+        # Two seats more on a per-seat plan: their licence price and every started month of their yearly fee.
+        pytest.param(_held(SEAT, "seat", 2), _held(SEAT, "seat", 4), "perpetual", (9, 10), (20_000, 4_000, 10),
+                     id="perpetual-grows-pays-licence-and-started-months"),
+        # One seat fewer: no licence price back, the whole months of its yearly fee credited.
+        pytest.param(_held(SEAT, "seat", 4), _held(SEAT, "seat", 3), "perpetual", (9, 10), (0, -1_800, 9),
+                     id="perpetual-shrinks-credits-whole-months"),
+        # Per package (002): seats cost nothing either way.
+        pytest.param(_held(PACKAGE, "package", 2), _held(PACKAGE, "package", 5), "perpetual", (9, 10), (0, 0, 0),
+                     id="per-package-seats-are-free"),
+        # A subscription has no licence price: only the fee's difference.
+        pytest.param(_held(SEAT, "seat", 1), _held(SEAT, "seat", 2), "subscription", (0, 1), (0, 200, 1),
+                     id="subscription-last-started-month"),
+        pytest.param(_held(SEAT, "seat", 3), _held(PACKAGE, "package", 3), "perpetual", (12, 12), (60_000, 10_800, 12),
+                     id="plan-move-to-dearer"),
+        pytest.param(_held(PACKAGE, "package", 3), _held(SEAT, "seat", 3), "perpetual", (5, 6), (0, -4_500, 5),
+                     id="plan-move-to-cheaper-no-licence-refund"),
+        pytest.param(_held(SEAT, "seat", 2), _held(SEAT, "seat", 4), "perpetual", (0, 0), (20_000, 0, 0),
+                     id="lapsed-maintenance-only-the-licence-price"),
+    ],
+)
+def test_what_a_change_after_sale_costs(
+    before: prices.Holding, after: prices.Holding, kind: str, left: tuple[int, int], expected: tuple[int, int, int]
+) -> None:
+    charge = prices.change_charge(before, after, kind=kind, months_left=left)
+    assert (charge.licence_cents, charge.term_cents, charge.months) == expected
+    assert charge.total_cents == expected[0] + expected[1]
+
+
+def test_adding_and_removing_a_seat_again_never_earns_money() -> None:
+    for left in ((0, 1), (5, 6), (11, 12), (12, 12)):
+        up = prices.change_charge(_held(SEAT, "seat", 1), _held(SEAT, "seat", 2), kind="subscription", months_left=left)
+        down = prices.change_charge(_held(SEAT, "seat", 2), _held(SEAT, "seat", 1), kind="subscription",
+                                    months_left=left)  # fmt: skip
+        assert up.total_cents + down.total_cents >= 0, left
