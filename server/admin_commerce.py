@@ -94,9 +94,10 @@ def audit_cmd(args: argparse.Namespace) -> Any:
 
 def transfer_cmd(args: argparse.Namespace) -> Any:
     if args.action == "list":
-        return _run(args, transfers.list_transfers, OPERATOR, args.state)
+        return _run(args, transfers.list_transfers, OPERATOR, args.state, _now())
     approve = args.action == "approve"
-    return _run(args, transfers.decide_transfer, OPERATOR, args.id, approve, args.note, _now())
+    unit = functools.partial(transfers.decide_transfer, waive_reason=args.waive if approve else None)
+    return _run(args, unit, OPERATOR, args.id, approve, args.note, _now())
 
 
 def _end_licence(conn: Any, licence_id: str, received_on: date | None, immediately: bool) -> Any:
@@ -278,6 +279,9 @@ def register(sub: Any) -> None:
         p = group.add_parser(action)
         p.add_argument("id")
         p.add_argument("--note", required=action == "deny", help="the reason (required to deny)")
+        if action == "approve":
+            p.add_argument("--waive", metavar="REASON",
+                           help="waive the charge, or grant one extra free change, for this reason")  # fmt: skip
         p.set_defaults(func=transfer_cmd)
 
     group = sub.add_parser("renewals", help="maintenance renewals").add_subparsers(dest="action", required=True)

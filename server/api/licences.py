@@ -79,7 +79,7 @@ async def retire_plan(request: web.Request) -> web.Response:
 @routes.post("/v1/licences/{licence_id}/changes")
 async def change_licence(request: web.Request) -> web.Response:
     body = await read_model(request, LicenceChangeBody)
-    change = changes.Change(body.seats, body.plan, tuple(body.add_features), tuple(body.remove_features))
+    change = changes.Change(body.seats, body.plan, tuple(body.add_features or ()), tuple(body.remove_features or ()))
     unit = functools.partial(changes.change_licence, dry_run=body.dry_run)
     result = await run(request, unit, request.match_info["licence_id"], change, now())
     return json_response(result, status=200 if body.dry_run else 201)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from server.api.auth import now, only_query, principal, query_choice, run
@@ -18,7 +20,9 @@ STATES = ("pending", "approved", "denied")
 @routes.get("/v1/transfers")
 async def list_transfers(request: web.Request) -> web.Response:
     only_query(request, "state")
-    return json_response(await run(request, transfers.list_transfers, query_choice(request, "state", STATES)))
+    return json_response(
+        await run(request, transfers.list_transfers, query_choice(request, "state", STATES), now())
+    )
 
 
 @routes.post("/v1/transfers")
@@ -32,7 +36,8 @@ async def request_transfer(request: web.Request) -> web.Response:
 @routes.post("/v1/transfers/{transfer_id}/approve")
 async def approve(request: web.Request) -> web.Response:
     body = await read_model(request, DecisionBody)
-    result = await run(request, transfers.decide_transfer, request.match_info["transfer_id"], True, body.note, now())
+    unit = functools.partial(transfers.decide_transfer, waive_reason=body.waive_reason)
+    result = await run(request, unit, request.match_info["transfer_id"], True, body.note, now())
     return json_response(result)
 
 
@@ -54,7 +59,11 @@ PATHS = {
         "post": bearer_op("Request a host-ID transfer (a named contact)", body="TransferRequestBody", ok="201"),
     },
     "/v1/transfers/{transfer_id}/approve": {
-        "post": bearer_op("Approve (support)", body="DecisionBody", params=TRANSFER)
+        "post": bearer_op(
+            "Approve (support); `waive_reason` waives the charge or grants one extra free change",
+            body="DecisionBody",
+            params=TRANSFER,
+        )
     },
     "/v1/transfers/{transfer_id}/deny": {
         "post": bearer_op("Deny with a reason (support)", body="DenyBody", params=TRANSFER)

@@ -312,7 +312,7 @@ class TransferRequest(Base):
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'approved', 'denied')", name="state"),
         CheckConstraint("reason IN ('hardware-change', 'defect', 'theft', 'reinstall')", name="reason"),
-        CheckConstraint("charge IS NULL OR charge IN ('free', 'charged')", name="charge"),
+        CheckConstraint("charge IS NULL OR charge IN ('free', 'charged', 'waived')", name="charge"),
         Index("ix_transfer_requests_state", "state", "requested_at"),
         Index("ix_transfer_requests_licence", "licence_id", "state"),
     )

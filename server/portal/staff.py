@@ -3,6 +3,7 @@ issuing and renewing, the settlement, the catalogue and API tokens."""
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Any
 
@@ -22,7 +23,11 @@ async def decide(request: web.Request) -> web.StreamResponse:
     note = field(request, "note", 1000) or None
     if not approve and note is None:
         raise ValidationFailed("say why the transfer is denied (the customer sees the note)")
-    await run(request, transfers.decide_transfer, request.match_info["transfer_id"], approve, note, now())
+    waive = approve and field(request, "waive", 3) == "yes"
+    if waive and note is None:
+        raise ValidationFailed("say why the charge is waived (the note is kept on the ledger)")
+    unit = functools.partial(transfers.decide_transfer, waive_reason=note if waive else None)
+    await run(request, unit, request.match_info["transfer_id"], approve, note, now())
     raise see_other(f"{PREFIX}/transfers?done={'approved' if approve else 'denied'}")
 
 

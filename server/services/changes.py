@@ -84,9 +84,9 @@ def change_licence(
         raise ValidationFailed(f"seats must be between 1 and {MAX_SEATS:,}")
     added = check_features(change.add_features, "add_features")
     removed = check_features(change.remove_features, "remove_features")
-    if set(added) & set(removed):
-        raise ValidationFailed(f"module {sorted(set(added) & set(removed))[0]!r} is both added and removed")
     licence = licence_in_scope(conn, who, licence_id, lock=True)
+    if set(added) & set(removed):
+        raise Conflict(f"module {sorted(set(added) & set(removed))[0]!r} is both added and removed")
     not_revoked(licence)
     plan = plan_values(conn, licence.plan_id)
     target = _target_plan(conn, who, plan, change.plan) if change.plan is not None else plan
@@ -99,12 +99,12 @@ def change_licence(
     before_features = licence_features(licence, plan)
     unknown = [f for f in removed if f not in before_features]
     if unknown:
-        raise ValidationFailed(f"the licence has no module {unknown[0]!r} to remove")
+        raise Conflict(f"the licence has no module {unknown[0]!r} to remove")
     features: list[str] | None = licence.features
     if added or removed:
         features = [f for f in before_features if f not in removed] + [f for f in added if f not in before_features]
         if len(features) > MAX_FEATURES:
-            raise ValidationFailed(f"a licence holds at most {MAX_FEATURES} modules")
+            raise Conflict(f"a licence holds at most {MAX_FEATURES} modules")
     after_features = list(features) if features is not None else list(target.features)
 
     today = business_calendar().day_of(now)

@@ -25,7 +25,6 @@ from server.db.models import (
     Reseller,
     User,
 )
-from server.domain import quotas
 from server.domain import terms as rules
 from server.domain.access import ADMIN, CUSTOMER_ROLES, RESELLER
 from server.domain.calendar import add_months
@@ -33,12 +32,11 @@ from server.domain.errors import (
     CancellationNotPossible,
     LicenceNotFound,
     NotFound,
-    QuotaExhausted,
     RoleForbidden,
     ValidationFailed,
 )
 from server.domain.hosts import key_hash
-from server.services import accounts, audit, licensing, moves, transfers
+from server.services import accounts, audit, licensing, transfers
 from server.services.access import Principal, customer_in_scope, licence_in_scope, parse_id, plan_values
 from server.services.terms import load_terms, policy
 
@@ -112,24 +110,13 @@ def cancellation_preview(conn: Connection, who: Principal, licence_id: str, now:
 def transfer_queue(conn: Connection, who: Principal, state: str | None, now: datetime) -> list[dict[str, Any]]:
     """Transfer requests with their seat, customer and, while pending, what approving would cost (rule 5)."""
     rows = []
-    for item in transfers.list_transfers(conn, who, state):
+    for item in transfers.list_transfers(conn, who, state, now):
         licence = licence_in_scope(conn, who, item["licence_id"])
         seat = conn.execute(
             select(Activation.hostname).where(Activation.id == uuid.UUID(item["activation_id"]))
         ).scalar_one()
         requester = conn.execute(select(User.name).where(User.id == uuid.UUID(item["requested_by"]))).scalar()
-        cost: dict[str, Any] | None = None
-        if item["state"] == "pending":
-            plan = plan_values(conn, licence.plan_id)
-            term, span = moves.window(conn, licence.id, now)
-            approved = moves.host_changes_approved(conn, licence.id, term)
-            try:
-                charge = quotas.host_change_charge(
-                    term, approved, plan.free_host_changes_per_term, plan.host_change_price_cents, span
-                )
-                cost = {"kind": charge.kind, "amount_cents": charge.amount_cents, "currency": plan.currency}
-            except QuotaExhausted as exc:
-                cost = {"kind": "refused", "detail": exc.detail}
+        cost = item.get("cost")
         rows.append(item | {"hostname": seat, "customer": licence.customer, "product": licence.product,
                             "requester": requester, "cost": cost})  # fmt: skip
     return rows

@@ -11,6 +11,7 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
+import annotated_types
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
@@ -79,6 +80,7 @@ class Fingerprint(Strict):
         if len(set(components)) != len(components):
             raise ValueError("each component may appear only once")
         return components
+
     virtualisation: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z0-9-]+$"), NO_CONTROL] | None = None
 
 
@@ -151,7 +153,11 @@ class TransferRequestBody(Strict):
 
 
 class DecisionBody(Strict):
+    """An approval; `waive_reason` waives its charge, or grants one extra free change where the maintenance
+    year has none left and the plan sells none, and says why (the audit trail and the ledger keep it)."""
+
     note: Note | None = None
+    waive_reason: Note | None = None
 
 
 class DenyBody(Strict):
@@ -211,15 +217,56 @@ ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, patte
 Modules = Annotated[list[ModuleName], Field(max_length=64)]
 
 
+# Whole numbers in a range that may also be left out (None): the bounds sit inside, so the OpenAPI document
+# shows them as minimum and maximum (around a BeforeValidator pydantic would emit them as unknown keywords).
+Range0To100 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(100), BeforeValidator(_whole_number)
+]
+Range0To100000 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(100_000), BeforeValidator(_whole_number)
+]
+Range0To120 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(120), BeforeValidator(_whole_number)
+]
+Range0To1200 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(1200), BeforeValidator(_whole_number)
+]
+Range0To32 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(32), BeforeValidator(_whole_number)
+]
+Range0To366 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(366), BeforeValidator(_whole_number)
+]
+Range1To1000000 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(1_000_000), BeforeValidator(_whole_number)
+]
+Range1To32 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(32), BeforeValidator(_whole_number)
+]
+Range1To3660 = Annotated[
+    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(3660), BeforeValidator(_whole_number)
+]
+
+
 class LicenceChangeBody(Strict):
-    """Seats, modules or plan of a licence after sale (admin, the licence's reseller); `dry_run` quotes it."""
+    """Seats, modules or plan of a licence after sale (admin, the licence's reseller); `dry_run` quotes it.
+    At least one of seats, plan, add_features, remove_features is given (not null)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("seats", "plan", "add_features", "remove_features")
+            ]
+        },
+    )
 
-    seats: Annotated[WholeNumber, Field(ge=1, le=1_000_000)] | None = None
+    seats: Range1To1000000 | None = None
     plan: Name | None = None
-    add_features: Modules = []
-    remove_features: Modules = []
+    add_features: Modules | None = Field(default=None, min_length=1)
+    remove_features: Modules | None = Field(default=None, min_length=1)
     dry_run: Annotated[bool, Field(strict=True)] = False
 
 
@@ -230,23 +277,20 @@ class LicenceEndBody(Strict):
     immediately: Annotated[bool, Field(strict=True)] = False
 
 
-Count = Annotated[WholeNumber, Field(ge=0, le=100_000)]
-
-
 class PlanUpdateBody(Strict):
     """The settings of a plan that may change once licences use it (at least one); prices change by a price
     list from a date on; kind, model, term, currency and price basis never change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
-    lease_days: Annotated[WholeNumber, Field(ge=1, le=3660)] | None = None
-    tolerance: Count | None = None
-    grace_days: Count | None = None
+    lease_days: Range1To3660 | None = None
+    tolerance: Range0To32 | None = None
+    grace_days: Range0To366 | None = None
     allow_virtual: Annotated[bool, Field(strict=True)] | None = None
-    deactivations_per_term: Count | None = None
-    free_host_changes_per_term: Count | None = None
-    notice_months: Annotated[WholeNumber, Field(ge=0, le=120)] | None = None
-    processing_days: Annotated[WholeNumber, Field(ge=0, le=100)] | None = None
+    deactivations_per_term: Range0To100000 | None = None
+    free_host_changes_per_term: Range0To100000 | None = None
+    notice_months: Range0To120 | None = None
+    processing_days: Range0To100 | None = None
     features: Modules | None = None
     dongle_usb_ids: (
         Annotated[list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{4}$")]], Field(max_length=64)]
@@ -254,7 +298,7 @@ class PlanUpdateBody(Strict):
     ) = None
     renewal_rule: Literal["yearly", "monthly-after-first-year"] | None = None
     reinstatement_rule: Literal["back-fees", "full-price", "free"] | None = None
-    min_identifying: Annotated[WholeNumber, Field(ge=1, le=32)] | None = None
-    rebinds_per_term: Count | None = None
+    min_identifying: Range1To32 | None = None
+    rebinds_per_term: Range0To100000 | None = None
     maintenance_mandatory: Annotated[bool, Field(strict=True)] | None = None
-    back_fee_cap_months: Count | None = None
+    back_fee_cap_months: Range0To1200 | None = None

@@ -23,8 +23,10 @@ from server.domain.errors import (
     LicenceNotFound,
     NamedContactRequired,
     NotFound,
+    QuotaExhausted,
     TransferAlreadyDecided,
     TransferPending,
+    ValidationFailed,
     WrongBindingModel,
 )
 from server.domain.hosts import HostRecord, enrol, key_hash
@@ -186,7 +188,9 @@ def _one_transfer(conn: Connection, transfer_id: uuid.UUID) -> dict[str, Any]:
     return transfer_json(conn.execute(select(TransferRequest.__table__).where(TransferRequest.id == transfer_id)).one())
 
 
-def list_transfers(conn: Connection, who: Principal, state: str | None) -> list[dict[str, Any]]:
+def list_transfers(conn: Connection, who: Principal, state: str | None, now: datetime) -> list[dict[str, Any]]:
+    """The queue: each pending request says what approving it now would cost (free, an amount, or refused with
+    `quota-exhausted`), counted as if it were the next one approved on its licence."""
     who.may("transfer:read")
     statement = (
         select(TransferRequest.__table__)
@@ -200,15 +204,51 @@ def list_transfers(conn: Connection, who: Principal, state: str | None) -> list[
         statement = statement.where(Customer.reseller_id == who.owner_id)
     elif who.role in CUSTOMER_ROLES:
         statement = statement.where(Customer.id == who.owner_id)
-    return [transfer_json(r) for r in conn.execute(statement)]
+    rows = conn.execute(statement).all()
+    costs: dict[uuid.UUID, dict[str, Any]] = {}
+    for r in rows:
+        if r.state == "pending" and r.licence_id not in costs:
+            costs[r.licence_id] = approval_cost(conn, r.licence_id, now)
+    return [transfer_json(r) | ({"cost": costs[r.licence_id]} if r.state == "pending" else {}) for r in rows]
+
+
+def _host_change_charge(conn: Connection, licence: Any, plan: Any, now: datetime) -> quotas.Charge:
+    term, span = moves.window(conn, licence.id, now)
+    approved = moves.host_changes_approved(conn, licence.id, term)
+    in_force = prices.in_force(conn, plan, business_calendar().day_of(now))
+    return quotas.host_change_charge(term, approved, plan.free_host_changes_per_term, in_force.host_change_price_cents,
+                                     span)  # fmt: skip
+
+
+def approval_cost(conn: Connection, licence_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    licence = conn.execute(select(Licence.__table__).where(Licence.id == licence_id)).one()
+    plan = plan_values(conn, licence.plan_id)
+    try:
+        charge = _host_change_charge(conn, licence, plan, now)
+    except QuotaExhausted as refused:
+        return {"kind": "refused", "code": refused.code, "detail": refused.detail, "currency": plan.currency}
+    return {"kind": charge.kind, "amount_cents": charge.amount_cents, "currency": plan.currency}
 
 
 def decide_transfer(
-    conn: Connection, who: Principal, transfer_id: str, approve: bool, note: str | None, now: datetime
+    conn: Connection,
+    who: Principal,
+    transfer_id: str,
+    approve: bool,
+    note: str | None,
+    now: datetime,
+    *,
+    waive_reason: str | None = None,
 ) -> dict[str, Any]:
     """Support decides. Approving ends the old seat (its token stops refreshing) and binds the new host;
-    the first approved change in a maintenance term is free, later ones cost the plan's price (rule 5)."""
+    the first approved change in a maintenance year is free, later ones cost the plan's price (rule 5).
+    Support may waive the charge, or grant one extra free change where none is sold, with a reason: a
+    zero-amount `waiver` on the ledger says what was waived, and the audit trail who did it and why."""
     who.may("transfer:decide")
+    waive = waive_reason is not None
+    if waive and not approve:
+        raise ValidationFailed("a charge is waived by approving")
+    note = note or waive_reason
     tid = parse_id(transfer_id, "transfer request")
     request = conn.execute(select(TransferRequest.__table__).where(TransferRequest.id == tid)).first()
     if request is None:
@@ -225,12 +265,15 @@ def decide_transfer(
         outbox.emit(conn, "transfer.denied", licence.id, {"transfer_id": tid, "note": note}, now)
         return _one_transfer(conn, tid)
     plan = plan_values(conn, licence.plan_id)
-    term, span = moves.window(conn, licence.id, now)
-    approved = moves.host_changes_approved(conn, licence.id, term)
-    in_force = prices.in_force(conn, plan, business_calendar().day_of(now))
-    charge = quotas.host_change_charge(
-        term, approved, plan.free_host_changes_per_term, in_force.host_change_price_cents, span
-    )
+    try:
+        charge = _host_change_charge(conn, licence, plan, now)
+        waived = f"{charge.amount_cents / 100:.2f} {plan.currency} waived" if charge.kind == quotas.CHARGED else None
+    except QuotaExhausted:
+        if not waive:
+            raise
+        charge, waived = quotas.Charge(quotas.CHARGED, 0), "one extra free host change granted"
+    if waive and waived is None:
+        raise ValidationFailed("this change is free: there is nothing to waive")
     moves.end_activation(conn, request.activation_id, licence.id, "transferred", now)
     new_activation_id = None
     if request.new_host is not None:
@@ -238,21 +281,33 @@ def decide_transfer(
         host = dict(request.new_host) | {"refreshed_at": now}
         insert_seat(conn, licence.id, licence.seats, new_activation_id, host, None, now)
     ledger = None
-    if charge.kind == quotas.CHARGED:
+    if waive:
+        ledger = write_ledger(
+            conn, licence, kind="waiver", amount_cents=0, currency=plan.currency, actor=who.actor, now=now,
+            note=f"transfer {tid}: {waived}: {waive_reason}"[:200],
+        )  # fmt: skip
+    elif charge.kind == quotas.CHARGED:
         ledger = write_ledger(
             conn, licence, kind="host-change", amount_cents=charge.amount_cents, currency=plan.currency,
             actor=who.actor, now=now, note=f"transfer {tid}",
         )  # fmt: skip
+    kind = WAIVED if waive else charge.kind
     conn.execute(
         update(TransferRequest)
         .where(TransferRequest.id == tid)
-        .values(state="approved", charge=charge.kind, new_activation_id=new_activation_id, **decided)
+        .values(state="approved", charge=kind, new_activation_id=new_activation_id, **decided)
     )
+    details = {"charge": kind, "amount_cents": 0 if waive else charge.amount_cents,
+               "old_activation": str(request.activation_id)}  # fmt: skip
+    if waive:
+        details |= {"waived": waived, "reason": waive_reason}
     audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="transfer.approve",
-                 subject=f"transfer:{tid}", details={"charge": charge.kind, "amount_cents": charge.amount_cents,
-                 "old_activation": str(request.activation_id)}, now=now)  # fmt: skip
-    outbox.emit(conn, "transfer.approved", licence.id, {"transfer_id": tid, "charge": charge.kind}, now)
+                 subject=f"transfer:{tid}", details=details, now=now)  # fmt: skip
+    outbox.emit(conn, "transfer.approved", licence.id, {"transfer_id": tid, "charge": kind}, now)
     return _one_transfer(conn, tid) | {"ledger": ledger}
+
+
+WAIVED = "waived"
 
 
 def replace_dongle(

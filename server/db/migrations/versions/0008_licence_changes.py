@@ -37,8 +37,15 @@ def _ledger_checks(kinds: str, amount: str) -> None:
         batch_op.create_check_constraint(op.f("ck_ledger_entries_amount"), amount)
 
 
+def _transfer_charges(charges: str) -> None:
+    with op.batch_alter_table("transfer_requests", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_transfer_requests_charge"), type_="check")
+        batch_op.create_check_constraint(op.f("ck_transfer_requests_charge"), f"charge IS NULL OR charge IN {charges}")
+
+
 def upgrade() -> None:
     _ledger_checks(NEW_KINDS, "amount_cents >= 0 OR kind = 'credit'")
+    _transfer_charges("('free', 'charged', 'waived')")
     with op.batch_alter_table("licences", schema=None) as batch_op:
         batch_op.add_column(sa.Column("features", sa.JSON(none_as_null=True), nullable=True))
         batch_op.add_column(sa.Column("ends_at", sa.DateTime(timezone=True), nullable=True))
@@ -51,6 +58,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _transfer_charges("('free', 'charged')")
     _ledger_checks(OLD_KINDS, "amount_cents >= 0")
     with op.batch_alter_table("plans", schema=None) as batch_op:
         batch_op.drop_column("retired_at")
