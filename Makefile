@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check server client_agent keys tessera_common tests bench
+	$(BIN)/ruff check server client_agent keys tessera_common tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

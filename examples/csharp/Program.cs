@@ -21,11 +21,9 @@ if (args.Length < 3 || args.Length > 4 || args[0].Length == 0 || args[1].Length 
     Console.Error.WriteLine("usage: TesseraCheck PRODUCT VERSION RELEASED(YYYY-MM-DD) [FEATURE]");
     return ExitUsage;
 }
-var socketPath = Environment.GetEnvironmentVariable("TESSERA_AGENT_SOCKET");
-if (string.IsNullOrEmpty(socketPath))
-{
-    socketPath = "/run/tessera/agent.sock";
-}
+string socketPath = Environment.GetEnvironmentVariable("TESSERA_AGENT_SOCKET") is { Length: > 0 } fromEnvironment
+    ? fromEnvironment
+    : "/run/tessera/agent.sock";
 var query = $"product={Uri.EscapeDataString(args[0])}&version={Uri.EscapeDataString(args[1])}"
     + $"&released={Uri.EscapeDataString(args[2])}";
 if (args.Length == 4)
