@@ -11,7 +11,6 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-import annotated_types
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
@@ -219,33 +218,15 @@ Modules = Annotated[list[ModuleName], Field(max_length=64)]
 
 # Whole numbers in a range that may also be left out (None): the bounds sit inside, so the OpenAPI document
 # shows them as minimum and maximum (around a BeforeValidator pydantic would emit them as unknown keywords).
-Range0To100 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(100), BeforeValidator(_whole_number)
-]
-Range0To100000 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(100_000), BeforeValidator(_whole_number)
-]
-Range0To120 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(120), BeforeValidator(_whole_number)
-]
-Range0To1200 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(1200), BeforeValidator(_whole_number)
-]
-Range0To32 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(32), BeforeValidator(_whole_number)
-]
-Range0To366 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(0), annotated_types.Le(366), BeforeValidator(_whole_number)
-]
-Range1To1000000 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(1_000_000), BeforeValidator(_whole_number)
-]
-Range1To32 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(32), BeforeValidator(_whole_number)
-]
-Range1To3660 = Annotated[
-    int, Field(strict=True), annotated_types.Ge(1), annotated_types.Le(3660), BeforeValidator(_whole_number)
-]
+Range0To100 = Annotated[int, Field(strict=True, ge=0, le=100), BeforeValidator(_whole_number)]
+Range0To100000 = Annotated[int, Field(strict=True, ge=0, le=100_000), BeforeValidator(_whole_number)]
+Range0To120 = Annotated[int, Field(strict=True, ge=0, le=120), BeforeValidator(_whole_number)]
+Range0To1200 = Annotated[int, Field(strict=True, ge=0, le=1200), BeforeValidator(_whole_number)]
+Range0To32 = Annotated[int, Field(strict=True, ge=0, le=32), BeforeValidator(_whole_number)]
+Range0To366 = Annotated[int, Field(strict=True, ge=0, le=366), BeforeValidator(_whole_number)]
+Range1To1000000 = Annotated[int, Field(strict=True, ge=1, le=1_000_000), BeforeValidator(_whole_number)]
+Range1To32 = Annotated[int, Field(strict=True, ge=1, le=32), BeforeValidator(_whole_number)]
+Range1To3660 = Annotated[int, Field(strict=True, ge=1, le=3660), BeforeValidator(_whole_number)]
 
 
 class LicenceChangeBody(Strict):
