@@ -283,3 +283,33 @@ def test_the_transfer_queue_shows_the_cost_and_support_may_waive_it(live_server:
     events = support.get(f"/v1/audit?subject=transfer:{second}")[1]
     approval = next(e for e in events if e["action"] == "transfer.approve")
     assert approval["details"]["reason"] == "fire at the office"
+
+
+def test_customers_see_their_ledger_and_each_renewal_has_a_confirmation(live_server: LiveServer) -> None:
+    product, plans, who = _setup(live_server)
+    tag = plans["customer"].split("-", 1)[1]
+    licence = _issue(live_server, product, plans, "package", 1)
+    assert who["reseller"].post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})[0] == 201
+    customer_id = who["customer"].get(f"/v1/licences/{licence['id']}")[1]["customer_id"]
+    status, ledger = who["customer"].get(f"/v1/licences/{licence['id']}/ledger")
+    assert status == 200 and [e["kind"] for e in ledger] == ["licence", "renewal"]
+
+    contact = _named_contact(live_server, who["customer"], customer_id, tag)
+    cy = {"name": "Cy", "email": f"cy-{tag}@c.test", "role": "customer-user"}
+    status, user = who["customer"].post(f"/v1/customers/{customer_id}/users", cy)
+    plain_user = Caller(live_server, user["token"])
+    status, confirmations = contact.get(f"/v1/licences/{licence['id']}/confirmations")
+    assert status == 200 and [(c["kind"], c["amount_cents"]) for c in confirmations] == [
+        ("licence", 90_000), ("renewal", 18_000),
+    ]  # fmt: skip
+    renewal = confirmations[1]
+    assert renewal["number"] == ledger[1]["id"]  # the number the renewal mail quotes
+    assert renewal["licence"] == {"id": licence["id"], "product": product, "customer": plans["customer"],
+                                  "plan": plans["package"], "seats": 1}  # fmt: skip
+    assert renewal["period"]["start"] == ledger[1]["period_start"]
+    status, one = contact.get(f"/v1/licences/{licence['id']}/confirmations/{renewal['number']}")
+    assert status == 200 and one == renewal
+    assert plain_user.get(f"/v1/licences/{licence['id']}/confirmations")[1]["code"] == "role-forbidden"
+    assert plain_user.get(f"/v1/licences/{licence['id']}/ledger")[1]["code"] == "role-forbidden"
+    assert who["other-reseller"].get(f"/v1/licences/{licence['id']}/confirmations")[0] == 404
+    assert contact.get(f"/v1/licences/{licence['id']}/confirmations/{licence['id']}")[0] == 404

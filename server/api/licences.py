@@ -108,6 +108,17 @@ async def ledger(request: web.Request) -> web.Response:
     return json_response(await run(request, terms.licence_ledger, request.match_info["licence_id"]))
 
 
+@routes.get("/v1/licences/{licence_id}/confirmations")
+async def confirmations(request: web.Request) -> web.Response:
+    return json_response(await run(request, terms.confirmations, request.match_info["licence_id"]))
+
+
+@routes.get("/v1/licences/{licence_id}/confirmations/{number}")
+async def confirmation(request: web.Request) -> web.Response:
+    licence_id, number = request.match_info["licence_id"], request.match_info["number"]
+    return json_response(await run(request, terms.confirmation, licence_id, number))
+
+
 @routes.post("/v1/licences/{licence_id}/renewals")
 async def renew(request: web.Request) -> web.Response:
     body = await read_model(request, RenewalBody)
@@ -199,6 +210,16 @@ PATHS = {
     },
     "/v1/licences/{licence_id}/ledger": {
         "get": bearer_op("Ledger entries", params=LICENCE, ok_schema={"type": "array", "items": {"type": "object"}})
+    },
+    "/v1/licences/{licence_id}/confirmations": {
+        "get": bearer_op(
+            "Proof of each purchase and renewal (staff, reseller, the customer's administrators and named contacts)",
+            params=LICENCE,
+            ok_schema={"type": "array", "items": {"type": "object"}},
+        )
+    },
+    "/v1/licences/{licence_id}/confirmations/{number}": {
+        "get": bearer_op("One confirmation: number, period, amount, licence", params=("licence_id", "number"))
     },
     "/v1/licences/{licence_id}/renewals": {
         "post": bearer_op("Renew or extend (admin, reseller)", body="RenewalBody", ok="201", params=LICENCE)

@@ -30,7 +30,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users:read": frozenset({ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN, CUSTOMER_USER}),
     "users:manage": frozenset({ADMIN, RESELLER, CUSTOMER_ADMIN}),
     "settlement:read": frozenset({ADMIN, RESELLER}),
-    "ledger:read": frozenset({ADMIN, SUPPORT, RESELLER}),
+    # 003: the customer "ontvangt hiervan telkens een bewijs": its administrators see the ledger, its named
+    # contacts (checked by the service) each renewal's confirmation.
+    "ledger:read": frozenset({ADMIN, SUPPORT, RESELLER, CUSTOMER_ADMIN}),
+    "confirmation:read": frozenset(ROLES),
     "audit:read": frozenset({ADMIN, SUPPORT}),
     # The reseller is the customer's first contact for technical support (002).
     "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from server.api.context import SERVICES, client_address
 from server.domain.access import ADMIN, CUSTOMER_ROLES, PERMISSIONS, RESELLER, SUPPORT
-from server.domain.errors import ValidationFailed
+from server.domain.errors import RoleForbidden, ValidationFailed
 from server.portal.kit import PREFIX, field, me, now, render, run, see_other
 from server.services import licensing, moves, portal_views, terms, transfers
 from server.services.requests import TransferRequestBody
@@ -84,13 +84,24 @@ async def licence(request: web.Request) -> web.Response:
     entitlements = await run(request, terms.entitlements, licence_id)
     role = me(request).role
     ledger = await run(request, terms.licence_ledger, licence_id) if may(role, "ledger:read") else None
+    try:
+        confirmations = await run(request, terms.confirmations, licence_id)
+    except RoleForbidden:  # a customer-user who is not a named contact
+        confirmations = None
     return render(request, "licence.html", {
-        "licence": detail, "entitlements": entitlements, "ledger": ledger,
+        "licence": detail, "entitlements": entitlements, "ledger": ledger, "confirmations": confirmations,
         "done": DONE.get(request.query.get("done", "")),
         "may_release": may(role, "seat:release"), "may_cancel": may(role, "licence:cancel"),
         "may_renew": may(role, "licence:renew"), "may_audit": may(role, "audit:read"),
         "may_dongle": may(role, "dongle:replace"),
     })  # fmt: skip
+
+
+@routes.get("/licences/{licence_id}/confirmations/{number}")
+async def confirmation(request: web.Request) -> web.Response:
+    """The printable proof of a purchase or renewal (003: "ontvangt hiervan telkens een bewijs")."""
+    licence_id, number = request.match_info["licence_id"], request.match_info["number"]
+    return render(request, "confirmation.html", {"c": await run(request, terms.confirmation, licence_id, number)})
 
 
 @routes.get("/licences/{licence_id}/cancel")

@@ -31,7 +31,14 @@ from server.domain.errors import (
 )
 from server.notify import outbox
 from server.services import audit, prices
-from server.services.access import SYSTEM_RENEWAL, Principal, by_id_or_name, licence_in_scope, plan_values
+from server.services.access import (
+    SYSTEM_RENEWAL,
+    Principal,
+    by_id_or_name,
+    licence_in_scope,
+    parse_id,
+    plan_values,
+)
 
 MAX_YEARS = 10
 
@@ -187,8 +194,7 @@ def cancel_renewal(
     plan = plan_values(conn, licence.plan_id)
     if plan.maintenance_mandatory:
         raise MaintenanceMandatory(
-            f"maintenance is mandatory on plan {plan.name!r}: it ends only with the licence (an admin's "
-            "`licence end`)"
+            f"maintenance is mandatory on plan {plan.name!r}: it ends only with the licence (an admin's `licence end`)"
         )
     result = record_cancellation(conn, who, licence, plan, now, received_on)
     outbox.emit(conn, "licence.cancelled", licence.id, result, now)
@@ -556,6 +562,67 @@ def licence_ledger(conn: Connection, who: Principal, licence_id: str) -> list[di
         select(LedgerEntry.__table__).where(LedgerEntry.licence_id == licence.id).order_by(LedgerEntry.created_at)
     )
     return [ledger_json(r) for r in rows]
+
+
+CONFIRMED_KINDS = ("licence", "renewal", "extension", "reinstatement")
+
+
+def _may_read_confirmations(conn: Connection, who: Principal) -> None:
+    """Staff and resellers (by scope), a customer's administrators, and its named contacts (003)."""
+    who.may("confirmation:read")
+    if who.role == "customer-user":
+        contact = conn.execute(select(User.contact).where(User.id == who.user_id)).scalar() if who.user_id else None
+        if contact is None:
+            raise RoleForbidden("renewal confirmations are for the customer's named contacts and administrators")
+
+
+def confirmations(conn: Connection, who: Principal, licence_id: str) -> list[dict[str, Any]]:
+    """The proof of each purchase and renewal of a licence (number, period, amount), newest last."""
+    _may_read_confirmations(conn, who)
+    licence = licence_in_scope(conn, who, licence_id)
+    rows = conn.execute(
+        select(LedgerEntry.__table__)
+        .where(LedgerEntry.licence_id == licence.id, LedgerEntry.kind.in_(CONFIRMED_KINDS))
+        .order_by(LedgerEntry.created_at, LedgerEntry.id)
+    )
+    return [_confirmation_json(licence, r) for r in rows]
+
+
+def confirmation(conn: Connection, who: Principal, licence_id: str, number: str) -> dict[str, Any]:
+    _may_read_confirmations(conn, who)
+    licence = licence_in_scope(conn, who, licence_id)
+    entry_id = parse_id(number, "confirmation")
+    row = conn.execute(
+        select(LedgerEntry.__table__).where(
+            LedgerEntry.id == entry_id, LedgerEntry.licence_id == licence.id, LedgerEntry.kind.in_(CONFIRMED_KINDS)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no confirmation {number[:64]!r} for this licence")
+    return _confirmation_json(licence, row)
+
+
+def _confirmation_json(licence: Any, r: Any) -> dict[str, Any]:
+    # The number is the ledger entry's id: the renewal mail quotes the same one.
+    return {
+        "number": str(r.id),
+        "kind": r.kind,
+        "issued_at": r.created_at.isoformat(),
+        "licence": {
+            "id": str(licence.id),
+            "product": licence.product,
+            "customer": licence.customer,
+            "plan": licence.plan,
+            "seats": licence.seats,
+        },
+        "period": {
+            "start": r.period_start.isoformat() if r.period_start else None,
+            "end": r.period_end.isoformat() if r.period_end else None,
+        },
+        "amount_cents": r.amount_cents,
+        "currency": r.currency,
+        "note": r.note,
+    }
 
 
 def renew_all_due(conn: Connection, now: datetime) -> dict[str, int]:

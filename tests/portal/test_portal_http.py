@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.portal.conftest import PASSWORD, Client, World
 
 
@@ -120,3 +122,16 @@ def test_a_link_works_once(world: World) -> None:
     assert client.get(path).status == 404
     assert world.client().sign_in(world.users["bob"], password=new).status == 303
     assert world.client().sign_in(world.users["bob"]).status == 401
+
+
+def test_a_named_contact_prints_the_purchase_confirmation(world: World) -> None:
+    licence = world.licences["A-activation"]
+    bob = world.signed_in("bob")  # a customer-user, and the deputy named contact
+    page = bob.get(f"/portal/licences/{licence['id']}")
+    assert page.status == 200 and "Confirmations" in page.text
+    link = re.search(r'href="(/portal/licences/[^"]+/confirmations/([^"]+))"', page.text)
+    assert link, page.text[-2000:]
+    printable = bob.get(link.group(1))
+    assert printable.status == 200 and "Purchase confirmation" in printable.text
+    assert link.group(2) in printable.text and "EUR 1,200.00" in printable.text
+    assert world.signed_in("carol").get(link.group(1)).status == 404  # another customer's
