@@ -3,13 +3,15 @@ transfers, cancelling auto-renewal, entitlements, the ledger."""
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from server.api.context import SERVICES, client_address
 from server.domain.access import ADMIN, CUSTOMER_ROLES, PERMISSIONS, RESELLER, SUPPORT
 from server.domain.errors import RoleForbidden, ValidationFailed
-from server.portal.kit import PREFIX, field, me, now, render, run, see_other
-from server.services import licensing, moves, portal_views, terms, transfers
+from server.portal.kit import PREFIX, field, form, me, now, render, run, see_other
+from server.services import changes, licensing, moves, portal_views, terms, transfers
 from server.services.requests import TransferRequestBody
 
 routes = web.RouteTableDef()
@@ -20,6 +22,7 @@ DONE = {
     "transfer-requested": "Your transfer request is with support: follow it below.",
     "cancelled": "Auto-renewal is cancelled.",
     "renewed": "The licence is renewed.",
+    "changed": "The licence is changed: its machines get the new modules at their next refresh.",
 }
 
 
@@ -93,7 +96,8 @@ async def licence(request: web.Request) -> web.Response:
         "done": DONE.get(request.query.get("done", "")),
         "may_release": may(role, "seat:release"), "may_cancel": may(role, "licence:cancel"),
         "may_renew": may(role, "licence:renew"), "may_audit": may(role, "audit:read"),
-        "may_dongle": may(role, "dongle:replace"),
+        "may_dongle": may(role, "dongle:replace"), "may_change": may(role, "licence:change"),
+        "may_reinstate": may(role, "licence:reinstate"),
     })  # fmt: skip
 
 
@@ -102,6 +106,50 @@ async def confirmation(request: web.Request) -> web.Response:
     """The printable proof of a purchase or renewal (003: "ontvangt hiervan telkens een bewijs")."""
     licence_id, number = request.match_info["licence_id"], request.match_info["number"]
     return render(request, "confirmation.html", {"c": await run(request, terms.confirmation, licence_id, number)})
+
+
+@routes.get("/licences/{licence_id}/change")
+async def change_form(request: web.Request) -> web.Response:
+    choices = await run(request, portal_views.change_choices, request.match_info["licence_id"])
+    return render(request, "change.html", {"licence": choices, "quote": None, "asked": None})
+
+
+@routes.post("/licences/{licence_id}/change")
+async def change(request: web.Request) -> web.StreamResponse:
+    """Seats, modules or plan after sale: first a quote (a dry run), then the same change confirmed."""
+    licence_id = request.match_info["licence_id"]
+    seats = field(request, "seats", 8)
+    if seats and not seats.isdigit():
+        raise ValidationFailed("seats must be a whole number")
+    add = tuple(dict.fromkeys(f.strip() for f in field(request, "add", 1000).split(",") if f.strip()))
+    remove = tuple(dict.fromkeys(v for v in form(request).getall("remove", []) if isinstance(v, str)))
+    choices = await run(request, portal_views.change_choices, licence_id)
+    plan = field(request, "plan", 200)
+    asked = changes.Change(
+        seats=int(seats) if seats and int(seats) != choices["seats"] else None,
+        plan=plan if plan and plan != choices["plan"] else None,
+        add_features=add,
+        remove_features=remove,
+    )
+    confirmed = field(request, "confirm", 3) == "yes"
+    unit = functools.partial(changes.change_licence, dry_run=not confirmed)
+    result = await run(request, unit, licence_id, asked, now())
+    if confirmed:
+        raise see_other(f"{PREFIX}/licences/{licence_id}?done=changed")
+    return render(request, "change.html", {"licence": choices, "quote": result, "asked": asked})
+
+
+@routes.get("/licences/{licence_id}/reinstate")
+async def reinstatement_quote(request: web.Request) -> web.Response:
+    quote = await run(request, terms.reinstatement_quote, request.match_info["licence_id"], now())
+    return render(request, "reinstate.html", {"quote": quote})
+
+
+@routes.post("/licences/{licence_id}/reinstate")
+async def reinstate(request: web.Request) -> web.Response:
+    result = await run(request, terms.reinstate, request.match_info["licence_id"], now())
+    back_fee = result["ledger"][0] if len(result["ledger"]) > 1 else None
+    return render(request, "renewed.html", {"result": result | {"ledger": result["ledger"][-1]}, "back_fee": back_fee})
 
 
 @routes.get("/licences/{licence_id}/cancel")
@@ -123,7 +171,7 @@ async def renew(request: web.Request) -> web.Response:
     if not years.isdigit():
         raise ValidationFailed("years must be a whole number from 1 to 10")
     result = await run(request, terms.renew, request.match_info["licence_id"], int(years), now())
-    return render(request, "renewed.html", {"result": result})
+    return render(request, "renewed.html", {"result": result, "back_fee": None})
 
 
 @routes.get("/transfers")

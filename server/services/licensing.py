@@ -33,7 +33,7 @@ from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
 from server.domain.errors import Conflict, NotFound, PlanRetired, Unauthorised, ValidationFailed
 from server.domain.hosts import fingerprint_salt, key_hash
 from server.notify import outbox
-from server.services import audit, prices
+from server.services import audit, changes, prices
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
 from server.services.moves import quota_report
 from server.services.requests import PRODUCT_CODE, has_control_characters
@@ -264,6 +264,8 @@ def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetim
         "status": licence.status,
         "seats": licence.seats,
         "seats_in_use": licence.seats_in_use,
+        "features": changes.licence_features(licence, plan),
+        "ends_at": _iso(licence.ends_at),
         "key_hint": "…" + licence.key_hint,
         "maintenance": {
             "state": "current" if current else ("lapsed" if rules.is_lapsed(terms, now) else "future"),

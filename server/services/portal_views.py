@@ -36,7 +36,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.hosts import key_hash
-from server.services import accounts, audit, licensing, transfers
+from server.services import accounts, audit, changes, licensing, transfers
 from server.services.access import Principal, customer_in_scope, licence_in_scope, parse_id, plan_values
 from server.services.terms import load_terms, policy
 
@@ -189,12 +189,36 @@ def customers(conn: Connection, who: Principal) -> list[dict[str, Any]]:
             for r in conn.execute(statement)]  # fmt: skip
 
 
+def change_choices(conn: Connection, who: Principal, licence_id: str) -> dict[str, Any]:
+    """What a licence may be changed to after sale: its seats and modules, and the plans it may move to (same
+    kind, binding model and currency, not retired)."""
+    who.may("licence:change")
+    licence = licence_in_scope(conn, who, licence_id)
+    plan = plan_values(conn, licence.plan_id)
+    plans = conn.execute(
+        select(Plan.name)
+        .where(Plan.kind == plan.kind, Plan.model == plan.model, Plan.currency == plan.currency,
+               Plan.retired_at.is_(None) | (Plan.id == plan.id))
+        .order_by(Plan.name)
+    ).scalars()  # fmt: skip
+    return {
+        "id": str(licence.id),
+        "product": licence.product,
+        "customer": licence.customer,
+        "plan": plan.name,
+        "seats": licence.seats,
+        "seats_in_use": licence.seats_in_use,
+        "features": changes.licence_features(licence, plan),
+        "plans": list(plans),
+    }
+
+
 def issue_choices(conn: Connection, who: Principal) -> dict[str, Any]:
     """Products and plans a licence may be issued with (for the issue form)."""
     who.may("licence:issue")
     return {
         "products": [r.code for r in conn.execute(select(Product.code).order_by(Product.code))],
-        "plans": [r.name for r in conn.execute(select(Plan.name).order_by(Plan.name))],
+        "plans": [r.name for r in conn.execute(select(Plan.name).where(Plan.retired_at.is_(None)).order_by(Plan.name))],
     }
 
 

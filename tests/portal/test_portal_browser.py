@@ -364,3 +364,22 @@ def test_a_customer_admin_manages_people_and_invites_one(world: World, person: A
     bob = person("bob")
     bob.sign_in()
     assert bob.heading() == "Sign in"  # a disabled user cannot sign in
+
+
+def test_reseller_changes_a_licence_after_a_quote(world: World, person: Any) -> None:
+    licence = world.licences["A-activation"]
+    rita = person("rita")
+    rita.sign_in()
+    rita.open(f"/portal/licences/{licence['id']}")
+    rita.follow(rita.page.get_by_role("link", name="Change seats, modules or plan"))
+    rita.page.get_by_label("Seats").fill("5")
+    rita.page.get_by_label("Add modules").fill("cam")
+    rita.follow(rita.page.get_by_role("button", name="See what it costs"))
+    quote = rita.page.locator("section.card").inner_text()
+    assert "3 → 5" in quote and "cam" in quote and "EUR 0.00" in quote  # a per-package plan: seats cost nothing
+    rita.shot("reseller-change-quote")
+    assert off_loop(world.server.admin, "licence", "show", licence["id"])["seats"] == 3  # a quote writes nothing
+    rita.follow(rita.page.get_by_role("button", name="Confirm the change"))
+    assert "The licence is changed" in rita.page.locator(".notice").inner_text()
+    facts = rita.page.locator("dl.facts").inner_text()
+    assert "of 5 in use" in facts and "cam" in facts

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
 
-from tests.portal.conftest import PASSWORD, Client, World
+from sqlalchemy import update
+
+from server.db.database import open_database
+from server.db.models import MaintenanceTerm
+from tests.portal.conftest import PASSWORD, Client, World, off_loop
 
 
 def test_signing_in_sets_a_strict_cookie_and_rotates_it(world: World) -> None:
@@ -135,3 +142,39 @@ def test_a_named_contact_prints_the_purchase_confirmation(world: World) -> None:
     assert printable.status == 200 and "Purchase confirmation" in printable.text
     assert link.group(2) in printable.text and "EUR 1,200.00" in printable.text
     assert world.signed_in("carol").get(link.group(1)).status == 404  # another customer's
+
+
+def test_an_admin_reinstates_a_lapsed_licence_after_seeing_the_quote(world: World) -> None:
+    licence = world.licences["B-activation"]
+    # Bought fourteen months ago: its maintenance year ended two months ago (the dates moved back in the database).
+    term = (datetime.now(UTC) - timedelta(days=427), datetime.now(UTC) - timedelta(days=62))
+    _move_terms(world.server.db_url, uuid.UUID(licence["id"]), *term)
+    carol = world.signed_in("carol")  # the customer may see it lapsed, not reinstate it
+    assert "Reinstate maintenance" not in carol.get(f"/portal/licences/{licence['id']}").text
+    assert carol.get(f"/portal/licences/{licence['id']}/reinstate").status == 200  # the quote is readable
+    ada = world.signed_in("ada")
+    page = ada.get(f"/portal/licences/{licence['id']}")
+    assert "Reinstate maintenance" in page.text
+    quote = ada.get(f"/portal/licences/{licence['id']}/reinstate")
+    assert quote.status == 200 and "Whole months lapsed</dt><dd>2<" in quote.text
+    assert "EUR 40.00" in quote.text  # 1,200.00 / 60 x 2 at today's price
+    done = ada.submit(f"/portal/licences/{licence['id']}/reinstate", f"/portal/licences/{licence['id']}/reinstate", {})
+    assert done.status == 200 and "Reinstated" in done.text and "EUR 40.00 of back-fees" in done.text
+    assert (
+        carol.post(
+            f"/portal/licences/{licence['id']}/reinstate", {"csrf": carol.get("/portal/dashboard").csrf()}
+        ).status
+        == 403
+    )
+
+
+def _move_terms(url: str, licence_id: uuid.UUID, start: datetime, end: datetime) -> None:
+    async def go() -> None:
+        db = open_database(url, pool_size=1)
+        try:
+            statement = update(MaintenanceTerm).where(MaintenanceTerm.licence_id == licence_id)
+            await db.run(lambda conn: conn.execute(statement.values(starts_at=start, ends_at=end)))
+        finally:
+            await db.close()
+
+    off_loop(asyncio.run, go())
