@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import Connection, delete
@@ -17,9 +17,10 @@ from server.api.connections import CONNECTIONS, Connections, connections_middlew
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
-from server.db.models import AuthFailure, RequestNonce
+from server.db.models import AuthFailure, PortalLink, RequestNonce
 from server.notify.startup import notifications, run_daily_notices
 from server.portal import add_portal
+from server.services import accounts, portal_sessions
 from server.services.activation import THROTTLE_WINDOW, ActivationService
 from server.services.licensing import LicensingService
 from server.services.terms import configure_calendar, run_renewals
@@ -74,13 +75,20 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
+PORTAL_KEEP = timedelta(days=30)  # ended sessions and spent links stay a month: who signed in from where, when
+
+
 def purge_expired(conn: Connection, now: datetime) -> None:
     conn.execute(delete(RequestNonce).where(RequestNonce.expires_at < now))
     conn.execute(delete(AuthFailure).where(AuthFailure.window_start < now - THROTTLE_WINDOW))
+    portal_sessions.purge(conn, now, keep=PORTAL_KEEP)
+    conn.execute(delete(PortalLink).where(PortalLink.expires_at < now - PORTAL_KEEP))
+    accounts.purge_throttle(conn, now)
 
 
 async def janitor(app: web.Application) -> AsyncIterator[None]:
-    """Drops spent nonces and old throttle windows; idempotent, so every process may run it."""
+    """Drops spent nonces, old throttle windows, and the portal's month-old sessions and links; idempotent, so
+    every process may run it."""
 
     async def loop() -> None:
         while True:

@@ -79,7 +79,7 @@ def _insert_unique(conn: Connection, model: Any, values: dict[str, Any], what: s
         raise Conflict(f"{what} already exists") from exc
 
 
-def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[str, Any]:
+def add_product(conn: Connection, code: str, name: str, now: datetime, actor: str = OPERATOR.actor) -> dict[str, Any]:
     if not PRODUCT_CODE.fullmatch(code):
         # What the agent API accepts as a product: a code it refuses could never be activated.
         raise ValidationFailed("a product code is 1 to 64 lower-case letters, digits, dots, dashes or underscores")
@@ -89,17 +89,25 @@ def add_product(conn: Connection, code: str, name: str, now: datetime) -> dict[s
     _insert_unique(
         conn, Product, {"id": product_id, "code": code, "name": name, "created_at": now}, f"product {code!r}"
     )
-    _vendor_event(conn, "product.add", f"product:{product_id}", {"code": code}, now)
+    _vendor_event(conn, "product.add", f"product:{product_id}", {"code": code}, now, actor)
     return {"id": str(product_id), "code": code, "name": name}
 
 
-def _vendor_event(conn: Connection, action: str, subject: str, details: dict[str, Any], now: datetime) -> None:
-    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action=action, subject=subject,
+def _vendor_event(
+    conn: Connection, action: str, subject: str, details: dict[str, Any], now: datetime, actor: str
+) -> None:
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=actor, action=action, subject=subject,
                  details=details, now=now)  # fmt: skip
 
 
 def add_release(
-    conn: Connection, product: str, version: str, released: date, end_of_support: date | None, now: datetime
+    conn: Connection,
+    product: str,
+    version: str,
+    released: date,
+    end_of_support: date | None,
+    now: datetime,
+    actor: str = OPERATOR.actor,
 ) -> dict[str, Any]:
     product_row = _one(conn, Product, Product.code, product, "product")
     if end_of_support is not None and end_of_support < released:
@@ -117,7 +125,7 @@ def add_release(
         },
         f"release {product} {version}",
     )
-    _vendor_event(conn, "release.add", f"release:{release_id}", {"product": product, "version": version}, now)
+    _vendor_event(conn, "release.add", f"release:{release_id}", {"product": product, "version": version}, now, actor)
     return {"id": str(release_id), "product": product, "version": version, "released": released.isoformat()}
 
 
@@ -130,7 +138,9 @@ PLAN_FIELDS = (
 )  # fmt: skip
 
 
-def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
+def add_plan(
+    conn: Connection, name: str, fields: dict[str, Any], now: datetime, actor: str = OPERATOR.actor
+) -> dict[str, Any]:
     unknown = set(fields) - set(PLAN_FIELDS)
     if unknown:
         raise ValidationFailed(f"unknown plan fields: {', '.join(sorted(unknown))}")
@@ -160,18 +170,20 @@ def add_plan(conn: Connection, name: str, fields: dict[str, Any], now: datetime)
     plan_id = new_id()
     values = {"features": [], "dongle_usb_ids": []} | fields
     _insert_unique(conn, Plan, {"id": plan_id, "name": name, "created_at": now, **values}, f"plan {name!r}")
-    _vendor_event(conn, "plan.add", f"plan:{plan_id}", {"name": name, **values}, now)
+    _vendor_event(conn, "plan.add", f"plan:{plan_id}", {"name": name, **values}, now, actor)
     return {"id": str(plan_id), "name": name, **values}
 
 
-def add_reseller(conn: Connection, name: str, now: datetime) -> dict[str, Any]:
+def add_reseller(conn: Connection, name: str, now: datetime, actor: str = OPERATOR.actor) -> dict[str, Any]:
     reseller_id = new_id()
     _insert_unique(conn, Reseller, {"id": reseller_id, "name": name, "created_at": now}, f"reseller {name!r}")
-    _vendor_event(conn, "reseller.add", f"reseller:{reseller_id}", {"name": name}, now)
+    _vendor_event(conn, "reseller.add", f"reseller:{reseller_id}", {"name": name}, now, actor)
     return {"id": str(reseller_id), "name": name}
 
 
-def add_customer(conn: Connection, name: str, reseller: str | None, now: datetime) -> dict[str, Any]:
+def add_customer(
+    conn: Connection, name: str, reseller: str | None, now: datetime, actor: str = OPERATOR.actor
+) -> dict[str, Any]:
     reseller_id = _one(conn, Reseller, Reseller.name, reseller, "reseller").id if reseller else None
     customer_id = new_id()
     _insert_unique(
@@ -180,7 +192,7 @@ def add_customer(conn: Connection, name: str, reseller: str | None, now: datetim
         {"id": customer_id, "name": name, "reseller_id": reseller_id, "created_at": now},
         f"customer {name!r}",
     )
-    _vendor_event(conn, "customer.add", f"customer:{customer_id}", {"name": name, "reseller": reseller}, now)
+    _vendor_event(conn, "customer.add", f"customer:{customer_id}", {"name": name, "reseller": reseller}, now, actor)
     return {"id": str(customer_id), "name": name, "reseller": reseller}
 
 

@@ -249,28 +249,28 @@ def catalogue(conn: Connection, who: Principal) -> dict[str, Any]:
 
 def add_product(conn: Connection, who: Principal, code: str, name: str, now: datetime) -> dict[str, Any]:
     _admin_only(who, "catalogue:manage")
-    return licensing.add_product(conn, code, name, now)
+    return licensing.add_product(conn, code, name, now, who.actor)
 
 
 def add_release(conn: Connection, who: Principal, product: str, version: str, released: Any,
                 end_of_support: Any, now: datetime) -> dict[str, Any]:  # fmt: skip
     _admin_only(who, "catalogue:manage")
-    return licensing.add_release(conn, product, version, released, end_of_support, now)
+    return licensing.add_release(conn, product, version, released, end_of_support, now, who.actor)
 
 
 def add_plan(conn: Connection, who: Principal, name: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
     _admin_only(who, "catalogue:manage")
-    return licensing.add_plan(conn, name, fields, now)
+    return licensing.add_plan(conn, name, fields, now, who.actor)
 
 
 def add_customer(conn: Connection, who: Principal, name: str, reseller: str | None, now: datetime) -> dict[str, Any]:
     _admin_only(who, "catalogue:manage")
-    return licensing.add_customer(conn, name, reseller, now)
+    return licensing.add_customer(conn, name, reseller, now, who.actor)
 
 
 def add_reseller(conn: Connection, who: Principal, name: str, now: datetime) -> dict[str, Any]:
     _admin_only(who, "catalogue:manage")
-    return licensing.add_reseller(conn, name, now)
+    return licensing.add_reseller(conn, name, now, who.actor)
 
 
 def api_tokens(conn: Connection, who: Principal) -> list[dict[str, Any]]:

@@ -153,3 +153,26 @@ def test_totp_is_confirmed_before_it_counts_and_a_code_is_good_once(desk: Desk) 
     assert step is not None
     assert accounts.totp_step(facts.totp_secret, totp.at(later), later, step) is None
     assert accounts.totp_step(facts.totp_secret, "12345", later, None) is None
+
+
+def test_the_janitor_drops_month_old_sessions_spent_links_and_old_throttle_windows(desk: Desk) -> None:
+    from sqlalchemy import func, select
+
+    from server.app import PORTAL_KEEP, purge_expired
+    from server.db.models import PortalLink, PortalSession, PortalThrottle
+
+    def counts(conn: Any) -> tuple[int, int, int]:
+        return tuple(conn.execute(select(func.count()).select_from(m)).scalar_one()
+                     for m in (PortalSession, PortalLink, PortalThrottle))  # type: ignore[return-value]  # fmt: skip
+
+    user_id, _ = signed_up(desk)
+    desk(portal_sessions.start, user_id, "127.0.0.1", "test", T0, LIFETIMES, None)
+    desk(accounts.record_failure, "alice@acme.example", "10.0.0.1", T0)
+    before = desk(counts)
+    assert before[0] == 1 and before[1] >= 1 and before[2] >= 1
+    desk(purge_expired, T0 + timedelta(days=1))  # a day later: the session has expired but is kept
+    assert desk(counts)[:2] == before[:2] and desk(counts)[2] == 0  # the throttle window is long gone
+    desk(purge_expired, T0 + LIFETIMES.absolute + PORTAL_KEEP - timedelta(seconds=1))
+    assert desk(counts)[0] == 1  # kept a month after it expired
+    desk(purge_expired, T0 + accounts.INVITATION_LIFETIME + PORTAL_KEEP + timedelta(seconds=1))
+    assert desk(counts) == (0, 0, 0)
