@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
 from server import admin_commerce, admin_data
-from server.clikit import CliError, fail, print_result
+from server.clikit import CliError, add_json, add_version, fail, print_result, read_secret
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
@@ -46,7 +46,7 @@ def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T
     try:
         return asyncio.run(go())
     except DomainError as exc:
-        raise CliError(exc.code, exc.detail) from exc
+        raise CliError.from_domain(exc) from exc
     except (OperationalError, ProgrammingError) as exc:
         text = str(exc.orig)
         if "no such table" in text or "does not exist" in text:
@@ -59,7 +59,11 @@ def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T
 def keyring(args: argparse.Namespace) -> Keyring:
     directory = args.keys_dir or Path(os.environ.get("TESSERA_KEYS_DIR", "var/keys"))
     try:
-        return Keyring(directory, passphrase_from_env(os.environ))
+        if args.passphrase_file is not None:
+            passphrase = read_secret(args.passphrase_file, "keyring passphrase").encode()
+        else:
+            passphrase = passphrase_from_env(os.environ)
+        return Keyring(directory, passphrase)
     except KeyringError as exc:
         raise CliError(exc.code, str(exc)) from exc
 
@@ -192,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera-admin", description="Tessera operator CLI")
     parser.add_argument("--db", help=f"database URL; env TESSERA_DB; default {DEFAULT_DB}")
     parser.add_argument("--keys-dir", type=Path, help="keyring directory; env TESSERA_KEYS_DIR; default var/keys")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = parser.add_subparsers(dest="area", required=True)
+    parser.add_argument("--passphrase-file", metavar="PATH",
+                        help="read the keyring passphrase from this file, or from standard input with `-` "
+                             "(default: env TESSERA_KEY_PASSPHRASE or TESSERA_KEY_PASSPHRASE_FILE)")  # fmt: skip
+    add_version(parser)
+    sub = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     for action in ("generate", "rotate"):
@@ -295,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_commerce.register(sub)
     admin_data.register(sub)  # backup, restore, migrate-db
     admin_notify.register(sub)  # webhooks, notices
+    add_json(parser)  # last: every sub-command accepts it
     return parser
 
 
@@ -305,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except CliError as exc:
         return fail(args.json, exc)
-    print_result(args.json, result)
+    if result is not None:  # None: the command wrote its own output (settlement --csv)
+        print_result(args.json, result)
     return 0
 
 

@@ -113,7 +113,7 @@ def settlement_cmd(args: argparse.Namespace) -> Any:
     if not args.csv:
         return report
     print(terms.settlement_csv(report), end="")
-    return {"totals": report["totals"]}
+    return None  # stdout holds the CSV and nothing else
 
 
 def portal_link_cmd(args: argparse.Namespace) -> Any:

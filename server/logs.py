@@ -1,13 +1,15 @@
 """Logging: JSON lines (one object per event) or plain text, with the request id of the request being served.
 
 What is logged is chosen field by field, never dumped wholesale: no header, body, query string or
-raw path is ever written, so licence keys, API tokens, proofs and passphrases cannot leak into logs.
+raw path is ever written, so licence keys, API tokens, proofs and passphrases cannot leak into logs; and a
+database URL's password is masked in every message, field and traceback.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -17,12 +19,23 @@ import orjson
 # The id of the request this task is serving; aiohttp serves one request at a time per connection task.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tessera_request_id", default=None)
 
+# scheme://user:password@host — the password runs to the last "@" of the URL (a password may hold "@" or "/").
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^\s'\"]*(?P<at>@)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`postgresql://u:s3cret@h/db` → `postgresql://u:***@h/db`, wherever a URL occurs in the text."""
+    if "://" not in text:  # every access log line passes here
+        return text
+    return _URL_PASSWORD.sub(lambda m: m["head"] + "***" + m["at"], text)
+
+
 ACCESS = logging.getLogger("tessera.access")
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    return {k: redact(v) if isinstance(v, str) else v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,14 +46,14 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         request_id = REQUEST_ID.get()
         if request_id is not None:
             event["request_id"] = request_id
         event |= _fields(record)
         if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
+            event["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(event, default=str).decode()
 
 
@@ -51,7 +64,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         extra = _fields(record)
         if extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
