@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.clikit import CliError, add_json, add_version, fail, print_result, read_secret
+from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
 from server.logs import redact
 
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
-    add_json(parser)
+    finish_parser(parser)
     return parser
 
 

@@ -153,31 +153,27 @@ def add_version(parser: argparse.ArgumentParser) -> None:
                         help="print the version and exit")  # fmt: skip
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    """`--json` on the parser and on every sub-command below it, so it may stand anywhere: a sub-command's
-    flag is SUPPRESSed unless given, and so does not reset one given before the sub-command."""
-    parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
-    for sub in subparsers(parser):
-        _add_json_below(sub)
-
-
-def _add_json_below(parser: argparse.ArgumentParser) -> None:
+def finish_parser(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command the conventions, once the tree is built: `--json` accepted at every level
+    (a sub-command's flag is SUPPRESSed unless given, so it does not reset one given before it), and the
+    sub-command's one-line help as the description its own `--help` shows."""
     if "--json" not in parser._option_string_actions:
-        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                            help="machine-readable output (JSON)")  # fmt: skip
-    for sub in subparsers(parser):
-        _add_json_below(sub)
+        parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+    _below(parser)
 
 
-def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """The parsers of a parser's sub-commands, each once (aliases share a parser)."""
-    found: list[argparse.ArgumentParser] = []
+def _below(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                if all(sub is not seen for seen in found):
-                    found.append(sub)
-    return found
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        described = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            if sub.description is None and described.get(name):
+                sub.description = described[name]
+            if "--json" not in sub._option_string_actions:
+                sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                 help="machine-readable output (JSON)")  # fmt: skip
+            _below(sub)
 
 
 def print_result(as_json: bool, payload: Any, text: str | None = None) -> None:
