@@ -77,3 +77,13 @@ def test_settlement_csv_writes_only_csv_on_stdout(installation: Installation) ->
         assert len(rows) >= 2 and "{" not in done.stdout, done.stdout
         assert len(rows) - 1 == len(report["entries"]) >= 1
         assert issued["id"] in {row[rows[0].index("licence_id")] for row in rows[1:]}
+
+
+def test_the_licence_and_the_changelog_match_the_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    licence = (ROOT / "LICENSE").read_text("utf-8")
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    assert "Apache License" in licence.splitlines()[1] and "Version 2.0, January 2004" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence  # the full text, not a pointer to it
+    changelog = (ROOT / "CHANGELOG.md").read_text("utf-8")
+    assert f"\n## [{project['version']}] - " in changelog
