@@ -19,16 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(("--json", "licence", "list"), id="before"),
-        pytest.param(("licence", "--json", "list"), id="between"),
-        pytest.param(("licence", "list", "--json"), id="after"),
+        pytest.param(("--json", "licence", "{}"), id="before"),
+        pytest.param(("licence", "--json", "{}"), id="between"),
+        pytest.param(("licence", "{}", "--json"), id="after"),
     ],
 )
 def test_json_is_accepted_anywhere_on_the_admin_command_line(installation: Installation, args: tuple[str, ...]) -> None:
     licence = licence_with_release(installation)
-    done = installation.admin(*args)
-    assert done.exit_code == 0, done.stderr
-    assert [row["id"] for row in done.json()] == [licence["id"]]
+    listed = installation.admin(*(a.replace("{}", "list") for a in args))
+    assert listed.exit_code == 0, listed.stderr
+    assert [row["id"] for row in listed.json()] == [licence["id"]]
+    # Only an error tells JSON from text apart: a result is printed as JSON either way.
+    missing = installation.admin(*(a.replace("{}", "show") for a in args), str(uuid.uuid4()))
+    assert (missing.exit_code, missing.error()["code"]) == (3, "licence-not-found")
 
 
 def test_json_after_a_nested_sub_command_and_for_errors(installation: Installation) -> None:
