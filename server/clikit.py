@@ -8,6 +8,7 @@ Secrets: a database URL's password never reaches the screen; secrets are read fr
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from importlib import metadata
@@ -126,10 +127,16 @@ class CliError(Exception):
 
 def read_secret(source: str, what: str) -> str:
     """A secret from a file, or from standard input when the source is `-` (never from the command line,
-    where `ps` shows it). The trailing line break is dropped."""
+    where `ps` shows it): piped, the whole input; at a terminal, one line typed without echo. The trailing
+    line break is dropped."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        if source != "-":
+            text = Path(source).read_text("utf-8")
+        elif sys.stdin.isatty():
+            text = getpass.getpass(f"{what}: ")
+        else:
+            text = sys.stdin.read()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise CliError("secret-unreadable", f"cannot read the {what} from {source}: {exc}") from exc
     secret = text.rstrip("\r\n")
     if not secret:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,43 @@ def test_the_server_reads_the_keyring_passphrase_from_stdin(installation: Instal
         server.terminate()
         server.wait(timeout=20)
     assert PASSPHRASE not in log.read_text()
+
+
+def test_at_a_terminal_the_passphrase_is_typed_without_echo(installation: Installation) -> None:
+    import pty
+    import select
+
+    argv = [str(BIN / "tessera-admin"), "--db", installation.db_url, "--keys-dir", str(installation.keys_dir),
+            "--json", "--passphrase-file", "-", "keys", "generate"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        os.execve(argv[0], argv, env)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([terminal], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(terminal, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"keyring passphrase: ")
+        os.write(terminal, PASSPHRASE.encode() + b"\n")
+        read_until(b'"kid"')
+    finally:
+        deadline = time.monotonic() + 10
+        while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if waited[0] == 0:  # still waiting for input: the test fails below
+            os.kill(pid, signal.SIGKILL)
+            waited = os.waitpid(pid, 0)
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0, seen
+    assert PASSPHRASE.encode() not in seen  # not echoed
+    assert installation.ok("keys", "list")[0]["state"] == "active"
