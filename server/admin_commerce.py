@@ -188,7 +188,7 @@ def add_plan_actions(plan: Any) -> None:
     """`tessera-admin plan set|retire|price set|list`: settings that may change, retirement, prices with
     effective dates."""
     p = plan.add_parser("set", help="change the settings that may change once licences use the plan")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     for name, kind, text in (
         ("lease-days", int, "days a token lives offline"),
         ("tolerance", int, "components that may change on the same host"),
@@ -204,14 +204,16 @@ def add_plan_actions(plan: Any) -> None:
         ("maintenance-mandatory", _bool_arg, "yes or no: maintenance cannot be cancelled on its own (002)"),
     ):
         p.add_argument(f"--{name}", type=kind, dest=name.replace("-", "_"), help=text)
-    p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"))
-    p.add_argument("--reinstatement-rule", choices=("back-fees", "full-price", "free"))
+    p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"),
+                   help="yearly terms, or a first year then monthly terms")  # fmt: skip
+    p.add_argument("--reinstatement-rule", choices=("back-fees", "full-price", "free"),
+                   help="what reinstating lapsed maintenance costs")  # fmt: skip
     p.add_argument("--features", help="the modules new licences get (comma-separated; empty: none)")
     p.add_argument("--unlimited-deactivations", action="store_true", help="no limit on self-service moves")
     p.add_argument("--no-back-fee-cap", action="store_true", help="charge every lapsed month (001)")
     p.set_defaults(func=plan_manage_cmd)
     p = plan.add_parser("retire", help="no new licences on this plan (its licences run on)")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     p.set_defaults(func=plan_manage_cmd)
     group = plan.add_parser("price", help="prices with effective dates").add_subparsers(dest="price_action",
                                                                                       required=True)  # fmt: skip

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
-from server.logs import redact
+from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret, redact
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

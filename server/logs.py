@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from server.clikit import redact
+
 # The id of the request this task is serving; aiohttp serves one request at a time per connection task.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tessera_request_id", default=None)
-
-# scheme://user:password@host — the password runs to the last "@" of the URL (a password may hold "@" or "/").
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^\s'\"]*(?P<at>@)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`postgresql://u:s3cret@h/db` → `postgresql://u:***@h/db`, wherever a URL occurs in the text."""
-    if "://" not in text:  # every access log line passes here
-        return text
-    return _URL_PASSWORD.sub(lambda m: m["head"] + "***" + m["at"], text)
-
 
 ACCESS = logging.getLogger("tessera.access")
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

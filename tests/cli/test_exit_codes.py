@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -120,3 +122,12 @@ def test_the_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     table = dict(re.findall(r"^\| `(\d)` \| (.+?) \|", readme, re.MULTILINE))
     assert sorted(table) == ["0", "1", "2", "3", "4", "5"], table
+
+
+def test_the_cli_kit_imports_nothing_a_light_install_lacks() -> None:
+    # server.entrypoints reports missing server dependencies through clikit: it must import without them.
+    from server.entrypoints import SERVER_MODULES
+
+    probe = "import sys, server.clikit; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-I", "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert set(done.stdout.split()) & set(SERVER_MODULES) == set()
