@@ -114,7 +114,10 @@ def test_the_admin_reads_the_keyring_passphrase_from_a_file_or_stdin(
     assert states == ["active", "published"]
 
 
-def test_the_server_reads_the_keyring_passphrase_from_stdin(installation: Installation, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])  # a supervisor's workers cannot read stdin again
+def test_the_server_reads_the_keyring_passphrase_from_stdin(
+    installation: Installation, tmp_path: Path, workers: int
+) -> None:
     assert installation.admin("keys", "generate").exit_code == 0
     wrong = run("tessera-server", "--json", "serve", "--db", installation.db_url, "--keys-dir",
                 str(installation.keys_dir), "--port", str(free_port()), "--passphrase-file", "-",
@@ -124,7 +127,7 @@ def test_the_server_reads_the_keyring_passphrase_from_stdin(installation: Instal
     port = free_port()
     log = tmp_path / "server.log"
     argv = [str(BIN / "tessera-server"), "serve", "--db", installation.db_url, "--keys-dir", str(installation.keys_dir),
-            "--port", str(port), "--passphrase-file", "-"]  # fmt: skip
+            "--port", str(port), "--workers", str(workers), "--passphrase-file", "-"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     with log.open("wb") as out:
         server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env)
