@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
 from server import admin_commerce, admin_data
-from server.clikit import CliError, fail, print_result
+from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
@@ -46,7 +46,7 @@ def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T
     try:
         return asyncio.run(go())
     except DomainError as exc:
-        raise CliError(exc.code, exc.detail) from exc
+        raise CliError.from_domain(exc) from exc
     except (OperationalError, ProgrammingError) as exc:
         text = str(exc.orig)
         if "no such table" in text or "does not exist" in text:
@@ -59,7 +59,11 @@ def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T
 def keyring(args: argparse.Namespace) -> Keyring:
     directory = args.keys_dir or Path(os.environ.get("TESSERA_KEYS_DIR", "var/keys"))
     try:
-        return Keyring(directory, passphrase_from_env(os.environ))
+        if args.passphrase_file is not None:
+            passphrase = read_secret(args.passphrase_file, "keyring passphrase").encode()
+        else:
+            passphrase = passphrase_from_env(os.environ)
+        return Keyring(directory, passphrase)
     except KeyringError as exc:
         raise CliError(exc.code, str(exc)) from exc
 
@@ -192,56 +196,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera-admin", description="Tessera operator CLI")
     parser.add_argument("--db", help=f"database URL; env TESSERA_DB; default {DEFAULT_DB}")
     parser.add_argument("--keys-dir", type=Path, help="keyring directory; env TESSERA_KEYS_DIR; default var/keys")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = parser.add_subparsers(dest="area", required=True)
+    parser.add_argument("--passphrase-file", metavar="PATH",
+                        help="read the keyring passphrase from this file, or from standard input with `-` "
+                             "(default: env TESSERA_KEY_PASSPHRASE or TESSERA_KEY_PASSPHRASE_FILE)")  # fmt: skip
+    add_version(parser)
+    sub = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
-    for action in ("generate", "rotate"):
-        p = keys.add_parser(action)
+    for action, text in (("generate", "make the first signing key (Ed25519, encrypted with the passphrase)"),
+                         ("rotate", "make a new active signing key; the old one stays published to verify")):
+        p = keys.add_parser(action, help=text)
         p.add_argument("--plaintext", action="store_true", help="store unencrypted (development only)")
-    keys.add_parser("retire").add_argument("kid")
-    keys.add_parser("list")
-    keys.add_parser("export-jwks").add_argument("--out", help="also write the JWKS to this file")
+    keys.add_parser("retire", help="drop a published key from the JWKS").add_argument("kid", help="the key's kid")
+    keys.add_parser("list", help="every key, its kid and state (active, published, retired)")
+    keys.add_parser("export-jwks", help="print the public keys as a JWKS (needs no passphrase)").add_argument(
+        "--out", help="also write the JWKS to this file"
+    )
     for p in keys.choices.values():
         p.set_defaults(func=keys_cmd)
 
-    product = sub.add_parser("product").add_subparsers(dest="action", required=True)
-    p = product.add_parser("add")
-    p.add_argument("code")
-    p.add_argument("--name")
+    product = sub.add_parser("product", help="products").add_subparsers(dest="action", required=True)
+    p = product.add_parser("add", help="add a product")
+    p.add_argument("code", help="the code agents ask for, e.g. cad-pro (lower-case letters, digits, . _ -)")
+    p.add_argument("--name", help="the product's display name (default: the code)")
     p.set_defaults(func=product_cmd)
 
-    release = sub.add_parser("release").add_subparsers(dest="action", required=True)
-    p = release.add_parser("add")
-    p.add_argument("product")
-    p.add_argument("version")
-    p.add_argument("--released", type=_date, required=True)
-    p.add_argument("--end-of-support", type=_date)
+    release = sub.add_parser("release", help="a product's releases").add_subparsers(dest="action", required=True)
+    p = release.add_parser("add", help="add a release of a product")
+    p.add_argument("product", help="the product's code")
+    p.add_argument("version", help="the release's version, e.g. 2026.1")
+    p.add_argument("--released", type=_date, required=True, metavar="DATE",
+                   help="the release date (YYYY-MM-DD): maintenance until this day entitles to it")  # fmt: skip
+    p.add_argument("--end-of-support", type=_date, metavar="DATE", help="the last day support is given for it")
     p.set_defaults(func=release_cmd)
 
-    plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)
-    p = plan.add_parser("add")
-    p.add_argument("name")
-    p.add_argument("--kind", choices=["perpetual", "subscription"], required=True)
-    p.add_argument("--model", choices=["activation", "host-id", "dongle"], required=True)
-    p.add_argument("--lease-days", type=int, default=30)
+    plan = sub.add_parser("plan", help="licence plans (the policy a licence is issued under)").add_subparsers(
+        dest="action", required=True
+    )
+    p = plan.add_parser("add", help="add a plan")
+    p.add_argument("name", help="the plan's name")
+    p.add_argument("--kind", choices=["perpetual", "subscription"], required=True,
+                   help="perpetual: runs forever, maintenance renews; subscription: runs while paid")  # fmt: skip
+    p.add_argument("--model", choices=["activation", "host-id", "dongle"], required=True,
+                   help="what a seat is bound to: an activated machine, a named host ID, or a USB dongle")  # fmt: skip
+    p.add_argument("--lease-days", type=int, default=30, help="days an activation token lasts before the agent "
+                   "renews it (default 30)")  # fmt: skip
     p.add_argument("--tolerance", type=int, default=1, help="components that may change on the same host")
-    p.add_argument("--grace-days", type=int, default=0)
-    p.add_argument("--term-months", type=int, default=12)
+    p.add_argument("--grace-days", type=int, default=0,
+                   help="days a subscription may still run after its paid term (default 0)")  # fmt: skip
+    p.add_argument("--term-months", type=int, default=12, help="months of a maintenance or subscription term")
     p.add_argument("--min-identifying", type=int, default=2,
                    help="identifying fingerprint components an activation must present (machine-id, DMI, MACs, disks)")
     p.add_argument("--rebinds-per-term", type=int, default=2,
                    help="seat rebinds to a new agent key without the old key's proof, per maintenance term")
     p.add_argument("--no-virtual", action="store_true",
                    help="refuse virtual machines and containers (as the agent reports them)")
-    p.add_argument("--deactivations-per-term", type=int)
-    p.add_argument("--free-host-changes", type=int, default=1)
-    p.add_argument("--price-cents", type=int, default=0)
-    p.add_argument("--currency", default="EUR")
-    p.add_argument("--notice-months", type=int, default=3)
+    p.add_argument("--deactivations-per-term", type=int,
+                   help="seat moves allowed per maintenance year (activation model; default: unlimited)")  # fmt: skip
+    p.add_argument("--free-host-changes", type=int, default=1, help="free host-ID changes per maintenance year")
+    p.add_argument("--price-cents", type=int, default=0, help="the licence price (perpetual) or the term's fee")
+    p.add_argument("--currency", default="EUR", help="ISO 4217 code of every price (default EUR)")
+    p.add_argument("--notice-months", type=int, default=3,
+                   help="months before a term ends by which a cancellation must arrive (default 3)")  # fmt: skip
     p.add_argument("--features", help="comma-separated feature names")
     p.add_argument("--dongle-usb-id", action="append", help="vvvv:pppp of an accepted dongle (repeatable)")
-    p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0])
+    p.add_argument("--renewal-rule", choices=RENEWAL_RULES, default=RENEWAL_RULES[0],
+                   help="yearly terms, or a first year then monthly terms (default yearly)")  # fmt: skip
     p.add_argument("--reinstatement-rule", choices=REINSTATEMENT_RULES,
                    help="default: back-fees for perpetual plans, free (restart) for subscriptions")  # fmt: skip
     p.add_argument("--price-per", choices=["package", "seat"], default="package",
@@ -256,45 +276,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--back-fee-cap-months", type=int, help="a reinstatement charges at most this many months")
     p.set_defaults(func=plan_cmd)
 
-    reseller = sub.add_parser("reseller").add_subparsers(dest="action", required=True)
-    p = reseller.add_parser("add")
-    p.add_argument("name")
+    reseller = sub.add_parser("reseller", help="resellers").add_subparsers(dest="action", required=True)
+    p = reseller.add_parser("add", help="add a reseller")
+    p.add_argument("name", help="the reseller's name")
     p.set_defaults(func=reseller_cmd)
 
-    customer = sub.add_parser("customer").add_subparsers(dest="action", required=True)
-    p = customer.add_parser("add")
-    p.add_argument("name")
-    p.add_argument("--reseller")
+    customer = sub.add_parser("customer", help="customers").add_subparsers(dest="action", required=True)
+    p = customer.add_parser("add", help="add a customer")
+    p.add_argument("name", help="the customer's name")
+    p.add_argument("--reseller", help="the reseller who sells to this customer (default: the vendor directly)")
     p.set_defaults(func=customer_cmd)
 
-    licence = sub.add_parser("licence").add_subparsers(dest="action", required=True)
-    p = licence.add_parser("issue")
-    p.add_argument("--customer", required=True)
-    p.add_argument("--product", required=True)
-    p.add_argument("--plan", required=True)
-    p.add_argument("--seats", type=int, required=True)
-    licence.add_parser("list")
-    for action in ("show", "suspend", "resume", "revoke"):
-        licence.add_parser(action).add_argument("id")
+    licence = sub.add_parser("licence", help="licences, their terms and seats").add_subparsers(
+        dest="action", required=True
+    )
+    p = licence.add_parser("issue", help="issue a licence (its key is printed once)")
+    p.add_argument("--customer", required=True, help="the customer's name")
+    p.add_argument("--product", required=True, help="the product's code")
+    p.add_argument("--plan", required=True, help="the plan's name")
+    p.add_argument("--seats", type=int, required=True, help="how many machines may hold a seat at once")
+    licence.add_parser("list", help="every licence, its seats and status")
+    for action, text in (("show", "one licence: seats, activations, terms, quotas left"),
+                         ("suspend", "suspend the licence (refused as licence-suspended) until resumed"),
+                         ("resume", "lift a suspension"),
+                         ("revoke", "revoke the licence for good (refused as licence-revoked)")):  # fmt: skip
+        licence.add_parser(action, help=text).add_argument("id", help="the licence's id")
     for p in licence.choices.values():
         p.set_defaults(func=licence_cmd)
     admin_commerce.add_licence_actions(licence)
     admin_commerce.add_plan_actions(plan)
 
-    token = sub.add_parser("token").add_subparsers(dest="action", required=True)
-    p = token.add_parser("create")
-    p.add_argument("--role", required=True, choices=licensing.ROLES)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    p = token.add_parser("create", help="make an API token (printed once; only its hash is kept)")
+    p.add_argument("--role", required=True, choices=licensing.ROLES, help="what the token may do")
     p.add_argument("--owner", help="reseller or customer name, for those roles")
-    p.add_argument("--label")
+    p.add_argument("--label", help="a name to tell tokens apart (default: the role)")
     p.add_argument("--user", help="the user's e-mail, for a person's token (named contacts need one)")
     p.set_defaults(func=token_cmd)
 
     demo = sub.add_parser("demo", help="seed the demo licence (make run)")
-    demo.add_argument("--out", default="var/demo-licence.json")
+    demo.add_argument("--out", default="var/demo-licence.json",
+                      help="the file the demo licence (id and key) is kept in, mode 0600")  # fmt: skip
     demo.set_defaults(func=demo_cmd)
     admin_commerce.register(sub)
     admin_data.register(sub)  # backup, restore, migrate-db
     admin_notify.register(sub)  # webhooks, notices
+    finish_parser(parser)  # last: every sub-command accepts it
     return parser
 
 
@@ -305,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except CliError as exc:
         return fail(args.json, exc)
-    print_result(args.json, result)
+    if result is not None:  # None: the command wrote its own output (settlement --csv)
+        print_result(args.json, result)
     return 0
 
 

@@ -37,6 +37,9 @@ def configure_business_calendar() -> None:
     terms.configure_calendar(settings.business_time_zone, settings.holidays)
 
 
+LICENCE_ID = "the licence's id"
+
+
 def _date_arg(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -113,7 +116,7 @@ def settlement_cmd(args: argparse.Namespace) -> Any:
     if not args.csv:
         return report
     print(terms.settlement_csv(report), end="")
-    return {"totals": report["totals"]}
+    return None  # stdout holds the CSV and nothing else
 
 
 def portal_link_cmd(args: argparse.Namespace) -> Any:
@@ -185,7 +188,7 @@ def add_plan_actions(plan: Any) -> None:
     """`tessera-admin plan set|retire|price set|list`: settings that may change, retirement, prices with
     effective dates."""
     p = plan.add_parser("set", help="change the settings that may change once licences use the plan")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     for name, kind, text in (
         ("lease-days", int, "days a token lives offline"),
         ("tolerance", int, "components that may change on the same host"),
@@ -201,62 +204,64 @@ def add_plan_actions(plan: Any) -> None:
         ("maintenance-mandatory", _bool_arg, "yes or no: maintenance cannot be cancelled on its own (002)"),
     ):
         p.add_argument(f"--{name}", type=kind, dest=name.replace("-", "_"), help=text)
-    p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"))
-    p.add_argument("--reinstatement-rule", choices=("back-fees", "full-price", "free"))
+    p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"),
+                   help="yearly terms, or a first year then monthly terms")  # fmt: skip
+    p.add_argument("--reinstatement-rule", choices=("back-fees", "full-price", "free"),
+                   help="what reinstating lapsed maintenance costs")  # fmt: skip
     p.add_argument("--features", help="the modules new licences get (comma-separated; empty: none)")
     p.add_argument("--unlimited-deactivations", action="store_true", help="no limit on self-service moves")
     p.add_argument("--no-back-fee-cap", action="store_true", help="charge every lapsed month (001)")
     p.set_defaults(func=plan_manage_cmd)
     p = plan.add_parser("retire", help="no new licences on this plan (its licences run on)")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     p.set_defaults(func=plan_manage_cmd)
     group = plan.add_parser("price", help="prices with effective dates").add_subparsers(dest="price_action",
                                                                                       required=True)  # fmt: skip
     p = group.add_parser("set", help="a price list that applies from a day on (prices not given carry over)")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     p.add_argument("--from", dest="effective_from", type=_date_arg, required=True, metavar="DATE",
                    help="the first business day it applies (today or later)")  # fmt: skip
     p.add_argument("--price-cents", type=int, help="the licence price (perpetual), or the yearly fee")
     p.add_argument("--renewal-price-cents", type=int, help="the yearly maintenance or subscription fee")
-    p.add_argument("--host-change-price-cents", type=int)
-    p.add_argument("--dongle-replacement-price-cents", type=int)
+    p.add_argument("--host-change-price-cents", type=int, help="the price of a charged host-ID change")
+    p.add_argument("--dongle-replacement-price-cents", type=int, help="the price of a replacement dongle")
     p.set_defaults(func=plan_price_cmd)
     p = group.add_parser("list", help="every price list of the plan, and the one in force")
-    p.add_argument("plan")
+    p.add_argument("plan", help="the plan's name")
     p.set_defaults(func=plan_price_cmd)
 
 
 def add_licence_actions(licence: Any) -> None:
     """Actions of `tessera-admin licence` that concern terms and entitlement."""
-    licence.add_parser("entitlements", help="which releases the licence may run").add_argument("id")
+    licence.add_parser("entitlements", help="which releases the licence may run").add_argument("id", help=LICENCE_ID)
     p = licence.add_parser("renew", help="renew or extend maintenance (a ledger entry at the plan's price)")
-    p.add_argument("id")
-    p.add_argument("--years", type=int, default=1)
+    p.add_argument("id", help=LICENCE_ID)
+    p.add_argument("--years", type=int, default=1, help="how many years to add (default 1)")
     p = licence.add_parser("cancel", help="cancel auto-renewal (says when maintenance ends)")
-    p.add_argument("id")
+    p.add_argument("id", help=LICENCE_ID)
     p.add_argument("--received-on", type=_date_arg, metavar="DATE",
                    help="the day a letter or e-mail cancelling it was received (default: today)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="only say what cancelling would do")
     p.add_argument("--at", type=_date_arg, metavar="DATE", help="with --dry-run: as on that business day")
     p = licence.add_parser("reinstate", help="reinstate lapsed maintenance, paying the back-fees")
-    p.add_argument("id")
+    p.add_argument("id", help=LICENCE_ID)
     p.add_argument("--quote", action="store_true", help="only say what it would cost")
     p.add_argument("--at", type=_date_arg, metavar="DATE", help="with --quote: as on that business day")
     p = licence.add_parser("change", help="seats, modules or plan after sale, priced pro rata on the ledger")
-    p.add_argument("id")
+    p.add_argument("id", help=LICENCE_ID)
     p.add_argument("--seats", type=int, help="the new number of seats (not below the seats in use)")
     p.add_argument("--plan", help="move to this plan (same kind, binding model and currency)")
     p.add_argument("--add-feature", action="append", metavar="NAME", help="add a module (repeatable)")
     p.add_argument("--remove-feature", action="append", metavar="NAME", help="remove a module (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="only say what it would cost")
     p = licence.add_parser("end", help="end the licence's contract (the only way when maintenance is mandatory)")
-    p.add_argument("id")
+    p.add_argument("id", help=LICENCE_ID)
     p.add_argument("--received-on", type=_date_arg, metavar="DATE",
                    help="the day the notice was received (default: today); the plan's notice rules apply")
     p.add_argument("--immediately", action="store_true", help="end it now, whatever the notice")
-    licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id")
+    licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id", help=LICENCE_ID)
     p = licence.add_parser("support-check", help="may this contact get support on this release? (exit 1: no)")
-    p.add_argument("id")
+    p.add_argument("id", help=LICENCE_ID)
     p.add_argument("--contact", required=True, help="the caller's e-mail address")
     p.add_argument("--release", required=True, help="the version they run")
     for action in ("entitlements", "renew", "cancel", "reinstate", "ledger", "support-check", "change", "end"):
@@ -266,18 +271,18 @@ def add_licence_actions(licence: Any) -> None:
 def register(sub: Any) -> None:
     group = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(dest="action", required=True)
     group.add_parser("verify", help="detect edited or deleted events").set_defaults(func=audit_cmd)
-    p = group.add_parser("list")
+    p = group.add_parser("list", help="the latest events, newest first")
     p.add_argument("--subject", help="e.g. licence:ID")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many events (default 50)")
     p.set_defaults(func=audit_cmd)
 
     group = sub.add_parser("transfer", help="host-ID transfer requests").add_subparsers(dest="action", required=True)
-    p = group.add_parser("list")
-    p.add_argument("--state", choices=["pending", "approved", "denied"])
+    p = group.add_parser("list", help="transfer requests")
+    p.add_argument("--state", choices=["pending", "approved", "denied"], help="only the requests in this state")
     p.set_defaults(func=transfer_cmd)
     for action in ("approve", "deny"):
-        p = group.add_parser(action)
-        p.add_argument("id")
+        p = group.add_parser(action, help=f"{action} a pending transfer request")
+        p.add_argument("id", help="the transfer request's id")
         p.add_argument("--note", required=action == "deny", help="the reason (required to deny)")
         if action == "approve":
             p.add_argument("--waive", metavar="REASON",
@@ -293,50 +298,51 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("settlement", help="a reseller's yearly settlement")
     p.add_argument("reseller", help="name or id")
-    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--year", type=int, required=True, help="the calendar year to settle")
     p.add_argument("--csv", action="store_true", help="print CSV")
     p.set_defaults(func=settlement_cmd)
 
     group = sub.add_parser("user", help="a customer's users").add_subparsers(dest="action", required=True)
-    p = group.add_parser("add")
+    p = group.add_parser("add", help="add a user to a customer (the user's API token is printed once)")
     p.add_argument("customer", help="name or id")
-    p.add_argument("--name", required=True)
-    p.add_argument("--email", required=True)
-    p.add_argument("--role", choices=["customer-admin", "customer-user"], default="customer-user")
+    p.add_argument("--name", required=True, help="the person's name")
+    p.add_argument("--email", required=True, help="the person's e-mail address")
+    p.add_argument("--role", choices=["customer-admin", "customer-user"], default="customer-user",
+                   help="customer-admin manages the customer's users and seats (default customer-user)")  # fmt: skip
     p.set_defaults(func=user_cmd)
-    group.add_parser("list").add_argument("customer")
+    group.add_parser("list", help="the customer's users").add_argument("customer", help="name or id")
     group.choices["list"].set_defaults(func=user_cmd)
-    p = group.add_parser("disable")
-    p.add_argument("customer")
+    p = group.add_parser("disable", help="disable a user and revoke the user's tokens")
+    p.add_argument("customer", help="name or id")
     p.add_argument("user", help="user id")
     p.set_defaults(func=user_cmd)
     p = group.add_parser("invite", help="print a one-time link to set a portal password (--role: add staff first)")
-    p.add_argument("email")
+    p.add_argument("email", help="the user's e-mail address")
     p.add_argument("--role", choices=list(accounts.STAFF_ROLES), help="create an admin, support or reseller user")
     p.add_argument("--name", help="the new user's name (with --role)")
     p.add_argument("--reseller", help="the reseller's name (with --role reseller)")
     p.add_argument("--url", help="the portal's public base URL (default: TESSERA_ISSUER or http://127.0.0.1:8400)")
     p.set_defaults(func=user_cmd)
     p = group.add_parser("reset", help="print a one-time link to reset a portal password")
-    p.add_argument("email")
+    p.add_argument("email", help="the user's e-mail address")
     p.add_argument("--url", help="the portal's public base URL")
     p.set_defaults(func=user_cmd)
 
     p = sub.add_parser("contacts", help="a customer's named contacts").add_subparsers(dest="action", required=True)
-    p = p.add_parser("set")
-    p.add_argument("customer")
+    p = p.add_parser("set", help="name the system administrator and the deputy (both users of the customer)")
+    p.add_argument("customer", help="name or id")
     p.add_argument("--system-administrator", required=True, help="user id")
     p.add_argument("--deputy", required=True, help="user id")
     p.set_defaults(func=contacts_cmd)
 
     p = sub.add_parser("seat", help="seats").add_subparsers(dest="action", required=True)
     p = p.add_parser("release", help="end a seat (support: outside the customer's quota)")
-    p.add_argument("activation")
+    p.add_argument("activation", help="the activation's id")
     p.set_defaults(func=seat_cmd)
 
     p = sub.add_parser("dongle", help="dongles").add_subparsers(dest="action", required=True)
     p = p.add_parser("replace", help="revoke a lost, stolen or defective dongle and bind its replacement")
-    p.add_argument("activation")
-    p.add_argument("--reason", choices=["lost", "stolen", "defective"], required=True)
-    p.add_argument("--new-serial", required=True)
+    p.add_argument("activation", help="the dongle seat's activation id")
+    p.add_argument("--reason", choices=["lost", "stolen", "defective"], required=True, help="why it is replaced")
+    p.add_argument("--new-serial", required=True, help="the replacement dongle's serial number")
     p.set_defaults(func=dongle_cmd)

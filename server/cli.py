@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.clikit import CliError, fail, print_result
+from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret, redact
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="database URL (sqlite:///PATH or postgresql://…); env TESSERA_DB")
     parser.add_argument("--config", type=Path, help="TOML settings file; env TESSERA_CONFIG")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera-server", description="Tessera licence server")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve HTTP")
     _common(serve)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to listen on; env TESSERA_HOST")
+    serve.add_argument("--port", type=int, help="port to listen on; env TESSERA_PORT")
     serve.add_argument("--keys-dir", type=Path, help="signing keyring; env TESSERA_KEYS_DIR")
+    serve.add_argument(
+        "--passphrase-file",
+        metavar="PATH",
+        help="read the keyring passphrase from this file, or from standard input with `-` "
+        "(default: env TESSERA_KEY_PASSPHRASE or TESSERA_KEY_PASSPHRASE_FILE)",
+    )
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (SO_REUSEPORT); env TESSERA_WORKERS"
     )
@@ -33,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
+    finish_parser(parser)
     return parser
 
 
@@ -55,7 +63,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         revision = current_revision(settings.database_url)
     except Exception as exc:  # a bad URL, an unreachable server, a read-only file
         raise CliError("migrate-failed", f"cannot migrate {settings.database_url}: {exc}") from exc
-    print_result(args.json, {"database": settings.database_url, "revision": revision}, f"schema at {revision}")
+    print_result(args.json, {"database": redact(settings.database_url), "revision": revision}, f"schema at {revision}")
     return 0
 
 
@@ -65,6 +73,10 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.passphrase_file is not None:
+        # The settings read the passphrase from the environment, and so do the workers of a supervisor,
+        # which cannot read standard input a second time.
+        os.environ["TESSERA_KEY_PASSPHRASE"] = read_secret(args.passphrase_file, "keyring passphrase")
     settings = _settings(
         args,
         host=args.host,
@@ -83,10 +95,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(settings, reuse_port=args.reuse_port)
 
 
+def _without_passphrase_file(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--passphrase-file":
+            skip = True
+        elif not arg.startswith("--passphrase-file="):
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
-    args.argv = raw  # the supervisor starts its workers with the same command line
+    # The supervisor starts its workers with the same command line; they find the passphrase in the environment.
+    args.argv = _without_passphrase_file(raw)
     try:
         return {"serve": cmd_serve, "migrate": cmd_migrate}[args.command](args)
     except CliError as exc:

@@ -1,18 +1,201 @@
-"""Shared CLI conventions: --json output, errors as {"code", "detail"} on stderr, non-zero exit."""
+"""Shared CLI conventions of tessera-admin and tessera-server.
+
+Output: a table or text for a person, `--json` (anywhere on the command line) for a script. Errors:
+`{"code", "detail"}` on stderr and an exit code that says what happened, mapped once from the code.
+Secrets: a database URL's password never reaches the screen; secrets are read from a file or stdin.
+
+Only the standard library and the pure `server.domain` are imported: server.entrypoints reports a light
+install (no server dependencies) through this module.
+"""
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import json
+import re
 import sys
+from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+from server.domain import errors
+
+# The exit codes are a public contract (README, "Exit codes"): scripts branch on them.
+OK = 0
+REFUSED = 1  # the request was understood and refused, or it failed
+USAGE = 2  # the command line, a setting or an input value is wrong (argparse exits 2 too)
+NOT_FOUND = 3  # what it names does not exist
+CONFLICT = 4  # the state forbids it: it exists already, it is in use, it was decided
+UNAVAILABLE = 5  # the database, a tool or a port cannot be reached or used
+
+# Codes given by the CLIs themselves and by the keyring, settings and data layers (refusals from the
+# services are DomainErrors, mapped by their class below). A code in neither table exits REFUSED.
+_DATA_STAGES = ("backup", "restore", "migrate-db")
+CLI_EXIT_CODES: dict[str, int] = {
+    # the database
+    "database-unavailable": UNAVAILABLE,
+    "database-error": UNAVAILABLE,
+    "schema-missing": UNAVAILABLE,
+    "migrate-failed": UNAVAILABLE,
+    "cannot-listen": UNAVAILABLE,
+    "server-dependencies-missing": UNAVAILABLE,  # a light install: the agent without the server extra
+    "database-url-invalid": USAGE,
+    # settings (tessera-server and the business calendar of tessera-admin)
+    "bad-setting": USAGE,
+    "unknown-setting": USAGE,
+    "config-invalid": USAGE,
+    "config-unreadable": USAGE,
+    "notify-lease-too-short": USAGE,
+    "smtp-sender-missing": USAGE,
+    "smtp-credentials-in-clear": USAGE,
+    "smtp-credentials-invalid": USAGE,
+    "smtp-credentials-unreadable": USAGE,
+    "portal-cookie-insecure": USAGE,
+    "bad-time-zone": USAGE,
+    "usage": USAGE,
+    "secret-unreadable": USAGE,
+    # the keyring
+    "keyring-error": REFUSED,
+    "keyring-missing": NOT_FOUND,
+    "passphrase-required": USAGE,
+    "bad-passphrase": REFUSED,
+    "unknown-key": NOT_FOUND,
+    "active-key": CONFLICT,
+    # verdicts
+    "support-not-eligible": REFUSED,
+    "audit-chain-broken": REFUSED,
+    # backup, restore, migrate-db (server/db/backup.py, server/db/copy.py)
+    **{f"{stage}-source-missing": NOT_FOUND for stage in _DATA_STAGES},
+    **{f"{stage}-not-sqlite": USAGE for stage in _DATA_STAGES},
+    **{f"{stage}-corrupt": REFUSED for stage in _DATA_STAGES},
+    **{f"{stage}-failed": REFUSED for stage in _DATA_STAGES},
+    "backup-schema-missing": REFUSED,
+    "backup-exists": CONFLICT,
+    "backup-out-invalid": USAGE,
+    "backup-pg-dump-missing": UNAVAILABLE,
+    "backup-source-unavailable": UNAVAILABLE,
+    "restore-unsupported": USAGE,
+    "restore-wrong-schema": REFUSED,
+    "restore-target-exists": CONFLICT,
+    "restore-target-in-use": CONFLICT,
+    "migrate-db-same-database": USAGE,
+    "migrate-db-unsupported": USAGE,
+    "migrate-db-wrong-schema": REFUSED,
+    "migrate-db-source-outdated": REFUSED,
+    "migrate-db-target-not-empty": CONFLICT,
+    "migrate-db-target-unavailable": UNAVAILABLE,
+    "migrate-db-count-mismatch": REFUSED,
+}
+
+
+def domain_exit_code(kind: type[errors.DomainError]) -> int:
+    """A service's refusal: from the same table that gives its HTTP status, so the two never disagree."""
+    if issubclass(kind, errors.ValidationFailed):
+        return USAGE
+    status = errors.HTTP_STATUS[kind]
+    return {404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE}.get(status, REFUSED)
+
+
+def _domain_classes() -> list[type[errors.DomainError]]:
+    found, todo = [], [errors.DomainError]
+    while todo:
+        kind = todo.pop()
+        found.append(kind)
+        todo.extend(kind.__subclasses__())
+    return found
+
+
+DOMAIN_EXIT_CODES: dict[str, int] = {kind.code: domain_exit_code(kind) for kind in _domain_classes()}
+
+
+def exit_code_for(code: str) -> int:
+    return CLI_EXIT_CODES.get(code) or DOMAIN_EXIT_CODES.get(code) or REFUSED
 
 
 class CliError(Exception):
-    def __init__(self, code: str, detail: str, exit_code: int = 2) -> None:
+    """A failure with a stable code; its exit code follows from the code unless a command says otherwise."""
+
+    def __init__(self, code: str, detail: str, exit_code: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
-        self.exit_code = exit_code
+        self.exit_code = exit_code_for(code) if exit_code is None else exit_code
+
+    @classmethod
+    def from_domain(cls, error: errors.DomainError) -> CliError:
+        return cls(error.code, error.detail, domain_exit_code(type(error)))
+
+
+# -- secrets -------------------------------------------------------------------
+
+# scheme://user:password@host — the password runs to the last "@" of the URL (a password may hold "@" or "/").
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^\s'\"]*(?P<at>@)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`postgresql://u:s3cret@h/db` → `postgresql://u:***@h/db`, wherever a URL occurs in the text."""
+    if "://" not in text:  # every access log line passes here
+        return text
+    return _URL_PASSWORD.sub(lambda m: m["head"] + "***" + m["at"], text)
+
+
+def read_secret(source: str, what: str) -> str:
+    """A secret from a file, or from standard input when the source is `-` (never from the command line,
+    where `ps` shows it): piped, the whole input; at a terminal, one line typed without echo. The trailing
+    line break is dropped."""
+    try:
+        if source != "-":
+            text = Path(source).read_text("utf-8")
+        elif sys.stdin.isatty():
+            text = getpass.getpass(f"{what}: ")
+        else:
+            text = sys.stdin.read()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise CliError("secret-unreadable", f"cannot read the {what} from {source}: {exc}") from exc
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise CliError("secret-unreadable", f"the {what} read from {source} is empty")
+    return secret
+
+
+# -- the command line ----------------------------------------------------------
+
+
+def package_version() -> str:
+    """The one version source: the installed package's metadata (pyproject.toml's `version`)."""
+    try:
+        return metadata.version("tessera")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version and exit")  # fmt: skip
+
+
+def finish_parser(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command the conventions, once the tree is built: `--json` accepted at every level
+    (a sub-command's flag is SUPPRESSed unless given, so it does not reset one given before it), and the
+    sub-command's one-line help as the description its own `--help` shows."""
+    if "--json" not in parser._option_string_actions:
+        parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+    _below(parser)
+
+
+def _below(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        described = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            if sub.description is None and described.get(name):
+                sub.description = described[name]
+            if "--json" not in sub._option_string_actions:
+                sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                 help="machine-readable output (JSON)")  # fmt: skip
+            _below(sub)
 
 
 def print_result(as_json: bool, payload: Any, text: str | None = None) -> None:
@@ -23,8 +206,9 @@ def print_result(as_json: bool, payload: Any, text: str | None = None) -> None:
 
 
 def fail(as_json: bool, error: CliError) -> int:
+    detail = redact(error.detail)
     if as_json:
-        print(json.dumps({"code": error.code, "detail": error.detail}), file=sys.stderr)
+        print(json.dumps({"code": error.code, "detail": detail}), file=sys.stderr)
     else:
-        print(f"error [{error.code}]: {error.detail}", file=sys.stderr)
+        print(f"error [{error.code}]: {detail}", file=sys.stderr)
     return error.exit_code

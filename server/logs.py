@@ -1,7 +1,8 @@
 """Logging: JSON lines (one object per event) or plain text, with the request id of the request being served.
 
 What is logged is chosen field by field, never dumped wholesale: no header, body, query string or
-raw path is ever written, so licence keys, API tokens, proofs and passphrases cannot leak into logs.
+raw path is ever written, so licence keys, API tokens, proofs and passphrases cannot leak into logs; and a
+database URL's password is masked in every message, field and traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from server.clikit import redact
+
 # The id of the request this task is serving; aiohttp serves one request at a time per connection task.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tessera_request_id", default=None)
 
@@ -22,7 +25,7 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    return {k: redact(v) if isinstance(v, str) else v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,14 +36,14 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         request_id = REQUEST_ID.get()
         if request_id is not None:
             event["request_id"] = request_id
         event |= _fields(record)
         if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
+            event["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(event, default=str).decode()
 
 
@@ -51,7 +54,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         extra = _fields(record)
         if extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())

@@ -85,20 +85,22 @@ def register(sub: Any) -> None:
         dest="action", required=True
     )
     p = group.add_parser("add", help="register an endpoint (the whsec_ secret is printed once)")
-    p.add_argument("url")
+    p.add_argument("url", help="the endpoint's URL (http:// or https://)")
     p.add_argument("--event", action="append", choices=EVENT_TYPES, help="only this event type (repeatable)")
-    p.add_argument("--description", default="")
-    group.add_parser("list")
-    group.add_parser("remove").add_argument("id")
+    p.add_argument("--description", default="", help="a note to tell endpoints apart")
+    group.add_parser("list", help="every endpoint")
+    group.add_parser("remove", help="remove an endpoint").add_argument("id", help="the endpoint's id")
     p = group.add_parser("rotate", help="new secret; the previous one keeps signing for the overlap")
-    p.add_argument("id")
+    p.add_argument("id", help="the endpoint's id")
     p.add_argument("--overlap", type=float, help="seconds (default: the webhook_secret_overlap setting)")
     p = group.add_parser("deliveries", help="the delivery log, e-mail included; --state dead: dead letters")
     p.add_argument("endpoint", nargs="?", help="only this endpoint's")
-    p.add_argument("--state", choices=webhooks.DELIVERY_STATES)
-    p.add_argument("--limit", type=int, default=100)
-    group.add_parser("delivery", help="one delivery and its attempts").add_argument("id")
-    group.add_parser("redeliver", help="send a delivery again, with the same event id").add_argument("id")
+    p.add_argument("--state", choices=webhooks.DELIVERY_STATES, help="only the deliveries in this state")
+    p.add_argument("--limit", type=int, default=100, help="at most this many deliveries (default 100)")
+    group.add_parser("delivery", help="one delivery and its attempts").add_argument("id", help="the delivery's id")
+    group.add_parser("redeliver", help="send a delivery again, with the same event id").add_argument(
+        "id", help="the delivery's id"
+    )
     for p in group.choices.values():
         p.set_defaults(func=webhooks_cmd)
 

@@ -82,7 +82,7 @@ def light_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("light")
     source = base / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     for package in sorted(OURS):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -124,7 +124,7 @@ def test_the_agent_alone_activates_and_checks_against_the_real_server(
 
     for command in ("tessera-server", "tessera-admin"):
         refused = _run(light_venv, command, "--help", cwd=tmp_path)
-        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.returncode == 5 and refused.stdout == ""  # unavailable (README, "Exit codes")
         assert refused.stderr.count("\n") == 1 and "server-dependencies-missing" in refused.stderr
         assert INSTALL_HINT in refused.stderr and "sqlalchemy" in refused.stderr.lower()
 
