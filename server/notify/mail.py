@@ -14,6 +14,7 @@ import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from server.notify.events import EVENTS
+from server.notify.outbox import SECRET_FIELD
 
 _env = Environment(
     loader=PackageLoader("server.notify", "templates"),
@@ -27,6 +28,8 @@ _text_env = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S7
 
 REASONS = {
     "contact": "a named contact of the customer",
+    "owner": "the person who asked to move or release this machine",
+    "person": "the holder of this portal account",
     "reseller": "the customer's reseller",
     "support": "the vendor's support address",
     "vendor": "the vendor's operator address",
@@ -66,10 +69,22 @@ def _confirmation(data: dict[str, Any]) -> dict[str, str] | None:
     }
 
 
-def render(event: dict[str, Any], to: str, reason: str, sender: str) -> EmailMessage:
-    """`event` is the webhook body ({"id", "type", "timestamp", "data"}); the same facts go to both channels."""
+class LinkForgotten(Exception):
+    """A secret event whose one-time link is no longer kept: it cannot be sent (again)."""
+
+
+def portal_link(data: dict[str, Any], public_url: str) -> str:
+    if SECRET_FIELD not in data:
+        raise LinkForgotten("the one-time link is no longer kept: issue a new one (tessera-admin user reset)")
+    return f"{public_url.rstrip('/')}/portal/set-password?token={data[SECRET_FIELD]}"
+
+
+def render(event: dict[str, Any], to: str, reason: str, sender: str, public_url: str = "") -> EmailMessage:
+    """`event` is the webhook body ({"id", "type", "timestamp", "data"}); the same facts go to both channels.
+    A secret event's link is put together here, from the server's public URL, and only into the mail."""
     kind = EVENTS[event["type"]]
     data = event["data"]
+    link = portal_link(data, public_url) if kind.secret else None
     licence = data.get("licence") or {"id": "-", "customer": "-", "product": "-", "maintenance_until": None}
     facts = {"data": data, "licence": licence}
     subject = _text_env.from_string(kind.subject).render(facts)
@@ -82,6 +97,8 @@ def render(event: dict[str, Any], to: str, reason: str, sender: str) -> EmailMes
         "summary": _text_env.from_string(kind.summary).render(facts),
         "confirmation": _confirmation(data),
         "essential": kind.essential,
+        "personal": kind.person,
+        "link": link,
         "reason": REASONS.get(reason, reason),
     }
     message = EmailMessage()

@@ -230,6 +230,8 @@ def redeliver(conn: Connection, who: Principal, delivery_id: str, now: datetime)
     row = _delivery_row(conn, who, delivery_id, lock=True)
     if row.state == "pending":
         raise Conflict("this delivery is still being tried: wait for it, or for its dead letter")
+    if EVENTS[row.event_type].secret:
+        raise Conflict("a one-time portal link is never sent twice: issue a new one (tessera-admin user reset)")
     conn.execute(
         update(Delivery)
         .where(Delivery.id == row.id)

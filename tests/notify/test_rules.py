@@ -115,10 +115,24 @@ def test_every_event_renders() -> None:
         data = {k: "x" for k in ("seats", "plan", "detail", "status", "from", "days_left", "renews_on",
                                  "deadline", "ends_on", "ended_on", "hostname", "reason", "transfer_id", "charge",
                                  "note", "old_serial", "new_serial", "event_type", "channel", "event_id", "target",
-                                 "attempts", "last_error")}  # fmt: skip
+                                 "attempts", "last_error", "user_id", "email", "name", "token",
+                                 "expires_at")}  # fmt: skip
         data["licence"] = {"id": "L", "customer": "C", "product": "P", "maintenance_until": None}
         event = {"id": "e", "type": kind, "timestamp": "2027-01-01T00:00:00+00:00", "data": data}
-        assert mail.render(event, "a@b.test", "contact", "s@v.test")["Subject"]
+        assert mail.render(event, "a@b.test", "contact", "s@v.test", "https://licences.example.com")["Subject"]
+
+
+def test_a_portal_link_is_put_together_only_in_the_mail_and_not_once_forgotten() -> None:
+    data = {"user_id": "u", "email": "dora@acme.test", "name": "Dora", "token": "T0KEN",
+            "expires_at": "2027-01-04T09:00:00+00:00"}  # fmt: skip
+    event = {"id": "e", "type": "user.invited", "timestamp": "2027-01-01T09:00:00+00:00", "data": data}
+    message = mail.render(event, "dora@acme.test", "person", "s@v.test", "https://licences.example.com/")
+    link = "https://licences.example.com/portal/set-password?token=T0KEN"
+    assert link in message.get_body(("plain",)).get_content()
+    assert f'href="{link}"' in message.get_body(("html",)).get_content()
+    forgotten = event | {"data": {k: v for k, v in data.items() if k != "token"} | {"link_forgotten": True}}
+    with pytest.raises(mail.LinkForgotten):
+        mail.render(forgotten, "dora@acme.test", "person", "s@v.test", "https://licences.example.com")
 
 
 @pytest.mark.parametrize(("role", "url", "ok"), [
