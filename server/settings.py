@@ -79,6 +79,7 @@ class Settings:
     notify_lease: float = 120.0  # a claimed delivery is another worker's again after this long
     notify_deadline_days: tuple[int, ...] = (30, 7)
     notify_expiry_days: int = 30
+    notify_retention_days: int = 30  # delivered deliveries (and their events) are purged after this; dead ones stay
     webhook_timeout: float = 10.0
     webhook_secret_overlap: float = 86400.0  # the previous secret still signs for this long after a rotation
     webhook_private_targets: bool = False  # resellers' endpoints may be plain http or private addresses (tests)
@@ -293,6 +294,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "notify_lease": _seconds(0.1, 86400.0),
     "notify_deadline_days": _days,
     "notify_expiry_days": _integer(1, 3660),
+    "notify_retention_days": _integer(1, 3660),
     "webhook_timeout": _seconds(0.1, 600.0),
     "webhook_secret_overlap": _seconds(0.0, 90 * 86400.0),
     "webhook_private_targets": _boolean,
