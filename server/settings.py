@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,7 @@ class Settings:
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | tls | none
     smtp_credentials_file: str = ""  # a file with "user:password" on its first line; empty: no login
+    smtp_ca_file: str = ""  # PEM certificates the SMTP server's must chain to; empty: the system's trust store
     smtp_sender: str = ""
     smtp_timeout: float = 30.0
     support_address: str = ""  # transfer requests
@@ -282,6 +284,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "smtp_port": _integer(1, 65535),
     "smtp_security": _one_of("starttls", "tls", "none"),
     "smtp_credentials_file": _optional_path,
+    "smtp_ca_file": _optional_path,
     "smtp_sender": _address,
     "smtp_timeout": _seconds(0.1, 600.0),
     "support_address": _address,
@@ -380,6 +383,21 @@ def _check_notifications(settings: Settings) -> None:
             raise SettingsError(
                 "smtp-credentials-in-clear",
                 "SMTP credentials are configured with smtp_security = none: they would cross the network in clear",
+                key="smtp_security",
+            )
+    if settings.smtp_ca_file:
+        try:
+            ssl.create_default_context(cafile=settings.smtp_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                "smtp-ca-unreadable",
+                f"cannot read CA certificates (PEM) from {settings.smtp_ca_file}: {exc}",
+                key="smtp_ca_file",
+            ) from None
+        if settings.smtp_security == "none":
+            raise SettingsError(
+                "smtp-ca-without-tls",
+                "smtp_ca_file is set with smtp_security = none: no certificate would be checked",
                 key="smtp_security",
             )
     if settings.notify_lease <= max(settings.webhook_timeout, settings.smtp_timeout):

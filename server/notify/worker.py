@@ -213,6 +213,7 @@ class Notifier:
         self.smtp = mail.SmtpConfig(
             settings.smtp_host, settings.smtp_port, settings.smtp_security, settings.smtp_sender,
             settings.smtp_timeout, Path(settings.smtp_credentials_file) if settings.smtp_credentials_file else None,
+            Path(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )  # fmt: skip
         self.worker = f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._random = random.SystemRandom()

@@ -165,6 +165,8 @@ def test_webhook_urls(role: str, url: str, ok: bool) -> None:
     pytest.param({"TESSERA_NOTIFY_BACKOFF_BASE": "10", "TESSERA_NOTIFY_BACKOFF_CAP": "5"}, "bad-setting",
                  id="cap-below-base"),
     pytest.param({"TESSERA_NOTIFY_LEASE": "10"}, "notify-lease-too-short", id="lease-shorter-than-a-send"),
+    pytest.param({"TESSERA_SMTP_CA_FILE": "/nonexistent/ca.pem"}, "smtp-ca-unreadable", id="ca-file-missing"),
+    pytest.param({"TESSERA_NOTIFY_RETENTION_DAYS": "0"}, "bad-setting", id="no-retention"),
 ])  # fmt: skip
 def test_notification_settings_are_validated(env: dict[str, str], code: str) -> None:
     with pytest.raises(SettingsError) as caught:
@@ -187,6 +189,25 @@ def test_credentials_file(tmp_path: Path) -> None:
         load_settings(env={"TESSERA_SMTP_CREDENTIALS_FILE": str(secret)})
     assert caught.value.code == "smtp-credentials-invalid"
     assert load_settings(env={"TESSERA_NOTIFY_DEADLINE_DAYS": "7, 30,60"}).notify_deadline_days == (60, 30, 7)
+
+
+def test_ca_file_is_read_at_start_up_and_needs_tls(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"TESSERA_SMTP_CA_FILE": str(not_pem)})
+    assert caught.value.code == "smtp-ca-unreadable"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"TESSERA_SMTP_CA_FILE": a_ca_bundle(tmp_path), "TESSERA_SMTP_SECURITY": "none"})
+    assert caught.value.code == "smtp-ca-without-tls"
+    assert load_settings(env={"TESSERA_SMTP_CA_FILE": a_ca_bundle(tmp_path)}).smtp_ca_file
+
+
+def a_ca_bundle(directory: Path) -> str:
+    """A readable PEM bundle: the test certificate the TLS tests make."""
+    from tests.notify.test_smtp_tls import certificate
+
+    return str(certificate(directory, "ca")[0])
 
 
 def test_reminder_deadline_is_the_day_cancel_judges_by() -> None:
