@@ -208,3 +208,21 @@ def test_users_hear_of_the_machines_they_asked_to_move_or_released(rig: Rig) -> 
     assert smtp.to(eve, "transfer.approved") == [] and smtp.to(eve, "activation.created") == []
     # The former deputy is no named contact any more and asked for nothing: not told of the decision.
     assert smtp.to(deputy, "transfer.approved") == []
+
+
+def test_the_portal_mails_an_invitation_instead_of_showing_its_link(database_url: str, tmp_path: Path) -> None:
+    from tests.portal.conftest import Client, invite_and_set_password
+
+    with start_rig(database_url, tmp_path, TESSERA_PORTAL_COOKIE_SECURE="false") as rig:
+        server, smtp = rig.server, rig.smtp
+        customer = customer_with_contacts(server)
+        invite_and_set_password(server, customer.contacts[0])
+        client = Client(server.url)
+        assert client.sign_in(customer.contacts[0]).status == 303
+        gil = f"gil-{secrets.token_hex(3)}@customer.test"
+        page = client.submit("/portal/users", "/portal/users", {"name": "Gil", "email": gil, "role": "customer-user"})
+        assert page.status == 200 and f"on its way to {gil}" in page.text
+        assert "set-password?token=" not in page.text  # the administrator never sees Gil's link
+        mail = wait_for("Gil's invitation", lambda: smtp.to(gil, "user.invited"))[0]
+        link = next(w for w in mail.get_body(("plain",)).get_content().split() if "token=" in w)
+        assert Client(server.url).get(urlsplit(link).path + "?" + urlsplit(link).query).status == 200
