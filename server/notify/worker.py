@@ -32,6 +32,7 @@ from server.db.database import Database, DatabaseUnavailable
 from server.db.ids import new_id
 from server.db.models import Delivery, DeliveryAttempt, OutboxEvent, WebhookEndpoint
 from server.notify import mail, outbox, retry, signing
+from server.notify.events import EVENTS
 from server.notify.routing import Routing, enrich, licence_context, recipients, webhook_secrets
 from server.settings import Settings
 
@@ -114,7 +115,8 @@ def fan_out(conn: Connection, routing: Routing, now: datetime, limit: int = FAN_
             # The unique (event, channel, target) key is the last word if two workers ever overlap.
             conn.execute(dialect.insert(Delivery).on_conflict_do_nothing(), rows)
         conn.execute(update(OutboxEvent).where(OutboxEvent.id == event.id).values(data=data, fanned_out_at=now))
-        outbox.forget_secret(conn, event.id)  # nobody to send a link to (no mail configured): it is not kept
+        if EVENTS[event.type].secret:
+            outbox.forget_secret(conn, event.id)  # nobody to send a link to (no mail configured): it is not kept
     return len(events)
 
 
@@ -178,7 +180,8 @@ def record(conn: Connection, delivery_id: uuid.UUID, worker: str, outcome: Outco
     if outcome.ok:
         conn.execute(update(Delivery).where(Delivery.id == delivery_id)
                      .values(state="delivered", delivered_at=now, **common))  # fmt: skip
-        outbox.forget_secret(conn, row.event_id)
+        if EVENTS[row.event_type].secret:
+            outbox.forget_secret(conn, row.event_id)
         return "delivered"
     if row.state != "pending":
         return str(row.state)
@@ -188,7 +191,8 @@ def record(conn: Connection, delivery_id: uuid.UUID, worker: str, outcome: Outco
         return "superseded"
     if outcome.final or retry.gives_up(row.retry_from, now, retry_for=policy.retry_for):
         conn.execute(update(Delivery).where(Delivery.id == delivery_id).values(state="dead", dead_at=now, **common))
-        outbox.forget_secret(conn, row.event_id)  # a link that could not be sent is issued anew, never resent
+        if EVENTS[row.event_type].secret:
+            outbox.forget_secret(conn, row.event_id)  # a link that could not be sent is issued anew, never resent
         # Nobody is told of a delivery to a removed endpoint; a dead letter about a dead letter would never end.
         if not outcome.final and row.event_type != "delivery.dead-lettered":
             outbox.emit(conn, "delivery.dead-lettered", None, {
