@@ -68,12 +68,12 @@ _KINDS = (
     # The person's own account: nobody else hears of it, no webhook carries the link (docs/NOTIFICATIONS.md).
     EventKind("user.invited", "Your invitation to the Tessera licence portal",
               "{{ data.name }}, you are invited to the Tessera licence portal as {{ data.email }}. Choose your "
-              "password with the link below; it works once, until {{ data.expires_at }}.",
+              "password with the link below; it works once, until {{ data.expires_at | when }}.",
               essential=True, contacts=False, reseller=False, webhooks=False, person=True, secret=True),
     EventKind("user.password-reset", "Choose a new password for the Tessera licence portal",
               "A new portal password was asked for {{ data.email }}. Choose it with the link below; it works once, "
-              "until {{ data.expires_at }}. If you did not expect this mail, ignore it: your password stays as it "
-              "is until the link is used.",
+              "until {{ data.expires_at | when }}. If you did not expect this mail, ignore it: your password "
+              "stays as it is until the link is used.",
               essential=True, contacts=False, reseller=False, webhooks=False, person=True, secret=True),
     EventKind("delivery.dead-lettered", "Notification undeliverable: {{ data.event_type }}",
               "A {{ data.channel }} notification ({{ data.event_type }}, event {{ data.event_id }}) to "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -25,6 +25,14 @@ _env = Environment(
 )
 # Subjects and summaries are plain text; in the HTML part the summary is escaped by the page template.
 _text_env = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 - plain text only
+
+
+def when(moment: str) -> str:
+    """An instant as people read it in a mail: 2027-01-04 09:00 UTC."""
+    return datetime.fromisoformat(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_text_env.filters["when"] = when
 
 
 REASONS = {

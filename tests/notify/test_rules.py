@@ -118,6 +118,7 @@ def test_every_event_renders() -> None:
                                  "attempts", "last_error", "user_id", "email", "name", "token",
                                  "expires_at")}  # fmt: skip
         data["licence"] = {"id": "L", "customer": "C", "product": "P", "maintenance_until": None}
+        data["expires_at"] = "2027-01-04T09:00:00+00:00"
         event = {"id": "e", "type": kind, "timestamp": "2027-01-01T00:00:00+00:00", "data": data}
         assert mail.render(event, "a@b.test", "contact", "s@v.test", "https://licences.example.com")["Subject"]
 
@@ -129,6 +130,7 @@ def test_a_portal_link_is_put_together_only_in_the_mail_and_not_once_forgotten()
     message = mail.render(event, "dora@acme.test", "person", "s@v.test", "https://licences.example.com/")
     link = "https://licences.example.com/portal/set-password?token=T0KEN"
     assert link in message.get_body(("plain",)).get_content()
+    assert "until 2027-01-04 09:00 UTC" in message.get_body(("plain",)).get_content()
     assert f'href="{link}"' in message.get_body(("html",)).get_content()
     forgotten = event | {"data": {k: v for k, v in data.items() if k != "token"} | {"link_forgotten": True}}
     with pytest.raises(mail.LinkForgotten):
