@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -19,6 +20,8 @@ from server.notify import outbox
 from server.notify.retention import keyed_horizon, purge_all, purge_unit
 from server.services import webhooks
 from server.services.access import OPERATOR
+from tests.conftest import LiveServer
+from tests.notify.harness import wait_for
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -132,3 +135,24 @@ def test_a_dead_letter_goes_once_redelivered_and_old_or_discarded(database_url: 
     # A retention later, the redelivered one goes (and the recent one seeded ten days before T0).
     assert run(database_url, purge_all, T0 + RETENTION + DAY, RETENTION, KEYED)["deliveries"] == 2
     assert "old-dead" not in run(database_url, names)
+
+
+def test_the_server_purges_by_itself_from_its_per_minute_job(database_url: str, tmp_path: Path) -> None:
+    """The wiring: a server started with old rows in its outbox purges the delivered ones at once, keeps the
+    dead letter, and keeps what was delivered within the retention."""
+    server = LiveServer(database_url, tmp_path)
+    now = datetime.now(UTC)
+
+    def rows(conn: Connection) -> None:
+        event(conn, "long-delivered", now - 40 * DAY, "delivered")
+        event(conn, "long-dead", now - 40 * DAY, "dead")
+        event(conn, "lately-delivered", now - 5 * DAY, "delivered")
+
+    run(database_url, rows)
+    server.process.extra_env = {"TESSERA_NOTIFY_RETENTION_DAYS": "30"}
+    server.start()
+    try:
+        wait_for("the purge", lambda: "long-delivered" not in run(database_url, names))
+        assert run(database_url, names) == ["lately-delivered", "long-dead"]
+    finally:
+        server.stop()
