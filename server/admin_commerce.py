@@ -120,7 +120,7 @@ def settlement_cmd(args: argparse.Namespace) -> Any:
 
 
 def portal_link_cmd(args: argparse.Namespace) -> Any:
-    """`user invite` and `user reset`: a one-time portal link, printed once (until the portal sends mail)."""
+    """`user invite` and `user reset`: a one-time portal link, printed once (and mailed to its holder)."""
     if args.action == "invite" and args.role is not None:
         _run(args, accounts.add_staff_user, args.email, args.name or args.email, args.role, args.reseller, _now())
     purpose = "invitation" if args.action == "invite" else "reset"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,7 @@ class Settings:
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | tls | none
     smtp_credentials_file: str = ""  # a file with "user:password" on its first line; empty: no login
+    smtp_ca_file: str = ""  # PEM certificates the SMTP server's must chain to; empty: the system's trust store
     smtp_sender: str = ""
     smtp_timeout: float = 30.0
     support_address: str = ""  # transfer requests
@@ -79,6 +81,7 @@ class Settings:
     notify_lease: float = 120.0  # a claimed delivery is another worker's again after this long
     notify_deadline_days: tuple[int, ...] = (30, 7)
     notify_expiry_days: int = 30
+    notify_retention_days: int = 30  # delivered deliveries (and their events) are purged after this; dead ones stay
     webhook_timeout: float = 10.0
     webhook_secret_overlap: float = 86400.0  # the previous secret still signs for this long after a rotation
     webhook_private_targets: bool = False  # resellers' endpoints may be plain http or private addresses (tests)
@@ -281,6 +284,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "smtp_port": _integer(1, 65535),
     "smtp_security": _one_of("starttls", "tls", "none"),
     "smtp_credentials_file": _optional_path,
+    "smtp_ca_file": _optional_path,
     "smtp_sender": _address,
     "smtp_timeout": _seconds(0.1, 600.0),
     "support_address": _address,
@@ -293,6 +297,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "notify_lease": _seconds(0.1, 86400.0),
     "notify_deadline_days": _days,
     "notify_expiry_days": _integer(1, 3660),
+    "notify_retention_days": _integer(1, 3660),
     "webhook_timeout": _seconds(0.1, 600.0),
     "webhook_secret_overlap": _seconds(0.0, 90 * 86400.0),
     "webhook_private_targets": _boolean,
@@ -378,6 +383,21 @@ def _check_notifications(settings: Settings) -> None:
             raise SettingsError(
                 "smtp-credentials-in-clear",
                 "SMTP credentials are configured with smtp_security = none: they would cross the network in clear",
+                key="smtp_security",
+            )
+    if settings.smtp_ca_file:
+        try:
+            ssl.create_default_context(cafile=settings.smtp_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                "smtp-ca-unreadable",
+                f"cannot read CA certificates (PEM) from {settings.smtp_ca_file}: {exc}",
+                key="smtp_ca_file",
+            ) from None
+        if settings.smtp_security == "none":
+            raise SettingsError(
+                "smtp-ca-without-tls",
+                "smtp_ca_file is set with smtp_security = none: no certificate would be checked",
                 key="smtp_security",
             )
     if settings.notify_lease <= max(settings.webhook_timeout, settings.smtp_timeout):

@@ -50,6 +50,8 @@ def webhooks_cmd(args: argparse.Namespace) -> Any:
         return _run(args, webhooks.list_deliveries, OPERATOR, args.endpoint, args.state, args.limit)
     if args.action == "delivery":
         return _run(args, webhooks.show_delivery, OPERATOR, args.id)
+    if args.action == "discard":
+        return _run(args, webhooks.discard_delivery, OPERATOR, args.id, _now())
     return _run(args, webhooks.redeliver, OPERATOR, args.id, _now())
 
 
@@ -99,6 +101,9 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=100, help="at most this many deliveries (default 100)")
     group.add_parser("delivery", help="one delivery and its attempts").add_argument("id", help="the delivery's id")
     group.add_parser("redeliver", help="send a delivery again, with the same event id").add_argument(
+        "id", help="the delivery's id"
+    )
+    group.add_parser("discard", help="remove a dead letter for good (retention keeps dead ones)").add_argument(
         "id", help="the delivery's id"
     )
     for p in group.choices.values():

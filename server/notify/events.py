@@ -16,6 +16,9 @@ class EventKind:
     support: bool = False  # the vendor's support address
     vendor: bool = False  # the vendor's address
     webhooks: bool = True
+    owners: bool = False  # the customer's users whose machine it is (a seat they asked to move or released)
+    person: bool = False  # the user the event is about (data.user_id): their own invitation or reset
+    secret: bool = False  # carries a one-time link: mail only, and forgotten once the mail is settled
 
 
 _KINDS = (
@@ -49,17 +52,29 @@ _KINDS = (
               "(reason: {{ data.reason }}). Transfer {{ data.transfer_id }} waits for support.", support=True,
               reseller=False),
     EventKind("transfer.approved", "Host-ID transfer approved: {{ licence.product }}",
-              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was approved ({{ data.charge }})."),
+              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was approved ({{ data.charge }}).",
+              owners=True),
     EventKind("transfer.denied", "Host-ID transfer denied: {{ licence.product }}",
-              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was denied: {{ data.note }}."),
+              "Transfer {{ data.transfer_id }} of a {{ licence.product }} seat was denied: {{ data.note }}.",
+              owners=True),
     EventKind("dongle.replaced", "Dongle replaced: {{ licence.product }}",
               "The {{ data.reason }} dongle {{ data.old_serial }} of a {{ licence.product }} seat was replaced by "
               "{{ data.new_serial }} ({{ data.charge }})."),
     EventKind("activation.created", "Seat activated: {{ licence.product }}",
-              "A {{ licence.product }} seat was activated on {{ data.hostname }}.", reseller=False),
+              "A {{ licence.product }} seat was activated on {{ data.hostname }}.", reseller=False, owners=True),
     EventKind("activation.ended", "Seat released: {{ licence.product }}",
               "The {{ licence.product }} seat on {{ data.hostname }} was released ({{ data.reason }}).",
-              reseller=False),
+              reseller=False, owners=True),
+    # The person's own account: nobody else hears of it, no webhook carries the link (docs/NOTIFICATIONS.md).
+    EventKind("user.invited", "Your invitation to the Tessera licence portal",
+              "{{ data.name }}, you are invited to the Tessera licence portal as {{ data.email }}. Choose your "
+              "password with the link below; it works once, until {{ data.expires_at | when }}.",
+              essential=True, contacts=False, reseller=False, webhooks=False, person=True, secret=True),
+    EventKind("user.password-reset", "Choose a new password for the Tessera licence portal",
+              "A new portal password was asked for {{ data.email }}. Choose it with the link below; it works once, "
+              "until {{ data.expires_at | when }}. If you did not expect this mail, ignore it: your password "
+              "stays as it is until the link is used.",
+              essential=True, contacts=False, reseller=False, webhooks=False, person=True, secret=True),
     EventKind("delivery.dead-lettered", "Notification undeliverable: {{ data.event_type }}",
               "A {{ data.channel }} notification ({{ data.event_type }}, event {{ data.event_id }}) to "
               "{{ data.target }} failed {{ data.attempts }} time(s) and was given up: {{ data.last_error }}.",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -14,6 +15,7 @@ import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from server.notify.events import EVENTS
+from server.notify.outbox import SECRET_FIELD
 
 _env = Environment(
     loader=PackageLoader("server.notify", "templates"),
@@ -25,8 +27,18 @@ _env = Environment(
 _text_env = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 - plain text only
 
 
+def when(moment: str) -> str:
+    """An instant as people read it in a mail: 2027-01-04 09:00 UTC."""
+    return datetime.fromisoformat(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_text_env.filters["when"] = when
+
+
 REASONS = {
     "contact": "a named contact of the customer",
+    "owner": "the person who asked to move or release this machine",
+    "person": "the holder of this portal account",
     "reseller": "the customer's reseller",
     "support": "the vendor's support address",
     "vendor": "the vendor's operator address",
@@ -41,6 +53,14 @@ class SmtpConfig:
     sender: str
     timeout: float
     credentials_file: Path | None
+    ca_file: Path | None = None  # the certificates the server's must chain to; None: the system's
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Verifying, always: a certificate that does not check out fails the attempt, which is retried;
+        nothing falls back to a plain connection."""
+        if self.security == "none":
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def credentials(self) -> tuple[str | None, str | None]:
         """Read at each connection, so a rotated password needs no restart."""
@@ -66,10 +86,22 @@ def _confirmation(data: dict[str, Any]) -> dict[str, str] | None:
     }
 
 
-def render(event: dict[str, Any], to: str, reason: str, sender: str) -> EmailMessage:
-    """`event` is the webhook body ({"id", "type", "timestamp", "data"}); the same facts go to both channels."""
+class LinkForgotten(Exception):
+    """A secret event whose one-time link is no longer kept: it cannot be sent (again)."""
+
+
+def portal_link(data: dict[str, Any], public_url: str) -> str:
+    if SECRET_FIELD not in data:
+        raise LinkForgotten("the one-time link is no longer kept: issue a new one (tessera-admin user reset)")
+    return f"{public_url.rstrip('/')}/portal/set-password?token={data[SECRET_FIELD]}"
+
+
+def render(event: dict[str, Any], to: str, reason: str, sender: str, public_url: str = "") -> EmailMessage:
+    """`event` is the webhook body ({"id", "type", "timestamp", "data"}); the same facts go to both channels.
+    A secret event's link is put together here, from the server's public URL, and only into the mail."""
     kind = EVENTS[event["type"]]
     data = event["data"]
+    link = portal_link(data, public_url) if kind.secret else None
     licence = data.get("licence") or {"id": "-", "customer": "-", "product": "-", "maintenance_until": None}
     facts = {"data": data, "licence": licence}
     subject = _text_env.from_string(kind.subject).render(facts)
@@ -82,6 +114,8 @@ def render(event: dict[str, Any], to: str, reason: str, sender: str) -> EmailMes
         "summary": _text_env.from_string(kind.summary).render(facts),
         "confirmation": _confirmation(data),
         "essential": kind.essential,
+        "personal": kind.person,
+        "link": link,
         "reason": REASONS.get(reason, reason),
     }
     message = EmailMessage()
@@ -106,7 +140,9 @@ async def send(config: SmtpConfig, message: EmailMessage) -> None:
         hostname=config.host,
         port=config.port,
         use_tls=config.security == "tls",
+        # True, not aiosmtplib's "if offered": a server that offers no STARTTLS is refused, never spoken to in clear.
         start_tls=config.security == "starttls",
+        tls_context=config.tls_context(),
         username=user,
         password=password,
         timeout=config.timeout,

@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.db.ids import new_id
-from server.db.models import Licence, OutboxEvent
+from server.db.models import Delivery, Licence, OutboxEvent
 from server.domain.hosts import key_hash
 from server.notify.events import EVENTS
 
@@ -38,6 +38,24 @@ def emit(
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
     return bool(conn.execute(statement).rowcount)
+
+
+# The one-time part of a portal link, in the data of events whose kind is `secret`.
+SECRET_FIELD = "token"  # noqa: S105 - a field name, not a password
+
+
+def forget_secret(conn: Connection, event_id: uuid.UUID) -> bool:
+    """Drops the one-time link from a secret event once no delivery of it is pending (sent, given up, or
+    nobody to send it to): the outbox is a log, and a log must not hold a working password link."""
+    row = conn.execute(select(OutboxEvent.type, OutboxEvent.data).where(OutboxEvent.id == event_id)).first()
+    if row is None or not EVENTS[row.type].secret or SECRET_FIELD not in row.data:
+        return False
+    pending = exists().where(Delivery.event_id == event_id, Delivery.state == "pending")
+    if conn.execute(select(pending)).scalar():
+        return False
+    data = {k: v for k, v in row.data.items() if k != SECRET_FIELD} | {"link_forgotten": True}
+    conn.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(data=data))
+    return True
 
 
 def seats_exhausted(conn: Connection, request: Any, now: datetime) -> None:

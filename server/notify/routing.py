@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from server.db.models import (
     Activation,
+    AuditEvent,
     Customer,
     Licence,
     MaintenanceTerm,
@@ -18,9 +19,11 @@ from server.db.models import (
     Plan,
     Product,
     Reseller,
+    TransferRequest,
     User,
     WebhookEndpoint,
 )
+from server.domain.access import CUSTOMER_ROLES
 from server.notify.events import EVENTS, OPT_OUT_ALL
 
 
@@ -35,7 +38,7 @@ class Routing:
 class Recipient:
     channel: str  # email | webhook
     target: str  # address, or endpoint id
-    reason: str  # contact | reseller | support | vendor | webhook
+    reason: str  # contact | owner | person | reseller | support | vendor | webhook
     endpoint_id: uuid.UUID | None = None
 
 
@@ -94,15 +97,61 @@ def _people(conn: Connection, condition: Any, event_type: str, essential: bool) 
     return [r.email.lower() for r in conn.execute(statement.order_by(User.email))]
 
 
-def recipients(conn: Connection, event_type: str, licence: dict[str, Any] | None, routing: Routing) -> list[Recipient]:
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def machine_users(conn: Connection, event_type: str, data: dict[str, Any]) -> set[uuid.UUID]:
+    """The people whose machine an event is about, from what they did before it happened (fan-out may run
+    later, and must not count what came after): whoever asked for the transfer (its decision; the seat it
+    made), and for a seat that ended, whoever asked to move it or released it themselves (the audit trail)."""
+    if event_type.startswith("transfer."):
+        transfer = _uuid(data.get("transfer_id"))
+        if transfer is None:
+            return set()
+        return set(conn.execute(select(TransferRequest.requested_by).where(TransferRequest.id == transfer)).scalars())
+    activation = _uuid(data.get("activation_id"))
+    if activation is None:
+        return set()
+    if event_type == "activation.created":
+        made = select(TransferRequest.requested_by).where(TransferRequest.new_activation_id == activation)
+        return set(conn.execute(made).scalars())
+    asked = select(TransferRequest.requested_by).where(
+        or_(TransferRequest.activation_id == activation, TransferRequest.new_activation_id == activation)
+    )
+    users = set(conn.execute(asked).scalars())
+    actors = conn.execute(
+        select(AuditEvent.actor).where(
+            AuditEvent.subject == f"activation:{activation}", AuditEvent.actor.like("user:%")
+        )
+    ).scalars()
+    users |= {u for u in (_uuid(a.removeprefix("user:")) for a in actors) if u is not None}
+    return users
+
+
+def recipients(conn: Connection, event_type: str, licence: dict[str, Any] | None, routing: Routing,
+               data: dict[str, Any] | None = None) -> list[Recipient]:  # fmt: skip
     kind = EVENTS[event_type]
+    data = data or {}
     found: list[Recipient] = []
     if routing.email:
+        if kind.person and (person := _uuid(data.get("user_id"))) is not None:
+            for address in _people(conn, User.id == person, event_type, kind.essential):
+                found.append(Recipient("email", address, "person"))
         if kind.contacts and licence is not None:
             customer = uuid.UUID(licence["customer_id"])
             for address in _people(conn, (User.customer_id == customer) & User.contact.is_not(None),
                                    event_type, kind.essential):  # fmt: skip
                 found.append(Recipient("email", address, "contact"))
+        if kind.owners and licence is not None and (owners := machine_users(conn, event_type, data)):
+            # Only the licence holder's own people: support or an admin releasing a seat is not its user.
+            customer = uuid.UUID(licence["customer_id"])
+            mine = User.id.in_(owners) & (User.customer_id == customer) & User.role.in_(CUSTOMER_ROLES)
+            for address in _people(conn, mine, event_type, kind.essential):
+                found.append(Recipient("email", address, "owner"))
         if kind.reseller and licence is not None and licence["reseller_id"]:
             reseller = uuid.UUID(licence["reseller_id"])
             for address in _people(conn, User.reseller_id == reseller, event_type, kind.essential):

@@ -32,6 +32,7 @@ from server.db.database import Database, DatabaseUnavailable
 from server.db.ids import new_id
 from server.db.models import Delivery, DeliveryAttempt, OutboxEvent, WebhookEndpoint
 from server.notify import mail, outbox, retry, signing
+from server.notify.events import EVENTS
 from server.notify.routing import Routing, enrich, licence_context, recipients, webhook_secrets
 from server.settings import Settings
 
@@ -108,12 +109,14 @@ def fan_out(conn: Connection, routing: Routing, now: datetime, limit: int = FAN_
                 "endpoint_id": r.endpoint_id, "reason": r.reason, "state": "pending", "attempts": 0,
                 "next_attempt_at": now, "retry_from": now, "created_at": now,
             }
-            for r in recipients(conn, event.type, licence, routing)
+            for r in recipients(conn, event.type, licence, routing, data)
         ]  # fmt: skip
         if rows:
             # The unique (event, channel, target) key is the last word if two workers ever overlap.
             conn.execute(dialect.insert(Delivery).on_conflict_do_nothing(), rows)
         conn.execute(update(OutboxEvent).where(OutboxEvent.id == event.id).values(data=data, fanned_out_at=now))
+        if EVENTS[event.type].secret:
+            outbox.forget_secret(conn, event.id)  # nobody to send a link to (no mail configured): it is not kept
     return len(events)
 
 
@@ -177,6 +180,8 @@ def record(conn: Connection, delivery_id: uuid.UUID, worker: str, outcome: Outco
     if outcome.ok:
         conn.execute(update(Delivery).where(Delivery.id == delivery_id)
                      .values(state="delivered", delivered_at=now, **common))  # fmt: skip
+        if EVENTS[row.event_type].secret:
+            outbox.forget_secret(conn, row.event_id)
         return "delivered"
     if row.state != "pending":
         return str(row.state)
@@ -186,6 +191,8 @@ def record(conn: Connection, delivery_id: uuid.UUID, worker: str, outcome: Outco
         return "superseded"
     if outcome.final or retry.gives_up(row.retry_from, now, retry_for=policy.retry_for):
         conn.execute(update(Delivery).where(Delivery.id == delivery_id).values(state="dead", dead_at=now, **common))
+        if EVENTS[row.event_type].secret:
+            outbox.forget_secret(conn, row.event_id)  # a link that could not be sent is issued anew, never resent
         # Nobody is told of a delivery to a removed endpoint; a dead letter about a dead letter would never end.
         if not outcome.final and row.event_type != "delivery.dead-lettered":
             outbox.emit(conn, "delivery.dead-lettered", None, {
@@ -210,6 +217,7 @@ class Notifier:
         self.smtp = mail.SmtpConfig(
             settings.smtp_host, settings.smtp_port, settings.smtp_security, settings.smtp_sender,
             settings.smtp_timeout, Path(settings.smtp_credentials_file) if settings.smtp_credentials_file else None,
+            Path(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )  # fmt: skip
         self.worker = f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._random = random.SystemRandom()
@@ -261,7 +269,11 @@ class Notifier:
     async def _mail(self, delivery: Claimed) -> Outcome:
         if not self.smtp.host:
             return Outcome(False, error="no SMTP host is configured (smtp_host)")
-        message = mail.render(delivery.event, delivery.target, delivery.reason, self.smtp.sender)
+        try:
+            message = mail.render(delivery.event, delivery.target, delivery.reason, self.smtp.sender,
+                                  self.settings.public_url)  # fmt: skip
+        except mail.LinkForgotten as exc:
+            return Outcome(False, error=str(exc), final=True)
         await mail.send(self.smtp, message)
         return Outcome(True)
 

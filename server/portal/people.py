@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
@@ -46,11 +48,16 @@ async def add_user(request: web.Request) -> web.Response:
     link = await run(request, portal_views.invite_user, _customer_id(request), made["id"], now())
     listed = await run(request, people.list_users, _customer_id(request))
     return render(request, "users.html", {"listed": listed, "may_manage": True, "done": "The user is added.",
-                                          "link": link | {"url": _link_url(request, link)}})  # fmt: skip
+                                          "link": _shown(request, link)})  # fmt: skip
 
 
-def _link_url(request: web.Request, link: dict[str, str]) -> str:
-    return f"{_base_url(request)}{PREFIX}/set-password?token={link['token']}"
+def _shown(request: web.Request, link: dict[str, str]) -> dict[str, Any]:
+    """With mail configured the link goes to its holder only (the outbox's user.invited); without, the
+    administrator passes it on."""
+    if request.config_dict[SETTINGS].smtp_host:
+        return {"email": link["email"], "expires_at": link["expires_at"], "mailed": True}
+    return {"email": link["email"], "expires_at": link["expires_at"], "mailed": False,
+            "url": f"{_base_url(request)}{PREFIX}/set-password?token={link['token']}"}  # fmt: skip
 
 
 @routes.post("/users/{user_id}/invite")
@@ -58,7 +65,7 @@ async def invite(request: web.Request) -> web.Response:
     link = await run(request, portal_views.invite_user, _customer_id(request), request.match_info["user_id"], now())
     listed = await run(request, people.list_users, _customer_id(request))
     return render(request, "users.html", {"listed": listed, "may_manage": True, "done": None,
-                                          "link": link | {"url": _link_url(request, link)}})  # fmt: skip
+                                          "link": _shown(request, link)})  # fmt: skip
 
 
 @routes.post("/users/{user_id}/disable")

@@ -1,9 +1,10 @@
 """Portal accounts: invitation and reset links, argon2id passwords, TOTP, and throttled sign-in.
 
 People are the users Tessera already has (`users`). A user gets a password only through a one-time link
-(`tessera-admin user invite`, `tessera-admin user reset`); the link's token is shown once and only its
-hash is stored. Hashing a password costs tens of milliseconds of CPU, so it happens outside any unit of
-work (on SQLite one writer thread runs every unit): callers hash first (`hash_password`) or verify after
+(`tessera-admin user invite`, `tessera-admin user reset`); the link's token is shown once and mailed
+to the user through the outbox (which forgets it once the mail is sent); only its hash is stored.
+Hashing a password costs tens of milliseconds of CPU, so it happens outside any unit of work (on
+SQLite one writer thread runs every unit): callers hash first (`hash_password`) or verify after
 fetching the hash (`sign_in_facts`, then `verify_password`, then `record_sign_in`).
 """
 
@@ -26,11 +27,13 @@ from server.db.ids import new_id
 from server.db.models import PortalAccount, PortalLink, PortalSession, PortalThrottle, Reseller, User
 from server.domain.access import ADMIN, RESELLER, SUPPORT
 from server.domain.errors import Conflict, NotFound, TooManyAttempts, ValidationFailed
+from server.notify import outbox
 from server.services import audit, portal_sessions
 from server.services.access import OPERATOR
 
 INVITATION_LIFETIME = timedelta(days=3)
 RESET_LIFETIME = timedelta(hours=1)
+LINK_EVENTS = {"invitation": "user.invited", "reset": "user.password-reset"}
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 THROTTLE_WINDOW = timedelta(minutes=15)
@@ -120,6 +123,9 @@ def issue_link(
     )
     audit.record(conn, chain=audit.VENDOR_CHAIN, actor=actor, action=f"portal.{purpose}",
                  subject=f"user:{user.id}", details={"expires_at": expires.isoformat()}, now=now)  # fmt: skip
+    # The mail with the link commits or rolls back with the link; the outbox forgets the token once it is sent.
+    outbox.emit(conn, LINK_EVENTS[purpose], None, {"user_id": user.id, "email": user.email, "name": user.name,
+                                                   outbox.SECRET_FIELD: token, "expires_at": expires}, now)  # fmt: skip
     return {"user_id": str(user.id), "email": user.email, "purpose": purpose, "token": token,
             "expires_at": expires.isoformat()}  # fmt: skip
 

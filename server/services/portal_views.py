@@ -327,7 +327,7 @@ def offline_request_licence(conn: Connection, who: Principal, signed: str) -> di
 
 
 def invite_user(conn: Connection, who: Principal, customer: str, user: str, now: datetime) -> dict[str, Any]:
-    """A one-time portal link for one of the customer's users, to pass on (until the server sends mail)."""
+    """A one-time portal link for one of the customer's users (mailed to them when the server sends mail)."""
     who.may("users:manage")
     row = customer_in_scope(conn, who, customer)
     uid = parse_id(user, "user")

@@ -230,6 +230,8 @@ def redeliver(conn: Connection, who: Principal, delivery_id: str, now: datetime)
     row = _delivery_row(conn, who, delivery_id, lock=True)
     if row.state == "pending":
         raise Conflict("this delivery is still being tried: wait for it, or for its dead letter")
+    if EVENTS[row.event_type].secret:
+        raise Conflict("a one-time portal link is never sent twice: issue a new one (tessera-admin user reset)")
     conn.execute(
         update(Delivery)
         .where(Delivery.id == row.id)
@@ -239,6 +241,21 @@ def redeliver(conn: Connection, who: Principal, delivery_id: str, now: datetime)
                  subject=f"delivery:{row.id}", details={"event": str(row.event_id), "was": row.state},
                  now=now)  # fmt: skip
     return delivery_json(_delivery_row(conn, who, str(row.id)))
+
+
+def discard_delivery(conn: Connection, who: Principal, delivery_id: str, now: datetime) -> dict[str, Any]:
+    """An admin gives a dead letter up for good: it and its attempts go (retention keeps dead ones otherwise)."""
+    if who.role != ADMIN:
+        raise RoleForbidden("only an admin discards dead letters", action="deliveries:discard", role=who.role)
+    row = _delivery_row(conn, who, delivery_id, lock=True)
+    if row.state != "dead":
+        raise Conflict(f"only a dead letter is discarded; this delivery is {row.state}")
+    conn.execute(delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id == row.id))
+    conn.execute(delete(Delivery).where(Delivery.id == row.id))
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="delivery.discard",
+                 subject=f"delivery:{row.id}", details={"event": str(row.event_id), "target": row.target},
+                 now=now)  # fmt: skip
+    return delivery_json(row) | {"state": "discarded"}
 
 
 # -- opt-outs -------------------------------------------------------------------------------------------

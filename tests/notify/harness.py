@@ -45,18 +45,21 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = DEADLINE
 
 
 class SmtpSink:
-    """Every message the server sends, parsed."""
+    """Every message the server sends, parsed; `encrypted` says, per message, whether it came over TLS.
+    `controller` options make it a STARTTLS (tls_context=…) or an implicit-TLS (ssl_context=…) server."""
 
-    def __init__(self) -> None:
+    def __init__(self, **controller: Any) -> None:
         self.port = free_port()
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.encrypted: list[bool] = []
         self.changed = threading.Condition()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **controller)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.changed:
             self.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
+            self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
             self.changed.notify_all()
         return "250 OK"
 
@@ -226,8 +229,8 @@ class Rig:
 
 
 @contextlib.contextmanager
-def start_rig(database_url: str, directory: Path, **env: str) -> Iterator[Rig]:
-    smtp = SmtpSink()
+def start_rig(database_url: str, directory: Path, smtp: SmtpSink | None = None, **env: str) -> Iterator[Rig]:
+    smtp = smtp or SmtpSink()
     smtp.controller.start()
     receiver = Receiver()
     receiver.start()

@@ -115,10 +115,26 @@ def test_every_event_renders() -> None:
         data = {k: "x" for k in ("seats", "plan", "detail", "status", "from", "days_left", "renews_on",
                                  "deadline", "ends_on", "ended_on", "hostname", "reason", "transfer_id", "charge",
                                  "note", "old_serial", "new_serial", "event_type", "channel", "event_id", "target",
-                                 "attempts", "last_error")}  # fmt: skip
+                                 "attempts", "last_error", "user_id", "email", "name", "token",
+                                 "expires_at")}  # fmt: skip
         data["licence"] = {"id": "L", "customer": "C", "product": "P", "maintenance_until": None}
+        data["expires_at"] = "2027-01-04T09:00:00+00:00"
         event = {"id": "e", "type": kind, "timestamp": "2027-01-01T00:00:00+00:00", "data": data}
-        assert mail.render(event, "a@b.test", "contact", "s@v.test")["Subject"]
+        assert mail.render(event, "a@b.test", "contact", "s@v.test", "https://licences.example.com")["Subject"]
+
+
+def test_a_portal_link_is_put_together_only_in_the_mail_and_not_once_forgotten() -> None:
+    data = {"user_id": "u", "email": "dora@acme.test", "name": "Dora", "token": "T0KEN",
+            "expires_at": "2027-01-04T09:00:00+00:00"}  # fmt: skip
+    event = {"id": "e", "type": "user.invited", "timestamp": "2027-01-01T09:00:00+00:00", "data": data}
+    message = mail.render(event, "dora@acme.test", "person", "s@v.test", "https://licences.example.com/")
+    link = "https://licences.example.com/portal/set-password?token=T0KEN"
+    assert link in message.get_body(("plain",)).get_content()
+    assert "until 2027-01-04 09:00 UTC" in message.get_body(("plain",)).get_content()
+    assert f'href="{link}"' in message.get_body(("html",)).get_content()
+    forgotten = event | {"data": {k: v for k, v in data.items() if k != "token"} | {"link_forgotten": True}}
+    with pytest.raises(mail.LinkForgotten):
+        mail.render(forgotten, "dora@acme.test", "person", "s@v.test", "https://licences.example.com")
 
 
 @pytest.mark.parametrize(("role", "url", "ok"), [
@@ -151,6 +167,8 @@ def test_webhook_urls(role: str, url: str, ok: bool) -> None:
     pytest.param({"TESSERA_NOTIFY_BACKOFF_BASE": "10", "TESSERA_NOTIFY_BACKOFF_CAP": "5"}, "bad-setting",
                  id="cap-below-base"),
     pytest.param({"TESSERA_NOTIFY_LEASE": "10"}, "notify-lease-too-short", id="lease-shorter-than-a-send"),
+    pytest.param({"TESSERA_SMTP_CA_FILE": "/nonexistent/ca.pem"}, "smtp-ca-unreadable", id="ca-file-missing"),
+    pytest.param({"TESSERA_NOTIFY_RETENTION_DAYS": "0"}, "bad-setting", id="no-retention"),
 ])  # fmt: skip
 def test_notification_settings_are_validated(env: dict[str, str], code: str) -> None:
     with pytest.raises(SettingsError) as caught:
@@ -173,6 +191,25 @@ def test_credentials_file(tmp_path: Path) -> None:
         load_settings(env={"TESSERA_SMTP_CREDENTIALS_FILE": str(secret)})
     assert caught.value.code == "smtp-credentials-invalid"
     assert load_settings(env={"TESSERA_NOTIFY_DEADLINE_DAYS": "7, 30,60"}).notify_deadline_days == (60, 30, 7)
+
+
+def test_ca_file_is_read_at_start_up_and_needs_tls(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"TESSERA_SMTP_CA_FILE": str(not_pem)})
+    assert caught.value.code == "smtp-ca-unreadable"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"TESSERA_SMTP_CA_FILE": a_ca_bundle(tmp_path), "TESSERA_SMTP_SECURITY": "none"})
+    assert caught.value.code == "smtp-ca-without-tls"
+    assert load_settings(env={"TESSERA_SMTP_CA_FILE": a_ca_bundle(tmp_path)}).smtp_ca_file
+
+
+def a_ca_bundle(directory: Path) -> str:
+    """A readable PEM bundle: the test certificate the TLS tests make."""
+    from tests.notify.test_smtp_tls import certificate
+
+    return str(certificate(directory, "ca")[0])
 
 
 def test_reminder_deadline_is_the_day_cancel_judges_by() -> None:
