@@ -51,6 +51,8 @@ CLI_EXIT_CODES: dict[str, int] = {
     "smtp-credentials-in-clear": USAGE,
     "smtp-credentials-invalid": USAGE,
     "smtp-credentials-unreadable": USAGE,
+    "smtp-ca-unreadable": USAGE,
+    "smtp-ca-without-tls": USAGE,
     "portal-cookie-insecure": USAGE,
     "bad-time-zone": USAGE,
     "usage": USAGE,
