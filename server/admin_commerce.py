@@ -137,6 +137,8 @@ def user_cmd(args: argparse.Namespace) -> Any:
         return _run(args, people.add_user, OPERATOR, args.customer, args.name, args.email, args.role, _now())
     if args.action == "disable":
         return _run(args, people.disable_user, OPERATOR, args.customer, args.user, _now())
+    if args.action == "enable":
+        return _run(args, people.enable_user, OPERATOR, args.customer, args.user, _now())
     return _run(args, people.list_users, OPERATOR, args.customer)
 
 
@@ -313,6 +315,10 @@ def register(sub: Any) -> None:
     group.add_parser("list", help="the customer's users").add_argument("customer", help="name or id")
     group.choices["list"].set_defaults(func=user_cmd)
     p = group.add_parser("disable", help="disable a user and revoke the user's tokens")
+    p.add_argument("customer", help="name or id")
+    p.add_argument("user", help="user id")
+    p.set_defaults(func=user_cmd)
+    p = group.add_parser("enable", help="let a disabled user sign in again (its old tokens stay revoked)")
     p.add_argument("customer", help="name or id")
     p.add_argument("user", help="user id")
     p.set_defaults(func=user_cmd)

@@ -34,7 +34,8 @@ async def users(request: web.Request) -> web.Response:
     return render(request, "users.html", {
         "listed": listed, "may_manage": me(request).role in PERMISSIONS["users:manage"], "link": None,
         "done": {"contacts": "The named contacts are set.", "disabled": "The user is disabled and signed out.",
-                 "added": "The user is added."}.get(request.query.get("done", "")),
+                 "added": "The user is added.", "enabled": "The user may sign in again."}.get(
+                     request.query.get("done", "")),
     })  # fmt: skip
 
 
@@ -48,10 +49,10 @@ async def add_user(request: web.Request) -> web.Response:
     link = await run(request, portal_views.invite_user, _customer_id(request), made["id"], now())
     listed = await run(request, people.list_users, _customer_id(request))
     return render(request, "users.html", {"listed": listed, "may_manage": True, "done": "The user is added.",
-                                          "link": _shown(request, link)})  # fmt: skip
+                                          "link": shown_link(request, link)})  # fmt: skip
 
 
-def _shown(request: web.Request, link: dict[str, str]) -> dict[str, Any]:
+def shown_link(request: web.Request, link: dict[str, str]) -> dict[str, Any]:
     """With mail configured the link goes to its holder only (the outbox's user.invited); without, the
     administrator passes it on."""
     if request.config_dict[SETTINGS].smtp_host:
@@ -65,13 +66,19 @@ async def invite(request: web.Request) -> web.Response:
     link = await run(request, portal_views.invite_user, _customer_id(request), request.match_info["user_id"], now())
     listed = await run(request, people.list_users, _customer_id(request))
     return render(request, "users.html", {"listed": listed, "may_manage": True, "done": None,
-                                          "link": _shown(request, link)})  # fmt: skip
+                                          "link": shown_link(request, link)})  # fmt: skip
 
 
 @routes.post("/users/{user_id}/disable")
 async def disable(request: web.Request) -> web.StreamResponse:
     await run(request, people.disable_user, _customer_id(request), request.match_info["user_id"], now())
     raise see_other(f"{PREFIX}/users?done=disabled")
+
+
+@routes.post("/users/{user_id}/enable")
+async def enable(request: web.Request) -> web.StreamResponse:
+    await run(request, people.enable_user, _customer_id(request), request.match_info["user_id"], now())
+    raise see_other(f"{PREFIX}/users?done=enabled")
 
 
 @routes.post("/contacts")

@@ -207,3 +207,51 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     await run(request, portal_views.revoke_api_token, request.match_info["token_id"], now())
     raise see_other(f"{PREFIX}/admin/tokens?done=revoked")
+
+
+# -- the vendor's people ----------------------------------------------------------------------------------
+
+PEOPLE_DONE = {
+    "disabled": "Disabled: signed out everywhere, API tokens revoked.",
+    "enabled": "Enabled: they may sign in.",
+}
+
+
+@routes.get("/admin/people")
+async def staff_people(request: web.Request) -> web.Response:
+    listed = await run(request, portal_views.staff_people)
+    resellers = (await run(request, portal_views.catalogue))["resellers"]
+    done = PEOPLE_DONE.get(request.query.get("done", ""))
+    return render(request, "staff_people.html", {"people": listed, "resellers": resellers, "link": None, "done": done})
+
+
+@routes.post("/admin/people")
+async def add_staff(request: web.Request) -> web.Response:
+    name, email, role = field(request, "name", 200), field(request, "email", 254), field(request, "role", 20)
+    if not name or "@" not in email:
+        raise ValidationFailed("give the person's name and e-mail address")
+    link = await run(request, portal_views.add_staff, email, name, role, field(request, "reseller", 200) or None, now())
+    return await _people_with_link(request, link, status=201)
+
+
+@routes.post("/admin/people/{user_id}/{purpose:invitation|reset}")
+async def staff_link(request: web.Request) -> web.Response:
+    link = await run(request, portal_views.staff_link, request.match_info["user_id"], request.match_info["purpose"],
+                     now())  # fmt: skip
+    return await _people_with_link(request, link)
+
+
+@routes.post("/admin/people/{user_id}/{state:disable|enable}")
+async def set_staff_state(request: web.Request) -> web.StreamResponse:
+    disabled = request.match_info["state"] == "disable"
+    await run(request, portal_views.set_staff_disabled, request.match_info["user_id"], disabled, now())
+    raise see_other(f"{PREFIX}/admin/people?done={'disabled' if disabled else 'enabled'}")
+
+
+async def _people_with_link(request: web.Request, link: dict[str, Any], status: int = 200) -> web.Response:
+    from server.portal.people import shown_link
+
+    listed = await run(request, portal_views.staff_people)
+    resellers = (await run(request, portal_views.catalogue))["resellers"]
+    context = {"people": listed, "resellers": resellers, "link": shown_link(request, link), "done": None}
+    return render(request, "staff_people.html", context, status=status)

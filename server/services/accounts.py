@@ -75,7 +75,13 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def add_staff_user(
-    conn: Connection, email: str, name: str, role: str, reseller: str | None, now: datetime
+    conn: Connection,
+    email: str,
+    name: str,
+    role: str,
+    reseller: str | None,
+    now: datetime,
+    actor: str = OPERATOR.actor,
 ) -> dict[str, Any]:
     """A vendor admin, support engineer or reseller employee (customers' users come from people.add_user)."""
     if role not in STAFF_ROLES:
@@ -95,7 +101,7 @@ def add_staff_user(
             id=user_id, name=name, email=email.lower(), role=role, reseller_id=reseller_id, created_at=now
         )
     )
-    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=OPERATOR.actor, action="user.add", subject=f"user:{user_id}",
+    audit.record(conn, chain=audit.VENDOR_CHAIN, actor=actor, action="user.add", subject=f"user:{user_id}",
                  details={"role": role, "reseller": str(reseller_id) if reseller_id else None}, now=now)  # fmt: skip
     return {"id": str(user_id), "email": email.lower(), "role": role}
 

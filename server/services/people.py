@@ -89,6 +89,18 @@ def disable_user(conn: Connection, who: Principal, customer: str, user: str, now
     return user_json(conn.execute(select(User.__table__).where(User.id == target.id)).one())
 
 
+def enable_user(conn: Connection, who: Principal, customer: str, user: str, now: datetime) -> dict[str, Any]:
+    """A disabled user may sign in again (its password stays); its API tokens stay revoked: make new ones."""
+    who.may("users:manage")
+    row = customer_in_scope(conn, who, customer, lock=True)
+    target = _user_of(conn, row.id, user)
+    if target.disabled_at is not None:
+        conn.execute(update(User).where(User.id == target.id).values(disabled_at=None))
+        audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action="user.enable",
+                     subject=f"user:{target.id}", details={"customer": str(row.id)}, now=now)  # fmt: skip
+    return user_json(conn.execute(select(User.__table__).where(User.id == target.id)).one())
+
+
 def set_contacts(
     conn: Connection, who: Principal, customer: str, system_administrator: str, deputy: str, now: datetime
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from server.db.models import (
     Customer,
     Licence,
     Plan,
+    PortalAccount,
     Product,
     Release,
     Reseller,
@@ -30,13 +31,14 @@ from server.domain.access import ADMIN, CUSTOMER_ROLES, RESELLER
 from server.domain.calendar import add_months
 from server.domain.errors import (
     CancellationNotPossible,
+    Conflict,
     LicenceNotFound,
     NotFound,
     RoleForbidden,
     ValidationFailed,
 )
 from server.domain.hosts import key_hash
-from server.services import accounts, audit, changes, licensing, transfers
+from server.services import accounts, audit, changes, licensing, portal_sessions, transfers
 from server.services.access import Principal, customer_in_scope, licence_in_scope, parse_id, plan_values
 from server.services.terms import load_terms, policy
 
@@ -324,6 +326,65 @@ def offline_request_licence(conn: Connection, who: Principal, signed: str) -> di
         raise LicenceNotFound("no licence with this key")
     licence = licence_in_scope(conn, who, licence_id)
     return {"id": str(licence.id), "product": licence.product}
+
+
+def staff_people(conn: Connection, who: Principal) -> list[dict[str, Any]]:
+    """The vendor's admins and support engineers and the resellers' staff, with their portal state."""
+    _admin_only(who, "users:read")
+    rows = conn.execute(
+        select(User.__table__, Reseller.name.label("reseller"), PortalAccount.user_id.label("account"),
+               PortalAccount.totp_enabled_at)
+        .outerjoin(Reseller, Reseller.id == User.reseller_id)
+        .outerjoin(PortalAccount, PortalAccount.user_id == User.id)
+        .where(User.role.in_(accounts.STAFF_ROLES))
+        .order_by(User.role, User.name)
+    )  # fmt: skip
+    return [
+        {"id": str(r.id), "name": r.name, "email": r.email, "role": r.role, "reseller": r.reseller,
+         "disabled_at": r.disabled_at.isoformat() if r.disabled_at else None, "signed_up": r.account is not None,
+         "totp": r.totp_enabled_at is not None}
+        for r in rows
+    ]  # fmt: skip
+
+
+def add_staff(
+    conn: Connection, who: Principal, email: str, name: str, role: str, reseller: str | None, now: datetime
+) -> dict[str, Any]:
+    """A new admin, support engineer or reseller employee, and the one-time link that lets them in."""
+    _admin_only(who, "users:manage")
+    accounts.add_staff_user(conn, email, name, role, reseller, now, actor=who.actor)
+    return accounts.issue_link(conn, email, "invitation", now, actor=who.actor)
+
+
+def staff_link(conn: Connection, who: Principal, user: str, purpose: str, now: datetime) -> dict[str, Any]:
+    _admin_only(who, "users:manage")
+    return accounts.issue_link(conn, _staff(conn, user).email, purpose, now, actor=who.actor)
+
+
+def set_staff_disabled(conn: Connection, who: Principal, user: str, disabled: bool, now: datetime) -> dict[str, Any]:
+    """Disabling signs a person out everywhere and revokes their API tokens; enabling lets them sign in again."""
+    _admin_only(who, "users:manage")
+    target = _staff(conn, user)
+    if disabled and who.user_id == target.id:
+        raise Conflict("you cannot disable yourself: ask another admin")
+    if (target.disabled_at is not None) != disabled:
+        conn.execute(update(User).where(User.id == target.id).values(disabled_at=now if disabled else None))
+        if disabled:
+            conn.execute(update(ApiToken).where(ApiToken.user_id == target.id, ApiToken.revoked_at.is_(None))
+                         .values(revoked_at=now))  # fmt: skip
+            portal_sessions.end_everywhere(conn, target.id, now)
+        action = "user.disable" if disabled else "user.enable"
+        audit.record(conn, chain=audit.VENDOR_CHAIN, actor=who.actor, action=action, subject=f"user:{target.id}",
+                     details={"role": target.role}, now=now)  # fmt: skip
+    return {"id": str(target.id), "disabled": disabled}
+
+
+def _staff(conn: Connection, user: str) -> Any:
+    row = conn.execute(select(User.__table__).where(User.id == parse_id(user, "user"),
+                                                    User.role.in_(accounts.STAFF_ROLES))).first()  # fmt: skip
+    if row is None:
+        raise NotFound(f"no staff user {user[:64]!r}")
+    return row
 
 
 def invite_user(conn: Connection, who: Principal, customer: str, user: str, now: datetime) -> dict[str, Any]:

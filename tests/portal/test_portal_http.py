@@ -178,3 +178,47 @@ def _move_terms(url: str, licence_id: uuid.UUID, start: datetime, end: datetime)
             await db.close()
 
     off_loop(asyncio.run, go())
+
+
+def test_an_admin_invites_disables_and_enables_staff_and_a_customer_admin_re_enables_a_user(world: World) -> None:
+    ada = world.signed_in("ada")
+    page = ada.get("/portal/admin/people")
+    assert page.status == 200 and world.users["sam"] in page.text and world.users["alice"] not in page.text
+    email = f"sue-{world.tag}@vendor.example"
+    added = ada.submit("/portal/admin/people", "/portal/admin/people",
+                       {"name": "Sue", "email": email, "role": "support", "reseller": ""})  # fmt: skip
+    assert added.status == 201 and "/portal/set-password?token=" in added.text  # no mail here: the link, once
+    link = re.search(r"<code>[^<]*(/portal/set-password\?token=[^<]+)</code>", added.text)
+    assert link
+    sue_id = re.search(r'action="/portal/admin/people/([0-9a-f-]+)/invitation"', added.text)
+    assert sue_id
+    # Disabling Sam ends his sessions at once; enabling lets him sign in again.
+    sam = world.signed_in("sam")
+    sam_id = re.search(rf'{re.escape(world.users["sam"])}.*?/portal/admin/people/([0-9a-f-]+)/disable', page.text, re.S)
+    assert sam_id
+    done = ada.post(f"/portal/admin/people/{sam_id.group(1)}/disable", {"csrf": page.csrf()})
+    assert done.status == 303 and "disabled" in done.location
+    assert sam.get("/portal/transfers").status == 303  # back to sign-in
+    assert world.client().sign_in(world.users["sam"]).status != 303
+    assert ada.post(f"/portal/admin/people/{sam_id.group(1)}/enable", {"csrf": page.csrf()}).status == 303
+    assert world.client().sign_in(world.users["sam"]).status == 303
+    assert world.signed_in("rita").get("/portal/admin/people").status == 403
+    events = off_loop(world.server.admin, "audit", "list", "--subject", f"user:{sam_id.group(1)}")
+    assert [e["action"] for e in events][:2] == ["user.enable", "user.disable"]
+    assert all(e["actor"].startswith("user:") for e in events[:2])
+
+    # A customer's administrator re-enables a user it disabled.
+    alice = world.signed_in("alice")
+    people = alice.get("/portal/users")
+    tim_form = {"name": "Tim", "email": f"tim-{world.tag}@acme.example", "role": "customer-user"}
+    extra = alice.submit("/portal/users", "/portal/users", tim_form)
+    disable_tim = r'action="/portal/users/([0-9a-f-]+)/disable"[^>]*><input[^>]*><button[^>]*"Disable Tim"'
+    tim = re.search(disable_tim, extra.text)
+    assert tim and people.status == 200
+    assert alice.post(f"/portal/users/{tim.group(1)}/disable", {"csrf": extra.csrf()}).status == 303
+    assert "Enable Tim" in alice.get("/portal/users").text
+    assert alice.post(f"/portal/users/{tim.group(1)}/enable", {"csrf": extra.csrf()}).status == 303
+    assert "Disable Tim" in alice.get("/portal/users").text
+    customer = world.customers["A"]["id"]
+    assert off_loop(world.server.admin, "user", "disable", customer, tim.group(1))["disabled_at"]
+    assert off_loop(world.server.admin, "user", "enable", customer, tim.group(1))["disabled_at"] is None
