@@ -31,9 +31,15 @@ _KINDS = (
     EventKind("licence.cancelled", "Renewal cancelled: {{ licence.product }}",
               "The renewal of {{ licence.customer }}'s {{ licence.product }} licence was cancelled: "
               "{{ data.detail }}.", essential=True),
-    EventKind("licence.changed", "Licence {{ data.status }}: {{ licence.product }}",
-              "{{ licence.customer }}'s {{ licence.product }} licence is now {{ data.status }} "
-              "(it was {{ data['from'] }})."),
+    # A status change ({"status", "from"}) or a change after sale ({"before", "after", "amount"}).
+    EventKind("licence.changed",
+              "Licence {% if data.status is defined %}{{ data.status }}{% else %}changed{% endif %}: "
+              "{{ licence.product }}",
+              "{% if data.status is defined %}{{ licence.customer }}'s {{ licence.product }} licence is now "
+              "{{ data.status }} (it was {{ data['from'] }}).{% else %}{{ licence.customer }}'s {{ licence.product }} "
+              "licence now has {{ data.after.seats }} seat(s) on plan {{ data.after.plan }}, modules: "
+              "{{ data.after.features | join(', ') or 'none' }} (before: {{ data.before.seats }} seat(s) on plan "
+              "{{ data.before.plan }}, modules: {{ data.before.features | join(', ') or 'none' }}).{% endif %}"),
     EventKind("notice.deadline-approaching", "Notice deadline in {{ data.days_left }} day(s): {{ licence.product }}",
               "{{ licence.customer }}'s {{ licence.product }} maintenance renews on {{ data.renews_on }}. To cancel, "
               "the cancellation must arrive by {{ data.deadline }} ({{ data.days_left }} day(s) from now); "

@@ -227,3 +227,18 @@ def test_reminder_deadline_is_the_day_cancel_judges_by() -> None:
     now = datetime(2027, 10, 29, 10, 0, tzinfo=UTC)
     assert rules.cancel(terms, policy, now, received_on=day, calendar=calendar).in_time
     assert not rules.cancel(terms, policy, now, received_on=date(2027, 10, 28), calendar=calendar).in_time
+
+
+def test_a_change_after_sale_and_a_contract_end_render() -> None:
+    licence = {"id": "L", "customer": "Acme", "product": "cad", "maintenance_until": None}
+    changed = {"before": {"seats": 2, "plan": "node", "features": []},
+               "after": {"seats": 3, "plan": "node", "features": ["cam"]},
+               "amount": {"id": "LEDGER-2", "kind": "change", "amount_cents": 1000, "currency": "EUR"},
+               "licence": licence}  # fmt: skip
+    ended = {"licence_id": "L", "effective": "2027-01-01T00:00:00+00:00", "in_time": True,
+             "detail": "the licence ends now", "licence_ends": True, "ends_at": "x", "licence": licence}  # fmt: skip
+    for kind, data, expected in (("licence.changed", changed, "now has 3 seat(s) on plan node, modules: cam"),
+                                 ("licence.cancelled", ended, "the licence ends now")):  # fmt: skip
+        event = {"id": "e", "type": kind, "timestamp": "2027-01-01T00:00:00+00:00", "data": data}
+        message = mail.render(event, "a@b.test", "contact", "s@v.test", "https://licences.example.com")
+        assert expected in message.get_body(("plain",)).get_content(), kind
