@@ -383,3 +383,19 @@ def test_reseller_changes_a_licence_after_a_quote(world: World, person: Any) -> 
     assert "The licence is changed" in rita.page.locator(".notice").inner_text()
     facts = rita.page.locator("dl.facts").inner_text()
     assert "of 5 in use" in facts and "cam" in facts
+
+
+def test_admin_invites_a_support_engineer_from_the_people_page(world: World, person: Any) -> None:
+    ada = person("ada")
+    ada.sign_in()
+    ada.follow(ada.page.get_by_role("link", name="People"))
+    assert ada.heading() == "The vendor's and resellers' people"
+    form = ada.page.locator("form", has_text="Add and make an invitation link")
+    form.get_by_label("Name", exact=True).fill("Sue")
+    form.get_by_label("E-mail address").fill(f"sue-{world.tag}@vendor.example")
+    form.get_by_label("Role", exact=True).select_option("support")
+    ada.follow(form.get_by_role("button", name="Add and make an invitation link"))
+    link = ada.page.locator("p.secret code").inner_text()
+    assert "/portal/set-password?token=" in link
+    assert "invited" in ada.page.get_by_role("row", name="Sue").inner_text()
+    ada.shot("admin-people")
