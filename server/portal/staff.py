@@ -9,8 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from keys.keyring import KeyringError
+from server.api.context import KEYRING, SIGNER
 from server.domain.access import ADMIN, RESELLER
-from server.domain.errors import ValidationFailed
+from server.domain.errors import RoleForbidden, ServiceUnavailable, ValidationFailed
 from server.portal.kit import PREFIX, field, me, now, render, run, see_other
 from server.services import licensing, portal_views, terms, transfers
 
@@ -255,3 +257,22 @@ async def _people_with_link(request: web.Request, link: dict[str, Any], status: 
     resellers = (await run(request, portal_views.catalogue))["resellers"]
     context = {"people": listed, "resellers": resellers, "link": shown_link(request, link), "done": None}
     return render(request, "staff_people.html", context, status=status)
+
+
+# -- signing keys -----------------------------------------------------------------------------------------
+
+
+@routes.get("/admin/keys")
+async def key_status(request: web.Request) -> web.Response:
+    """The keyring as this process sees it: every key's kid, state and age, and the key it signs with now
+    (a key rotated in since this process started signs after its restart). Public parts only."""
+    if me(request).role != ADMIN:
+        raise RoleForbidden(f"the {me(request).role} role may not do keys:read", action="keys:read")
+    try:
+        entries = request.config_dict[KEYRING].entries()
+    except KeyringError as exc:
+        raise ServiceUnavailable("the keyring index cannot be read") from exc
+    signing = request.config_dict[SIGNER].kid
+    keys = [{"kid": e.kid, "created": e.created, "state": e.state, "signs_here": e.kid == signing} for e in entries]
+    restart = any(k["state"] == "active" and not k["signs_here"] for k in keys)
+    return render(request, "keys.html", {"keys": keys, "signing": signing, "restart": restart})

@@ -222,3 +222,13 @@ def test_an_admin_invites_disables_and_enables_staff_and_a_customer_admin_re_ena
     customer = world.customers["A"]["id"]
     assert off_loop(world.server.admin, "user", "disable", customer, tim.group(1))["disabled_at"]
     assert off_loop(world.server.admin, "user", "enable", customer, tim.group(1))["disabled_at"] is None
+
+
+def test_the_admin_sees_the_signing_keys_and_a_rotation_waiting_for_a_restart(world: World) -> None:
+    ada = world.signed_in("ada")
+    page = ada.get("/portal/admin/keys")
+    kid = off_loop(world.server.admin, "keys", "list")[0]["kid"]
+    assert page.status == 200 and kid in page.text and "once it restarts" not in page.text
+    off_loop(world.server.admin, "keys", "rotate")
+    assert "once it restarts" in ada.get("/portal/admin/keys").text
+    assert world.signed_in("sam").get("/portal/admin/keys").status == 403
