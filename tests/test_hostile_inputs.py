@@ -544,6 +544,7 @@ VALID: dict[str, dict[str, Any]] = {
     "LicenceChangeBody": {"seats": 5, "plan": "Node-locked", "add_features": ["cam"], "remove_features": ["nest"]},
     "LicenceEndBody": {"received_on": "2027-10-31", "immediately": False},
     "LicenceStatusBody": {"status": "suspended"},
+    "MachineLabelBody": {"label": "Reception PC"},
     "NewUserBody": {"name": "Ann", "email": "ann@example.test", "role": "customer-user"},
     "OfflineActivationRequest": _ACTIVATION | {"nonce": b64u(b"n" * 16), "iat": 1_800_000_000},
     "PlanUpdateBody": {"grace_days": 5, "features": ["cam"], "dongle_usb_ids": ["096e:0006"]},

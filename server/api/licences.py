@@ -19,6 +19,7 @@ from server.services.requests import (
     LicenceChangeBody,
     LicenceEndBody,
     LicenceStatusBody,
+    MachineLabelBody,
     PlanUpdateBody,
     PriceBody,
     RenewalBody,
@@ -158,6 +159,13 @@ async def release_seat(request: web.Request) -> web.Response:
     return json_response(await run(request, moves.release_seat, request.match_info["activation_id"], now()))
 
 
+@routes.put("/v1/activations/{activation_id}/label")
+async def label_machine(request: web.Request) -> web.Response:
+    body = await read_model(request, MachineLabelBody)
+    result = await run(request, moves.label_machine, request.match_info["activation_id"], body.label, now())
+    return json_response(result)
+
+
 @routes.post("/v1/activations/{activation_id}/dongle-replacement")
 async def replace_dongle(request: web.Request) -> web.Response:
     body = await read_model(request, DongleReplacementBody)
@@ -239,6 +247,9 @@ PATHS = {
         "post": bearer_op("Suspend, reactivate or revoke (admin)", body="LicenceStatusBody", params=LICENCE)
     },
     "/v1/activations/{activation_id}/release": {"post": bearer_op("Release a lost machine's seat", params=ACTIVATION)},
+    "/v1/activations/{activation_id}/label": {
+        "put": bearer_op("Name a machine (customer-admin, support, admin)", body="MachineLabelBody", params=ACTIVATION)
+    },
     "/v1/activations/{activation_id}/dongle-replacement": {
         "post": bearer_op(
             "Replace a lost, stolen or defective dongle (support)",

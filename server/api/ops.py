@@ -41,6 +41,7 @@ from server.services.requests import (
     LicenceChangeBody,
     LicenceEndBody,
     LicenceStatusBody,
+    MachineLabelBody,
     NewUserBody,
     PlanUpdateBody,
     PriceBody,
@@ -52,8 +53,8 @@ from server.services.requests import (
 
 BEARER_BODIES = (
     CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
-    LicenceChangeBody, LicenceEndBody, LicenceStatusBody, NewUserBody, PlanUpdateBody, PriceBody, RenewalBody,
-    TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody,
+    LicenceChangeBody, LicenceEndBody, LicenceStatusBody, MachineLabelBody, NewUserBody, PlanUpdateBody, PriceBody,
+    RenewalBody, TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()
@@ -257,27 +258,29 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Tessera licence server", "version": "1"},
         "servers": [{"url": server_url}],
-        "paths": _label({
-            "/v1/activations": {"post": op("Activate a seat", "ActivationRequest", grant, {"ok": "200,201"})},
-            "/v1/activations/{activation_id}/refresh": {
-                "post": {**op("Refresh a token", "SignedProof", grant, {}), "parameters": [activation_path]}
-            },
-            "/v1/activations/{activation_id}/deactivate": {
-                "post": {**op("Free a seat", "SignedProof", ended, {}), "parameters": [activation_path]}
-            },
-            "/v1/offline/activations": {
-                "post": op("Activate an air-gapped machine", "SignedRequest", grant, {"ok": "200,201"})
-            },
-            "/v1/offline/deactivations": {"post": op("Upload an offline deactivation", "SignedProof", ended, {})},
-            "/.well-known/jwks.json": {"get": op("Public signing keys", None, {"type": "object"}, {})},
-            "/healthz": {"get": op("Liveness", None, {"type": "object"}, {})},
-            "/readyz": {"get": op("Readiness", None, {"type": "object"}, {})},
-            **licences.PATHS,
-            **transfers.PATHS,
-            **customers.PATHS,
-            **customers.PUBLIC_PATHS,
-            **webhooks.PATHS,
-        }),
+        "paths": _label(
+            {
+                "/v1/activations": {"post": op("Activate a seat", "ActivationRequest", grant, {"ok": "200,201"})},
+                "/v1/activations/{activation_id}/refresh": {
+                    "post": {**op("Refresh a token", "SignedProof", grant, {}), "parameters": [activation_path]}
+                },
+                "/v1/activations/{activation_id}/deactivate": {
+                    "post": {**op("Free a seat", "SignedProof", ended, {}), "parameters": [activation_path]}
+                },
+                "/v1/offline/activations": {
+                    "post": op("Activate an air-gapped machine", "SignedRequest", grant, {"ok": "200,201"})
+                },
+                "/v1/offline/deactivations": {"post": op("Upload an offline deactivation", "SignedProof", ended, {})},
+                "/.well-known/jwks.json": {"get": op("Public signing keys", None, {"type": "object"}, {})},
+                "/healthz": {"get": op("Liveness", None, {"type": "object"}, {})},
+                "/readyz": {"get": op("Readiness", None, {"type": "object"}, {})},
+                **licences.PATHS,
+                **transfers.PATHS,
+                **customers.PATHS,
+                **customers.PUBLIC_PATHS,
+                **webhooks.PATHS,
+            }
+        ),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API token, tsk_…"}},

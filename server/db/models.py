@@ -219,6 +219,7 @@ class Activation(Base):
     dongle_serial: Mapped[str | None] = mapped_column(String(128))
     agent_key: Mapped[str] = mapped_column(String(64))  # raw Ed25519 public key, b64u
     hostname: Mapped[str] = mapped_column(String(255))
+    label: Mapped[str | None] = mapped_column(String(100))  # the customer's own name for the machine
     created_at: Mapped[datetime]
     refreshed_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]

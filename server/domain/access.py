@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "licence:change": frozenset({ADMIN, RESELLER}),
     "licence:end": frozenset({ADMIN}),  # a contract with mandatory maintenance ends only by the vendor's act
     "seat:release": frozenset({ADMIN, SUPPORT, CUSTOMER_ADMIN}),
+    "seat:label": frozenset({ADMIN, SUPPORT, CUSTOMER_ADMIN}),
     "transfer:read": frozenset(ROLES),
     "transfer:request": frozenset({CUSTOMER_ADMIN, CUSTOMER_USER}),  # and only a named contact
     "transfer:decide": frozenset({ADMIN, SUPPORT}),

@@ -22,6 +22,7 @@ DONE = {
     "transfer-requested": "Your transfer request is with support: follow it below.",
     "cancelled": "Auto-renewal is cancelled.",
     "renewed": "The licence is renewed.",
+    "labelled": "The machine's label is saved.",
     "changed": "The licence is changed: its machines get the new modules at their next refresh.",
 }
 
@@ -50,6 +51,7 @@ async def machines(request: web.Request) -> web.Response:
     return render(request, "machines.html", {
         "seats": seats, "done": DONE.get(request.query.get("done", "")),
         "may_release": may(role, "seat:release"), "may_transfer": role in CUSTOMER_ROLES and me(request).contact,
+        "may_label": may(role, "seat:label"),
     })  # fmt: skip
 
 
@@ -58,6 +60,12 @@ async def release(request: web.Request) -> web.StreamResponse:
     await run(request, moves.release_seat, request.match_info["activation_id"], now())
     back = field(request, "back")
     raise see_other((back if back.startswith(PREFIX + "/licences/") else PREFIX + "/machines") + "?done=released")
+
+
+@routes.post("/machines/{activation_id}/label")
+async def label_machine(request: web.Request) -> web.StreamResponse:
+    await run(request, moves.label_machine, request.match_info["activation_id"], field(request, "label", 200), now())
+    raise see_other(PREFIX + "/machines?done=labelled")
 
 
 @routes.get("/machines/{activation_id}/transfer")

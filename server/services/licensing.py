@@ -302,6 +302,7 @@ def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetim
             {
                 "id": str(a.id),
                 "hostname": a.hostname,
+                "label": a.label,
                 "dongle_serial": a.dongle_serial,
                 "created_at": a.created_at.isoformat(),
                 "last_seen": a.refreshed_at.isoformat(),

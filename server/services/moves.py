@@ -12,10 +12,17 @@ from sqlalchemy import Connection, delete, func, select, update
 from server.db.models import Activation, ActivationDigest, Licence, TransferRequest
 from server.domain import quotas
 from server.domain import terms as rules
-from server.domain.errors import ActivationEnded, ActivationNotFound, LicenceNotFound, WrongBindingModel
+from server.domain.errors import (
+    ActivationEnded,
+    ActivationNotFound,
+    LicenceNotFound,
+    ValidationFailed,
+    WrongBindingModel,
+)
 from server.notify import outbox
 from server.services import audit
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
+from server.services.requests import has_control_characters
 from server.services.terms import business_calendar, load_terms
 
 # A move (the agent's machine changed beyond the tolerance) is counted like a deactivation (rule 4).
@@ -155,3 +162,22 @@ def release_seat(conn: Connection, who: Principal, activation_id: str, now: date
         snapshot = SeatPolicy(licence.id, plan.model, plan.deactivations_per_term)
         self_service_release(conn, snapshot, row.id, "released", who.actor, now)
     return {"activation_id": str(row.id), "ended_at": now.isoformat(), "hostname": row.hostname}
+
+
+MAX_LABEL = 100
+
+
+def label_machine(
+    conn: Connection, who: Principal, activation_id: str, label: str | None, now: datetime
+) -> dict[str, Any]:
+    """The customer's own name for a machine (empty: none), shown beside the hostname its agent reports."""
+    who.may("seat:label")
+    text = (label or "").strip() or None
+    if text is not None and (len(text) > MAX_LABEL or has_control_characters(text)):
+        raise ValidationFailed(f"a label is at most {MAX_LABEL} characters, without control characters")
+    row, licence = activation_in_scope(conn, who, activation_id, lock=True)
+    if row.label != text:
+        conn.execute(update(Activation).where(Activation.id == row.id).values(label=text))
+        audit.record(conn, chain=audit.licence_chain(licence.id), actor=who.actor, action="seat.label",
+                     subject=f"activation:{row.id}", details={"from": row.label, "to": text}, now=now)  # fmt: skip
+    return {"activation_id": str(row.id), "hostname": row.hostname, "label": text}

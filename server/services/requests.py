@@ -283,3 +283,9 @@ class PlanUpdateBody(Strict):
     rebinds_per_term: Range0To100000 | None = None
     maintenance_mandatory: Annotated[bool, Field(strict=True)] | None = None
     back_fee_cap_months: Range0To1200 | None = None
+
+
+class MachineLabelBody(Strict):
+    """The customer's own name for a machine; empty removes it."""
+
+    label: Annotated[str, StringConstraints(max_length=100, pattern=f"^[^{CONTROL_RANGES}]*$"), NO_CONTROL]

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from server.db.database import open_database
 from server.db.models import MaintenanceTerm
 from tests.portal.conftest import PASSWORD, Client, World, off_loop
+from tests.support.http import request
 
 
 def test_signing_in_sets_a_strict_cookie_and_rotates_it(world: World) -> None:
@@ -232,3 +233,27 @@ def test_the_admin_sees_the_signing_keys_and_a_rotation_waiting_for_a_restart(wo
     off_loop(world.server.admin, "keys", "rotate")
     assert "once it restarts" in ada.get("/portal/admin/keys").text
     assert world.signed_in("sam").get("/portal/admin/keys").status == 403
+
+
+def test_a_customer_admin_labels_a_machine_and_another_customer_cannot(world: World) -> None:
+    seat = world.activate("A-activation", "ws-0042")["body"]["activation_id"]
+    alice = world.signed_in("alice")
+    page = alice.get("/portal/machines")
+    done = alice.post(f"/portal/machines/{seat}/label", {"csrf": page.csrf(), "label": "Reception PC"})
+    assert done.status == 303 and "labelled" in done.location
+    machines = alice.get("/portal/machines").text
+    assert "Reception PC" in machines and "ws-0042" in machines
+    carol = world.signed_in("carol")
+    assert carol.post(f"/portal/machines/{seat}/label", {"csrf": carol.get("/portal/machines").csrf(),
+                                                         "label": "mine"}).status == 404  # fmt: skip
+    bob = world.signed_in("bob")  # a customer-user may not
+    assert bob.post(f"/portal/machines/{seat}/label", {"csrf": bob.get("/portal/machines").csrf(),
+                                                       "label": "x"}).status == 403  # fmt: skip
+    token = off_loop(world.server.admin, "token", "create", "--role", "customer-admin", "--owner",
+                     world.customers["A"]["name"])["token"]  # fmt: skip
+    status, _, body = request("PUT", f"{world.server.url}/v1/activations/{seat}/label", {"label": "x" * 101},
+                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 422
+    status, _, body = request("PUT", f"{world.server.url}/v1/activations/{seat}/label", {"label": ""},
+                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 200 and body["label"] is None
