@@ -41,6 +41,11 @@ def test_the_install_script_puts_a_venv_and_its_units_in_place(
         version = subprocess.run([str(prefix / "bin" / program), "--version"], capture_output=True, text=True,
                                  timeout=60, check=False)  # fmt: skip
         assert version.returncode == 0 and version.stdout.strip(), (program, version.stderr)
+    if what == "--server":  # the installed package carries its migrations
+        migrated = subprocess.run([str(prefix / "bin/tessera-server"), "migrate", "--db",
+                                   f"sqlite:///{tmp_path / 'tessera.db'}"], capture_output=True, text=True,
+                                  timeout=120, check=False)  # fmt: skip
+        assert migrated.returncode == 0, migrated.stderr
     unit_dir = tmp_path / "etc/systemd/system"
     assert sorted(p.name for p in unit_dir.iterdir()) == sorted(units)
     for unit in units:
