@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
-from server.api import agent, customers, licences, ops, transfers, webhooks
+from server.api import agent, customers, docs, licences, ops, transfers, webhooks
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(transfers.routes)
     app.add_routes(customers.routes)
     app.add_routes(ops.routes)
+    app.add_routes(docs.routes)
     app.add_routes(webhooks.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
