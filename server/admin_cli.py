@@ -134,6 +134,7 @@ def plan_cmd(args: argparse.Namespace) -> Any:
         "price_per": args.price_per,
         "maintenance_mandatory": args.maintenance_mandatory,
         "back_fee_cap_months": args.back_fee_cap_months,
+        "offline_lease_to_term": args.offline_lease_to_term,
     }
     return run_unit(args, licensing.add_plan, args.name, fields, now())
 
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maintenance-mandatory", action="store_true",
                    help="maintenance cannot be cancelled on its own; an admin ends the licence (002)")  # fmt: skip
     p.add_argument("--back-fee-cap-months", type=int, help="a reinstatement charges at most this many months")
+    p.add_argument("--offline-lease-to-term", action="store_true",
+                   help="an offline activation's token lasts until maintenance (or the paid term) ends")  # fmt: skip
     p.set_defaults(func=plan_cmd)
 
     reseller = sub.add_parser("reseller", help="resellers").add_subparsers(dest="action", required=True)

@@ -204,6 +204,7 @@ def add_plan_actions(plan: Any) -> None:
         ("back-fee-cap-months", int, "a reinstatement charges at most this many months"),
         ("allow-virtual", _bool_arg, "yes or no: virtual machines and containers"),
         ("maintenance-mandatory", _bool_arg, "yes or no: maintenance cannot be cancelled on its own (002)"),
+        ("offline-lease-to-term", _bool_arg, "yes or no: offline tokens last until maintenance or the term ends"),
     ):
         p.add_argument(f"--{name}", type=kind, dest=name.replace("-", "_"), help=text)
     p.add_argument("--renewal-rule", choices=("yearly", "monthly-after-first-year"),

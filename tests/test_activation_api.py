@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
+import jwt
 import pytest
 from joserfc import jws
 from joserfc import jwt as jose_jwt
@@ -293,3 +294,32 @@ def test_offline_activation_is_used_once(live_server: LiveServer) -> None:
     )
     status, problem = post(live_server.url + "/v1/offline/activations", {"request": old})
     assert (status, problem["code"]) == (401, "stale-request")
+
+
+@pytest.mark.parametrize("kind", ["perpetual", "subscription"])
+def test_a_long_offline_seat_lasts_until_its_term_ends_and_moves_only_with_its_proof(
+    live_server: LiveServer, kind: str
+) -> None:
+    options = ("--offline-lease-to-term",) + (("--grace-days", "7") if kind == "subscription" else ())
+    licence = issue_demo_licence(live_server, seats=1, kind=kind, plan_options=options)
+    shown = live_server.admin("licence", "show", licence["id"])
+    term_end = datetime.fromisoformat(shown["terms"][0]["end"])
+    agent = FakeAgent()
+    status, granted = post(live_server.url + "/v1/offline/activations",
+                           {"request": agent.offline_request(licence["key"], licence["product"])})  # fmt: skip
+    assert status == 201, granted
+    claims = jwt.decode(granted["token"], options={"verify_signature": False})
+    expected = term_end + (timedelta(days=7) if kind == "subscription" else timedelta(0))
+    assert abs(claims["exp"] - expected.timestamp()) < 2  # a year, not the 30-day lease
+    # Online, the same plan keeps its ordinary lease (the agent refreshes).
+    status, online = post(live_server.url + "/v1/activations", FakeAgent().activation_body(licence["key"],
+                                                                                           licence["product"]))
+    assert (status, online["code"]) == (409, "seats-exhausted")  # the one seat is held offline
+    proof = agent.proof(granted["activation_id"], "tessera-offline-deactivate+jwt")
+    status, ended = post(live_server.url + "/v1/offline/deactivations", {"proof": proof})
+    assert status == 200, ended
+    status, online = post(live_server.url + "/v1/activations", FakeAgent().activation_body(licence["key"],
+                                                                                           licence["product"]))
+    assert status == 201
+    online_exp = jwt.decode(online["token"], options={"verify_signature": False})["exp"]
+    assert online_exp - datetime.now(UTC).timestamp() <= 30 * 86400 + 5

@@ -119,6 +119,8 @@ class Plan(Base):
     maintenance_mandatory: Mapped[bool] = mapped_column(default=False, server_default=false())
     back_fee_cap_months: Mapped[int | None]  # a reinstatement charges at most this many months; None: no cap
     retired_at: Mapped[datetime | None]  # a retired plan issues no new licences; existing ones run on
+    # An air-gapped machine's offline token lasts until maintenance (or the paid term and grace) ends.
+    offline_lease_to_term: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
 
 

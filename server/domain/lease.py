@@ -52,3 +52,11 @@ def lease_for(
         expires = min(expires, hard_end)
         grace_until = hard_end if grace_days > 0 else None
     return Lease(issued=now, expires=expires, maint_until=maint_until, use_until=use_until, grace_until=grace_until)
+
+
+def long_offline_expiry(lease: Lease, kind: str, ends_at: datetime | None) -> datetime:
+    """A plan's long offline seat: the token lasts until maintenance ends (perpetual) or the paid term and
+    its grace end (subscription), never shorter than the ordinary lease and never past the contract's end."""
+    term_end = (lease.grace_until or lease.use_until) if kind == "subscription" else lease.maint_until
+    expires = max(lease.expires, term_end) if term_end is not None else lease.expires
+    return min(expires, ends_at) if ends_at is not None else expires

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,7 +60,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.hosts import Enrolment, HostRecord, anchor_strength, indexed_digests, key_hash
-from server.domain.lease import check_status, lease_for
+from server.domain.lease import Lease, check_status, lease_for, long_offline_expiry
 from server.notify import outbox
 from server.services import audit, moves
 from server.services.requests import (
@@ -493,6 +494,10 @@ def offline_activate_unit(
     # The nonce is looked up under the licence row lock that activate_unit takes, so two uploads of
     # one request at the same moment are serialised: the second sees the first's nonce (and its seat).
     grant = activate_unit(conn, request, agent_key, address, now)
+    plan = conn.execute(_LONG_OFFLINE, {"licence_id": uuid.UUID(grant.licence_id)}).one()
+    if plan.offline_lease_to_term:
+        lease = Lease(grant.issued, grant.expires, grant.maint_until, grant.use_until, grant.grace_until)
+        grant = dataclasses.replace(grant, expires=long_offline_expiry(lease, grant.kind, plan.ends_at))
     seen = conn.execute(_NONCE_OWNER, {"nonce_hash": nonce_hash}).first()
     if seen is not None and seen.ended_at is not None:
         raise ReplayedRequest("this offline request was already used and its seat released: make a new request")
@@ -526,6 +531,11 @@ _ACTIVATION_BY_ID = (
     .where(Activation.id == bindparam("activation_id"))
 )
 _INSERT_NONCE = insert(RequestNonce)
+_LONG_OFFLINE = (
+    select(Plan.offline_lease_to_term, Licence.ends_at)
+    .join(Licence, Licence.plan_id == Plan.id)
+    .where(Licence.id == bindparam("licence_id"))
+)
 _NONCE_OWNER = (
     select(RequestNonce.activation_id, Activation.ended_at)
     .join(Activation, Activation.id == RequestNonce.activation_id)

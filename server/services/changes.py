@@ -224,7 +224,7 @@ MUTABLE_PLAN_SETTINGS = (
     "lease_days", "tolerance", "grace_days", "allow_virtual", "deactivations_per_term",
     "free_host_changes_per_term", "notice_months", "processing_days", "features", "dongle_usb_ids",
     "renewal_rule", "reinstatement_rule", "min_identifying", "rebinds_per_term", "maintenance_mandatory",
-    "back_fee_cap_months",
+    "back_fee_cap_months", "offline_lease_to_term",
 )  # fmt: skip
 FIXED_PLAN_SETTINGS = ("kind", "model", "term_months", "currency", "price_per")
 
@@ -274,7 +274,7 @@ def _check_values(changes: dict[str, Any]) -> None:
     for name in ("deactivations_per_term", "back_fee_cap_months"):  # None: no limit
         if changes.get(name) is not None and (not _whole(changes[name]) or changes[name] < 0):
             raise ValidationFailed(f"{name} must be a whole number, not negative, or none", setting=name)
-    for name in ("allow_virtual", "maintenance_mandatory"):
+    for name in ("allow_virtual", "maintenance_mandatory", "offline_lease_to_term"):
         if name in changes and not isinstance(changes[name], bool):
             raise ValidationFailed(f"{name} is true or false", setting=name)
     if changes.get("renewal_rule", rules.YEARLY) not in rules.RENEWAL_RULES:

@@ -134,7 +134,7 @@ PLAN_FIELDS = (
     "deactivations_per_term", "free_host_changes_per_term", "price_cents", "currency", "notice_months",
     "features", "dongle_usb_ids", "renewal_rule", "reinstatement_rule", "renewal_price_cents",
     "host_change_price_cents", "dongle_replacement_price_cents", "processing_days", "price_per",
-    "min_identifying", "rebinds_per_term", "maintenance_mandatory", "back_fee_cap_months",
+    "min_identifying", "rebinds_per_term", "maintenance_mandatory", "back_fee_cap_months", "offline_lease_to_term",
 )  # fmt: skip
 
 

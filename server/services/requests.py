@@ -283,6 +283,7 @@ class PlanUpdateBody(Strict):
     rebinds_per_term: Range0To100000 | None = None
     maintenance_mandatory: Annotated[bool, Field(strict=True)] | None = None
     back_fee_cap_months: Range0To1200 | None = None
+    offline_lease_to_term: Annotated[bool, Field(strict=True)] | None = None
 
 
 class MachineLabelBody(Strict):
