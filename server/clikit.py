@@ -201,10 +201,72 @@ def _below(parser: argparse.ArgumentParser) -> None:
 
 
 def print_result(as_json: bool, payload: Any, text: str | None = None) -> None:
+    """`--json`: the document itself, for scripts; otherwise what a person reads (a table for a list)."""
     if as_json:
         print(json.dumps(payload, indent=2, default=str))
     else:
-        print(text if text is not None else json.dumps(payload, indent=2, default=str))
+        print(text if text is not None else human(payload))
+
+
+MAX_CELL = 60
+
+
+def human(payload: Any) -> str:
+    """A result for people: a list of records as an aligned table, a record as `name  value` lines (nested
+    records as dotted names, lists of records as tables below their name)."""
+    if isinstance(payload, list):
+        return _table(payload)
+    if isinstance(payload, dict):
+        return "\n".join(_record(payload, ""))
+    return _cell(payload)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        text = ", ".join(_cell(v) for v in value) or "-"
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _table(rows: list[Any]) -> str:
+    if not rows:
+        return "(none)"
+    if not all(isinstance(r, dict) for r in rows):
+        return "\n".join(_cell(r) for r in rows)
+    columns = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, dict | list) or
+                                 (isinstance(v, list) and all(not isinstance(i, dict | list) for i in v))))  # fmt: skip
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _record(record: dict[str, Any], prefix: str) -> list[str]:
+    scalars: list[tuple[str, str]] = []
+    tables: list[str] = []
+    for key, value in record.items():
+        name = prefix + str(key)
+        if isinstance(value, dict):
+            nested = _record(value, name + ".")
+            scalars += [tuple(line.split("\t", 1)) for line in nested if "\t" in line]  # type: ignore[misc]
+            tables += [line for line in nested if "\t" not in line]
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            tables += ["", f"{name}:", *("  " + line for line in _table(value).splitlines())]
+        else:
+            scalars.append((name, _cell(value)))
+    if prefix:  # a nested record hands its lines up, tab-separated, to be aligned with its parent's
+        return [f"{k}\t{v}" for k, v in scalars] + tables
+    width = max((len(k) for k, _ in scalars), default=0)
+    return [f"{k.ljust(width)}  {v}" for k, v in scalars] + tables
 
 
 def fail(as_json: bool, error: CliError) -> int:

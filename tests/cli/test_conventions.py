@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tomllib
 import uuid
 from datetime import UTC, datetime
@@ -90,3 +91,23 @@ def test_the_licence_and_the_changelog_match_the_package() -> None:
     assert "END OF TERMS AND CONDITIONS" in licence  # the full text, not a pointer to it
     changelog = (ROOT / "CHANGELOG.md").read_text("utf-8")
     assert f"\n## [{project['version']}] - " in changelog
+
+
+def test_people_read_tables_and_records_and_scripts_read_json(installation: Installation) -> None:
+    installation.ok("product", "add", "cad")
+    installation.ok("plan", "add", "node", "--kind", "perpetual", "--model", "activation")
+    installation.ok("customer", "add", "Acme")
+    issued = installation.ok("licence", "issue", "--customer", "Acme", "--product", "cad", "--plan", "node",
+                             "--seats", "2")  # fmt: skip
+    listed = installation.admin("licence", "list")
+    assert listed.exit_code == 0
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["ID", "CUSTOMER", "CUSTOMER_ID"] and row.startswith(issued["id"])
+    assert "{" not in listed.stdout
+    shown = installation.admin("licence", "show", issued["id"]).stdout
+    assert re.search(r"^seats\s+2$", shown, re.M) and re.search(r"^maintenance\.state\s+current$", shown, re.M)
+    assert "terms:" in shown and "AUTO_RENEW" in shown
+    assert installation.ok("licence", "show", issued["id"])["seats"] == 2  # --json: the document itself
+    assert installation.admin("plan", "retire", "node").stdout.startswith("id ")
+    empty = installation.admin("transfer", "list")
+    assert empty.stdout.strip() == "(none)"
