@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from server.api.context import SETTINGS
 from server.domain.errors import NotFound, TooManyAttempts, ValidationFailed
 from server.portal.kit import (
     PREFIX,
@@ -75,6 +76,32 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     response = see_other(target)
     set_cookie(request, response, SESSION_COOKIE, token, int(lifetimes(request).absolute.total_seconds()))
     raise response
+
+
+@routes.get("/forgot")
+@public
+async def forgot_page(request: web.Request) -> web.Response:
+    mail = bool(request.config_dict[SETTINGS].smtp_host)
+    return render(request, "forgot.html", {"mail": mail, "sent": False, "error": None})
+
+
+@routes.post("/forgot")
+@public
+async def forgot(request: web.Request) -> web.Response:
+    """The same answer whether the address is known or not; a link only by mail, never on the page."""
+    if not request.config_dict[SETTINGS].smtp_host:
+        return render(request, "forgot.html", {"mail": False, "sent": False, "error": None}, status=409)
+    email = field(request, "email", 254)
+    if "@" not in email:
+        return render(request, "forgot.html", {"mail": True, "sent": False, "error": "Give your e-mail address."},
+                      status=422)  # fmt: skip
+    try:
+        await run_plain(request, accounts.request_reset, email, address(request), now())
+    except TooManyAttempts as exc:
+        response = render(request, "forgot.html", {"mail": True, "sent": False, "error": exc.detail}, status=429)
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        return response
+    return render(request, "forgot.html", {"mail": True, "sent": True, "error": None})
 
 
 @routes.post("/sign-out")

@@ -258,6 +258,33 @@ def record_success(conn: Connection, user_id: uuid.UUID, email: str, totp_step_u
         )
 
 
+RESET_ACCOUNT_LIMIT = 3  # reset mails per account per window: enough for a lost mail, not for a mail bomb
+RESET_ADDRESS_LIMIT = 10
+
+
+def request_reset(conn: Connection, email: str, address: str, now: datetime) -> None:
+    """`Forgot your password?`: a reset link mailed to an active user who has signed up, else nothing; the
+    caller learns neither way (no account enumeration). Throttled per account and per address."""
+    keys = (("reset-user:" + email.strip().lower()[:254], RESET_ACCOUNT_LIMIT), ("reset-addr:" + address[:64],
+            RESET_ADDRESS_LIMIT))  # fmt: skip
+    for key, limit in keys:
+        failures, start = _failures(conn, key, now)
+        if failures >= limit and start is not None:
+            retry = max(int((start + THROTTLE_WINDOW - now).total_seconds()) + 1, 1)
+            raise TooManyAttempts(f"too many reset requests: try again in {(retry + 59) // 60} minute(s)",
+                                  retry_after=retry)  # fmt: skip
+    for key, _ in keys:
+        failures, start = _failures(conn, key, now)
+        conn.execute(delete(PortalThrottle).where(PortalThrottle.key == key))
+        conn.execute(insert(PortalThrottle).values(key=key, window_start=start or now, failures=failures + 1))
+    known = conn.execute(
+        select(User.id).join(PortalAccount, PortalAccount.user_id == User.id)
+        .where(User.email == email.strip().lower(), User.disabled_at.is_(None))
+    ).first()  # fmt: skip
+    if known is not None:
+        issue_link(conn, email, "reset", now, actor="portal:self-service")
+
+
 def purge_throttle(conn: Connection, now: datetime) -> None:
     conn.execute(delete(PortalThrottle).where(PortalThrottle.window_start < now - THROTTLE_WINDOW))
 

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -226,3 +227,34 @@ def test_the_portal_mails_an_invitation_instead_of_showing_its_link(database_url
         mail = wait_for("Gil's invitation", lambda: smtp.to(gil, "user.invited"))[0]
         link = next(w for w in mail.get_body(("plain",)).get_content().split() if "token=" in w)
         assert Client(server.url).get(urlsplit(link).path + "?" + urlsplit(link).query).status == 200
+
+
+def test_forgot_password_mails_a_link_to_a_known_account_only_and_says_the_same_either_way(rig: Rig) -> None:
+    from tests.portal.conftest import PASSWORD, Client, invite_and_set_password
+
+    server, smtp = rig.server, rig.smtp
+    customer = customer_with_contacts(server)
+    erin = f"erin-{secrets.token_hex(3)}@customer.test"
+    server.admin("user", "add", customer.name, "--name", "Erin", "--email", erin)
+    invite_and_set_password(server, erin)
+    client = Client(server.url)
+
+    def ask(email: str) -> Any:
+        return client.submit("/portal/forgot", "/portal/forgot", {"email": email})
+
+    known, unknown = ask(erin), ask(f"nobody-{secrets.token_hex(3)}@customer.test")
+    assert (known.status, unknown.status) == (200, 200)
+    assert ("on its way" in known.text and known.text.replace(erin, "") == unknown.text.replace(erin, "")) or (
+        "on its way" in unknown.text
+    )
+    assert "token=" not in known.text  # the link goes by mail only
+    mail = wait_for("the reset mail", lambda: smtp.to(erin, "user.password-reset"))[0]
+    token = token_of(next(w for w in mail.get_body(("plain",)).get_content().split() if "token=" in w))
+    page = client.get(f"/portal/set-password?token={token}")
+    new = "another long passphrase"
+    done = client.post("/portal/set-password", {"csrf": page.csrf(), "token": token, "password": new, "again": new})
+    assert done.status == 303
+    assert Client(server.url).sign_in(erin, new).status == 303
+    assert Client(server.url).sign_in(erin, PASSWORD).status == 401
+    # Three requests for one account in the window, then a 429: no mail bomb.
+    assert [ask(erin).status for _ in range(3)][-1] == 429

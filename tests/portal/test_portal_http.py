@@ -257,3 +257,12 @@ def test_a_customer_admin_labels_a_machine_and_another_customer_cannot(world: Wo
     status, _, body = request("PUT", f"{world.server.url}/v1/activations/{seat}/label", {"label": ""},
                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert status == 200 and body["label"] is None
+
+
+def test_without_mail_forgot_password_says_to_ask_the_administrator(world: World) -> None:
+    client = world.client()
+    page = client.get("/portal/forgot")
+    assert page.status == 200 and "ask your administrator" in page.text and 'name="email"' not in page.text
+    sign_in = client.get("/portal/sign-in")
+    answer = client.post("/portal/forgot", {"csrf": sign_in.csrf(), "email": world.users["alice"]})
+    assert answer.status == 409 and "ask your administrator" in answer.text
