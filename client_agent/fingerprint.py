@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 from typing import NamedTuple
 
 from tessera_common.fingerprints import IDENTIFYING_KINDS
@@ -329,8 +330,16 @@ def _disk_serial(reader: _Reader, name: str) -> str | None:
     return _clean(wwid) if wwid else None
 
 
+PROVIDER_VARIABLE = "TESSERA_AGENT_FINGERPRINT"
+
+
 def read_facts(root: str = "/") -> Facts:
-    """Read this machine's identity under `root` (a fake machine in tests)."""
+    """Read this machine's identity under `root` (a fake machine in tests): from sysfs on Linux, from the
+    portable provider (client_agent.portable) elsewhere or when TESSERA_AGENT_FINGERPRINT=portable."""
+    if root == "/" and (sys.platform != "linux" or os.environ.get(PROVIDER_VARIABLE) == "portable"):
+        from client_agent import portable
+
+        return portable.read_facts()
     reader = _Reader(root)
     components: list[Component] = []
 
