@@ -29,6 +29,7 @@ SERVER_MODULES: dict[str, str] = {
     "aiosmtplib": "aiosmtplib",
     "standardwebhooks": "standardwebhooks",
     "multidict": "multidict",
+    "tqdm": "tqdm",
 }
 INSTALL_HINT = "pip install 'tessera[server]'"
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import pty
+import select as io_select
 import sqlite3
+import struct
+import subprocess
+import sys
+import termios
 import time
 import uuid
 from pathlib import Path
@@ -301,3 +309,34 @@ def test_postgresql_keeps_room_on_activation_pages_for_in_place_refreshes(tmp_pa
 
         command.downgrade(alembic_config(url), "0002")
         assert asyncio.run(options(url)) is None
+
+
+def test_at_a_terminal_migrate_db_shows_its_progress_and_to_a_script_nothing(
+    installation: dict[str, Any], tmp_path: Path
+) -> None:
+    server: LiveServer = installation["server"]
+    admin_bin = str(Path(sys.executable).with_name("tessera-admin"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    with fresh_database("postgres", tmp_path) as target:
+        argv = [admin_bin, "--json", "migrate-db", "--from", server.db_url, "--to", target, "--batch-rows", "3"]
+        pid, terminal = pty.fork()
+        if pid == 0:  # the child: its stdout and stderr are the terminal, 100 columns wide
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+            os.execve(argv[0], argv, env)
+        seen, deadline = b"", time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if io_select.select([terminal], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, seen[-2000:]
+        assert b"100%" in seen and b"rows" in seen, seen[-2000:]
+    with fresh_database("postgres", tmp_path / "again") as target:
+        quiet = subprocess.run([*argv[:4], server.db_url, "--to", target], capture_output=True, text=True,
+                               env=env, timeout=120, check=False)  # fmt: skip
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

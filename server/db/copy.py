@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ class MigrationReport:
         return asdict(self)
 
 
-def migrate_database(source_url: str, target_url: str, *, batch_rows: int = BATCH_ROWS) -> MigrationReport:
+Progress = Callable[[int, int], None]  # (rows copied so far, rows in all)
+
+
+def migrate_database(
+    source_url: str, target_url: str, *, batch_rows: int = BATCH_ROWS, progress: Progress | None = None
+) -> MigrationReport:
     started = time.monotonic()
     source, target = _parse(source_url), _parse(target_url)
     if source.render_as_string(hide_password=False) == target.render_as_string(hide_password=False):
@@ -70,7 +76,7 @@ def migrate_database(source_url: str, target_url: str, *, batch_rows: int = BATC
     reader = _snapshot_reader(source_path)
     try:
         with reader.connect() as src, src.begin():
-            tables, reset = asyncio.run(_copy_all(src, target, shown_target, batch_rows))
+            tables, reset = asyncio.run(_copy_all(src, target, shown_target, batch_rows, progress))
     except DataError:
         raise
     except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
@@ -171,28 +177,41 @@ def _snapshot_reader(path: Path) -> Engine:
     return engine
 
 
-async def _copy_all(src: Connection, target: URL, shown: str, batch_rows: int) -> tuple[dict[str, int], list[str]]:
+async def _copy_all(
+    src: Connection, target: URL, shown: str, batch_rows: int, progress: Progress | None
+) -> tuple[dict[str, int], list[str]]:
     engine = _target_engine(target)
     try:
         async with engine.begin() as pg:
-            return await pg.run_sync(_copy_tables, src, batch_rows)
+            return await pg.run_sync(_copy_tables, src, batch_rows, progress)
     except (OSError, ConnectionError) as exc:
         raise DataError("migrate-db-target-unavailable", f"lost {shown} while copying: {exc}") from exc
     finally:
         await engine.dispose()
 
 
-def _copy_tables(pg: Connection, src: Connection, batch_rows: int) -> tuple[dict[str, int], list[str]]:
+def _copy_tables(
+    pg: Connection, src: Connection, batch_rows: int, progress: Progress | None = None
+) -> tuple[dict[str, int], list[str]]:
     from server.db.models import Base
 
     counts: dict[str, int] = {}
+    sizes = {
+        t.name: int(src.execute(select(func.count()).select_from(t)).scalar_one()) for t in Base.metadata.sorted_tables
+    }
+    total, done = sum(sizes.values()), 0
+    if progress is not None:
+        progress(0, total)
     for table in Base.metadata.sorted_tables:
-        expected = int(src.execute(select(func.count()).select_from(table)).scalar_one())
+        expected = sizes[table.name]
         copied = 0
         result = src.execution_options(yield_per=batch_rows).execute(select(table))
         for rows in result.partitions():
             pg.execute(insert(table), [dict(row._mapping) for row in rows])
             copied += len(rows)
+            done += len(rows)
+            if progress is not None:
+                progress(done, total)
         present = int(pg.execute(select(func.count()).select_from(table)).scalar_one())
         if not expected == copied == present:
             raise DataError(
