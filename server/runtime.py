@@ -221,6 +221,13 @@ class _Relay:
         self.sock.close()
 
 
+def worker_pool_size(pool_size: int, workers: int) -> int:
+    """`pool_size` is the service's budget, shared by its workers: N workers open no more PostgreSQL
+    connections (at most 2 x pool_size, the pool and its overflow) than one process would, so `--workers`
+    never runs PostgreSQL out of `max_connections` (each keeps at least 2)."""
+    return max(2, -(-pool_size // workers))
+
+
 def worker_argv(argv: Sequence[str]) -> list[str]:
     """This command line without --workers, plus what makes a worker."""
     out: list[str] = []
@@ -247,6 +254,7 @@ async def supervise(settings: Settings, argv: Sequence[str]) -> int:
     loop.add_reader(relay.sock.fileno(), relay.on_readable)
     env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", "WATCHDOG_USEC", "NOTIFY_SOCKET")}
     env |= {"NOTIFY_SOCKET": relay.path, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env["TESSERA_POOL_SIZE"] = str(worker_pool_size(settings.pool_size, settings.workers))
     interval = watchdog_interval()
     if interval is not None:
         env["WATCHDOG_USEC"] = str(int(interval * 1e6))  # workers ping twice as often as we must
