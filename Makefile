@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-VAR := var
+VAR ?= var
+PORT ?= 8400
 DB := sqlite:///$(VAR)/tessera.db
 KEYS := $(VAR)/keys
 PASSFILE := $(VAR)/dev-key-passphrase
@@ -33,7 +34,7 @@ run: $(STAMP) $(PASSFILE)
 	@$(BIN)/tessera-admin demo --out $(VAR)/demo-licence.json > /dev/null
 	@echo "Demo licence (also in $(VAR)/demo-licence.json):"
 	@cat $(VAR)/demo-licence.json
-	$(BIN)/tessera-server serve --host 127.0.0.1 --port 8400
+	$(BIN)/tessera-server serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest
