@@ -38,7 +38,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     log = (tmp_path / "make-run.log").open("wb")
     make = subprocess.Popen(
-        ["make", "-C", str(ROOT), "run", f"BIN={venv_bin}", f"STAMP={venv_bin.parent / 'pyvenv.cfg'}",
+        ["make", "-C", str(ROOT), "run", f"BIN={venv_bin}", f"STAMP={venv_bin.parent / '.installed'}",
          f"VAR={tmp_path / 'var'}", f"PORT={port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
