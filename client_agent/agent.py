@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client_agent import dongle, fingerprint, server_api
+from client_agent.seats import Seat, SeatDirectory, seat_name
 from client_agent.state import AgentKey, State, StateError, StateStore
 from client_agent.util import atomic_write
 
@@ -27,6 +28,7 @@ ENDED_BY_SERVER = ("licence-revoked", "activation-ended", "activation-not-found"
 
 
 FINGERPRINT_TOO_WEAK = "fingerprint-too-weak"
+SEAT_AMBIGUOUS = "seat-ambiguous"
 
 
 class AgentError(Exception):
@@ -87,9 +89,15 @@ def fingerprint_request(facts: fingerprint.Facts, licence_key: str) -> dict[str,
 
 
 class Agent:
+    """The operations on the seats of one state directory (client_agent.seats).
+
+    A command names its seat by product, and by licence where two licences of one
+    product share the directory; with one seat in the directory it needs neither.
+    """
+
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = StateStore(config.state_dir, config.clock_marks)
+        self.seats = SeatDirectory(config.state_dir, config.clock_marks)
 
     # ------------------------------------------------------------ helpers
 
@@ -99,19 +107,19 @@ class Agent:
             raise AgentError("no-server", "no server URL: pass --server or set TESSERA_AGENT_SERVER")
         return server
 
-    def _load(self) -> State:
+    def _load(self, store: StateStore) -> State:
         try:
-            return self.store.load().state
+            return store.load().state
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
 
-    def _key(self) -> AgentKey:
-        """The agent key, created (with an empty signed state) on first use."""
+    def _key(self, store: StateStore) -> AgentKey:
+        """The seat's agent key, created (with an empty signed state) on first use."""
         try:
-            key = self.store.agent_key()
+            key = store.agent_key()
             if key is None:
-                self.store.update(lambda _state, _key: None)
-                key = self.store.agent_key()
+                store.update(lambda _state, _key: None)
+                key = store.agent_key()
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
@@ -119,13 +127,69 @@ class Agent:
         assert key is not None
         return key
 
-    def _update(self, change: Any, *, new_key: bool = False) -> State:
+    def _update(self, store: StateStore, change: Any) -> State:
         try:
-            return self.store.update(change, new_key=new_key)
+            return store.update(change)
         except StateError as exc:
             raise AgentError(exc.code, exc.detail) from None
         except OSError as exc:
             raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
+
+    def _migrate(self) -> None:
+        """Move a one-seat directory into the seats layout (client_agent.seats) before writing."""
+        try:
+            self.seats.migrate()
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+
+    def _new_seat(self, licence_key: str, product: str) -> StateStore:
+        """The seat this licence's activation of `product` lives in: the same one every time."""
+        self._migrate()
+        try:
+            return self.seats.store(seat_name(product, fingerprint.licence_salt(licence_key)))
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+
+    def holdings(self) -> list[tuple[Seat, State | None, StateError | None]]:
+        """Every seat with its verified state, or why it does not verify."""
+        found: list[tuple[Seat, State | None, StateError | None]] = []
+        for seat in self.seats.seats():
+            try:
+                found.append((seat, seat.store.load().state, None))
+            except StateError as exc:
+                found.append((seat, None, exc))
+        return found
+
+    def select(self, product: str | None = None, licence: str | None = None, *, what: str) -> StateStore:
+        """The one seat holding a token that `product` (and `licence`) name; a seat whose state does
+        not verify is chosen too, so that the command says what is wrong with it."""
+        with contextlib.suppress(AgentError):
+            self._migrate()  # a failed move leaves the old seat where it was: it is used there
+        matching = []
+        for seat, state, error in self.holdings():
+            seat_product = state.product if state is not None and state.product else seat.product
+            if product is not None and seat_product not in (product, None):
+                continue
+            if error is None and (state is None or state.token is None):
+                continue
+            if licence is not None and (state is None or state.licence_id != licence):
+                continue
+            matching.append((seat, state))
+        if not matching:
+            named = " of " + " ".join(f"{k} {v}" for k, v in (("product", product), ("licence", licence)) if v)
+            raise AgentError(
+                "no-token", f"nothing to {what}: the agent holds no seat" + (named if product or licence else "")
+            )
+        if len(matching) > 1:
+            listed = "; ".join(
+                f"{state.product if state else seat.product} licence {state.licence_id if state else '?'}"
+                for seat, state in matching
+            )
+            raise AgentError(
+                SEAT_AMBIGUOUS,
+                f"this agent holds {len(matching)} such seats ({listed}): name one with --product and --licence",
+            )
+        return matching[0][0].store
 
     def _dongle_serial(self, ids: str | None) -> str | None:
         if ids is None:
@@ -168,6 +232,7 @@ class Agent:
 
     def _install(
         self,
+        store: StateStore,
         answer: dict[str, Any],
         key: AgentKey,
         *,
@@ -199,7 +264,7 @@ class Agent:
                 state.pending_offline = None
             state.high_water = max(state.high_water, now, facts["claims_iat"])
 
-        return self._update(change)
+        return self._update(store, change)
 
     def _seat_request(
         self,
@@ -236,23 +301,22 @@ class Agent:
         self, licence_key: str, product: str, *, dongle_ids: str | None = None, label: str | None = None
     ) -> State:
         server = self._server()
-        state = self._load()
-        if state.token is not None and state.revoked is None and state.product not in (None, product):
-            raise AgentError(
-                "already-activated",
-                f"this agent holds a seat of {state.product!r}: deactivate it first (one licence per state directory)",
-            )
-        key = self._key()
+        store = self._new_seat(licence_key, product)
+        self._load(store)
+        key = self._key(store)
         facts = fingerprint.read_facts(self.config.sysroot)
         request = self._seat_request(key, licence_key, product, dongle_ids, label, facts)
         try:
             answer = server_api.activate(server, request)
         except server_api.ServerError as exc:
             raise self._server_refusal(exc, facts) from None
-        return self._install(answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
+        return self._install(store, answer, key, product=product, server=server, dongle_ids=dongle_ids, activated=True)
 
-    def refresh(self) -> State:
-        state = self._load()
+    def refresh(self, product: str | None = None, licence: str | None = None) -> State:
+        return self.refresh_seat(self.select(product, licence, what="refresh"))
+
+    def refresh_seat(self, store: StateStore) -> State:
+        state = self._load(store)
         if state.token is None or state.activation_id is None:
             raise AgentError("no-token", "nothing to refresh: the agent holds no seat")
         if state.revoked == REBOUND:
@@ -262,16 +326,16 @@ class Agent:
         if state.revoked is not None:
             raise AgentError("revoked", f"the server ended this seat ({state.revoked})")
         server = self._server(state)
-        key = self._key()
+        key = self._key(store)
         if state.dongle_ids is not None and state.product is not None:
-            self._fetch_revoked_dongles(server, state.product)
+            self._fetch_revoked_dongles(store, server, state.product)
         try:
             answer = server_api.refresh(server, state.activation_id, key, _now())
         except server_api.ServerError as exc:
-            self._record_failure(exc, state.activation_id)
+            self._record_failure(store, exc, state.activation_id)
             raise AgentError(exc.code, exc.detail) from None
         return self._install(
-            answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids, activated=False
+            store, answer, key, product=state.product, server=server, dongle_ids=state.dongle_ids, activated=False
         )
 
     def transfer_request(
@@ -287,7 +351,7 @@ class Agent:
         """A host-ID seat moves to this machine only when support approves: ask for it, as a named contact.
         After the approval, `activate` on this machine gets the seat."""
         server = self._server()
-        key = self._key()
+        key = self._key(self._new_seat(licence_key, product))
         facts = fingerprint.read_facts(self.config.sysroot)
         body: dict[str, Any] = {
             "reason": reason,
@@ -300,7 +364,7 @@ class Agent:
         except server_api.ServerError as exc:
             raise self._server_refusal(exc, facts) from None
 
-    def _fetch_revoked_dongles(self, server: str, product: str) -> None:
+    def _fetch_revoked_dongles(self, store: StateStore, server: str, product: str) -> None:
         """The vendor's signed list of lost, stolen and defective dongles (rule 6). Best effort: an
         unreachable server or a list that does not verify keeps the list we had."""
         from client_agent.tokens import REVOCATIONS_TYP, Jwks, JwksError, TokenError, verify_payload
@@ -320,9 +384,9 @@ class Agent:
         def change(state: State, _key: AgentKey) -> None:
             state.revoked_dongles = listed
 
-        self._update(change)
+        self._update(store, change)
 
-    def _record_failure(self, exc: server_api.ServerError, activation_id: str) -> None:
+    def _record_failure(self, store: StateStore, exc: server_api.ServerError, activation_id: str) -> None:
         now = _now()
 
         def change(state: State, _key: AgentKey) -> None:
@@ -333,26 +397,33 @@ class Agent:
                 state.revoked = exc.code  # the seat is gone: stop answering "entitled"
 
         with contextlib.suppress(AgentError):
-            self._update(change)
+            self._update(store, change)
 
-    def deactivate(self) -> dict[str, Any]:
-        state = self._load()
+    def deactivate(self, product: str | None = None, licence: str | None = None) -> dict[str, Any]:
+        store = self.select(product, licence, what="deactivate")
+        state = self._load(store)
         if state.token is None or state.activation_id is None:
             raise AgentError("no-token", "nothing to deactivate: the agent holds no seat")
         server = self._server(state)
-        key = self._key()
+        key = self._key(store)
         try:
             answer = server_api.deactivate(server, state.activation_id, key, _now())
         except server_api.ServerError as exc:
             if exc.code not in ("activation-ended", "activation-not-found", REBOUND):
                 raise AgentError(exc.code, exc.detail) from None
             answer = {"activation_id": state.activation_id, "ended_at": None, "note": exc.code}
-        self._forget_seat()
-        return answer
+        self._forget_seat(store)
+        return {**answer, "product": state.product, "licence_id": state.licence_id}
 
-    def _forget_seat(self) -> None:
-        # A new key: the old one must never sign for this agent again.
-        self._update(lambda state, _key: state.clear_seat(), new_key=True)
+    def _forget_seat(self, store: StateStore) -> None:
+        """The seat's key and token go: the key must never sign for this seat again. Other seats keep theirs."""
+        try:
+            with store.locked():
+                self.seats.remove(store)
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+        except OSError as exc:
+            raise AgentError("state-unwritable", f"cannot write {self.config.state_dir}: {exc.strerror}") from None
 
     # ------------------------------------------------------------ offline
 
@@ -365,7 +436,8 @@ class Agent:
         dongle_ids: str | None = None,
         label: str | None = None,
     ) -> dict[str, Any]:
-        key = self._key()
+        store = self._new_seat(licence_key, product)
+        key = self._key(store)
         now = _now()
         facts = fingerprint.read_facts(self.config.sysroot)
         payload = self._seat_request(key, licence_key, product, dongle_ids, label, facts)
@@ -377,7 +449,7 @@ class Agent:
             state.pending_offline = {"product": product, "created": now, "dongle_ids": dongle_ids}
             state.high_water = max(state.high_water, now)
 
-        self._update(change)
+        self._update(store, change)
         return {"written": out_path, "product": product}
 
     def offline_install(self, path: str) -> State:
@@ -390,12 +462,10 @@ class Agent:
             raise AgentError("validation-error", f"{path} is not the server's JSON answer") from None
         if not isinstance(answer, dict):
             raise AgentError("validation-error", f"{path} is not the server's JSON answer")
-        state = self._load()
-        key = self.store.agent_key()
-        if key is None:
-            raise AgentError("token-mismatch", "this agent made no offline request: run offline-request first")
+        store, state, key = self._seat_of_answer(answer)
         pending = state.pending_offline or {}
         return self._install(
+            store,
             answer,
             key,
             product=pending.get("product"),
@@ -404,15 +474,41 @@ class Agent:
             activated=True,
         )
 
-    def offline_deactivate(self, out_path: str) -> dict[str, Any]:
-        state = self._load()
+    def _seat_of_answer(self, answer: dict[str, Any]) -> tuple[StateStore, State, AgentKey]:
+        """The seat whose key the answer's token is bound to (its offline request was made with it)."""
+        from client_agent.util import jws_parts
+
+        self._migrate()
+        try:
+            cnf_x = jws_parts(str(answer.get("token")))[1]["cnf"]["jwk"]["x"]
+        except (ValueError, KeyError, TypeError):
+            cnf_x = None  # not a token: _install says so
+        seats = self.holdings()
+        for seat, state, _error in seats:
+            if state is None:
+                continue
+            try:
+                key = seat.store.agent_key()
+            except StateError:
+                continue
+            if key is not None and (key.x == cnf_x or (cnf_x is None and len(seats) == 1)):
+                return seat.store, state, key
+        raise AgentError(
+            "token-mismatch", "no offline request of this agent made this answer: run offline-request first"
+        )
+
+    def offline_deactivate(
+        self, out_path: str, product: str | None = None, licence: str | None = None
+    ) -> dict[str, Any]:
+        store = self.select(product, licence, what="deactivate")
+        state = self._load(store)
         if state.token is None or state.activation_id is None:
             raise AgentError("no-token", "nothing to deactivate: the agent holds no seat")
-        key = self._key()
+        key = self._key(store)
         proof = server_api.proof(key, server_api.OFFLINE_DEACTIVATE_TYP, state.activation_id, _now())
         _write_file(out_path, {"proof": proof})
-        self._forget_seat()  # the key and the token are gone; only the proof frees the seat now
-        return {"written": out_path, "activation_id": state.activation_id}
+        self._forget_seat(store)  # the key and the token are gone; only the proof frees the seat now
+        return {"written": out_path, "activation_id": state.activation_id, "product": state.product}
 
 
 def submit_offline(server: str, in_path: str, out_path: str | None) -> dict[str, Any]:

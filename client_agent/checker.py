@@ -24,13 +24,16 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from client_agent import dongle, fingerprint
-from client_agent.state import Loaded, State, StateError, StateStore
+from client_agent.seats import Seat, SeatDirectory
+from client_agent.state import KEY_FILE, STATE_FILE, Loaded, State, StateError, StateStore
 from client_agent.verdict import (
     ACTIVATION_REBOUND,
     INVALID_REQUEST,
     JWKS_UNAVAILABLE,
+    NO_TOKEN,
     REVOKED,
     STATE_TAMPERED,
+    WRONG_PRODUCT,
     Claims,
     Verdict,
     decide,
@@ -58,32 +61,61 @@ def parse_released(released: date | str) -> date:
     return date.fromisoformat(released)
 
 
-class Checker:
-    """May this product, this release, run here now? Same answer as the CLI and the socket.
+def _stat(path: str) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
-    >>> Checker(state_dir="/var/lib/tessera-agent", jwks="/etc/tessera/jwks.json").check(
-    ...     "cad-pro", "5.2", "2026-03-01")
-    """
 
-    def __init__(
-        self,
-        *,
-        state_dir: str = DEFAULT_STATE_DIR,
-        jwks: str = DEFAULT_JWKS,
-        sysroot: str = "/",
-        persist: bool = True,
-        clock_marks: tuple[str, ...] = (),
-    ) -> None:
-        self.store = StateStore(state_dir, clock_marks)
-        self.jwks_path = jwks
+class Machine:
+    """This machine's fingerprint facts, shared by the seats' checks: read once, again every FACTS_TTL."""
+
+    def __init__(self, sysroot: str) -> None:
         self.sysroot = sysroot
+        self._lock = threading.Lock()
+        self._facts: fingerprint.Facts | None = None
+        self._facts_at = 0.0
+        self._digests: dict[str, frozenset[tuple[str, str]]] = {}
+
+    def facts(self) -> fingerprint.Facts:
+        with self._lock:
+            now = time.monotonic()
+            if self._facts is None or now - self._facts_at > FACTS_TTL:
+                facts = fingerprint.read_facts(self.sysroot)
+                if facts != self._facts:
+                    self._digests.clear()
+                self._facts, self._facts_at = facts, now
+            return self._facts
+
+    def digests(self, salt: str) -> frozenset[tuple[str, str]]:
+        facts = self.facts()
+        with self._lock:
+            digests = self._digests.get(salt)
+            if digests is None:
+                digests = frozenset(fingerprint.digest_components(facts, salt))
+                self._digests[salt] = digests
+            return digests
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._facts = None
+            self._digests.clear()
+
+
+class SeatChecker:
+    """The check against one seat's state (client_agent.seats); Checker picks the seat."""
+
+    def __init__(self, store: StateStore, jwks: str, machine: Machine, *, persist: bool = True) -> None:
+        self.store = store
+        self.jwks_path = jwks
+        self.sysroot = machine.sysroot
+        self.machine = machine
         self.persist = persist  # False: never write (read-only products, tests)
         self._lock = threading.Lock()
         self._key: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
         self._snapshot = _Snapshot(None, None, None)
-        self._facts: fingerprint.Facts | None = None
-        self._facts_at = 0.0
-        self._digests: dict[str, frozenset[tuple[str, str]]] = {}
         self._dongle_path: str | None = None
         self._dongle_stat: tuple[int, int, int] | None = None
         self._high_water = 0
@@ -92,11 +124,7 @@ class Checker:
     # ------------------------------------------------------------ snapshot
 
     def _stat(self, path: str) -> tuple[int, int, int]:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return _stat(path)
 
     def _current(self) -> _Snapshot:
         # Stat before loading: a change racing the load shows up next time.
@@ -141,22 +169,8 @@ class Checker:
 
     # ------------------------------------------------------------ machine
 
-    def facts(self) -> fingerprint.Facts:
-        now = time.monotonic()
-        if self._facts is None or now - self._facts_at > FACTS_TTL:
-            facts = fingerprint.read_facts(self.sysroot)
-            if facts != self._facts:
-                self._digests.clear()
-            self._facts, self._facts_at = facts, now
-        return self._facts
-
     def _machine(self, salt: str) -> frozenset[tuple[str, str]]:
-        facts = self.facts()
-        digests = self._digests.get(salt)
-        if digests is None:
-            digests = frozenset(fingerprint.digest_components(facts, salt))
-            self._digests[salt] = digests
-        return digests
+        return self.machine.digests(salt)
 
     def _dongle_present(self, serial: str | None, ids: str | None) -> bool:
         if serial is None:
@@ -175,9 +189,8 @@ class Checker:
         """Forget cached facts and files (after the hardware or the files changed)."""
         with self._lock:
             self._key = None
-            self._facts = None
-            self._digests.clear()
             self._dongle_path = None
+        self.machine.invalidate()
 
     # ------------------------------------------------------------ the check
 
@@ -326,6 +339,207 @@ class Checker:
             )
         elif snapshot.failure is None:
             out.update(code="no-token")
+        return out
+
+    def held(self) -> tuple[str | None, str | None, bool]:
+        """The seat's product and licence (None when its state does not say) and whether it holds a token."""
+        with self._lock:
+            snapshot = self._current()
+        if snapshot.loaded is None:
+            return None, None, False
+        state = snapshot.loaded.state
+        return state.product, state.licence_id, state.token is not None
+
+
+class Checker:
+    """May this product, this release, run here now? Same answer as the CLI and the socket.
+
+    >>> Checker(state_dir="/var/lib/tessera-agent", jwks="/etc/tessera/jwks.json").check(
+    ...     "cad-pro", "5.2", "2026-03-01")
+
+    The state directory may hold seats of several products and licences
+    (client_agent.seats): a check asks the seats of its product (of one licence
+    with `licence=`) and is entitled when one of them is. With write access, a
+    one-seat directory of an older agent is moved into that layout on first use;
+    when the move fails, or without write access, the old seat answers where it is.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dir: str = DEFAULT_STATE_DIR,
+        jwks: str = DEFAULT_JWKS,
+        sysroot: str = "/",
+        persist: bool = True,
+        clock_marks: tuple[str, ...] = (),
+    ) -> None:
+        self.seats = SeatDirectory(state_dir, clock_marks)
+        self.jwks_path = jwks
+        self.sysroot = sysroot
+        self.persist = persist
+        self.machine = Machine(sysroot)
+        self.migration_error: StateError | None = None
+        self._lock = threading.Lock()
+        self._listing_key: tuple[tuple[int, int, int], ...] | None = None
+        self._listing: list[tuple[Seat, SeatChecker]] = []
+
+    # ------------------------------------------------------------ the seats
+
+    def _directory_key(self) -> tuple[tuple[int, int, int], ...]:
+        root = self.seats.root
+        return (_stat(self.seats.seats_path), *(_stat(os.path.join(root, f)) for f in (STATE_FILE, KEY_FILE)))
+
+    def seat_checkers(self) -> list[tuple[Seat, SeatChecker]]:
+        """The directory's seats, each with its checker (kept while the seat stays)."""
+        with self._lock:
+            key = self._directory_key()
+            if key == self._listing_key:
+                return self._listing
+            if self.persist and self.seats.has_legacy():
+                try:
+                    self.seats.migrate()
+                    self.migration_error = None
+                except StateError as exc:
+                    self.migration_error = exc  # the old seat keeps answering where it is
+                except OSError:
+                    pass
+                key = self._directory_key()
+            known = {checker.store.dir: checker for _seat, checker in self._listing}
+            self._listing = [
+                (
+                    seat,
+                    known.get(seat.store.dir)
+                    or SeatChecker(seat.store, self.jwks_path, self.machine, persist=self.persist),
+                )
+                for seat in self.seats.seats()
+            ]
+            self._listing_key = key
+            return self._listing
+
+    def _matching(self, product: str | None, licence: str | None) -> list[tuple[Seat, SeatChecker]]:
+        found = []
+        for seat, checker in self.seat_checkers():
+            held_product, held_licence, _token = checker.held()
+            seat_product = held_product or seat.product
+            if product is not None and seat_product not in (product, None):
+                continue
+            if licence is not None and held_licence != licence:
+                continue
+            found.append((seat, checker))
+        # A seat holding a token answers before one that does not (a failed activation's empty seat).
+        return sorted(found, key=lambda pair: not pair[1].held()[2])
+
+    def _check(
+        self,
+        product: str,
+        version: str,
+        released: date | str,
+        feature: str | None,
+        licence: str | None,
+        now: datetime | None,
+    ) -> tuple[Verdict, str | None]:
+        try:
+            parse_released(released)
+        except (TypeError, ValueError):
+            return Verdict(INVALID_REQUEST, f"released must be a date YYYY-MM-DD, not {released!r}"), None
+        if not product or not version:
+            return Verdict(INVALID_REQUEST, "product and version are required"), None
+        matching = self._matching(product, licence)
+        if not matching:
+            held = sorted({p for _s, c in self.seat_checkers() if (p := c.held()[0] or _s.product)})
+            if licence is not None:
+                return Verdict(NO_TOKEN, f"this agent holds no seat of {product!r} under licence {licence}"), None
+            if held:
+                listed = ", ".join(repr(p) for p in held)
+                return Verdict(WRONG_PRODUCT, f"this agent holds seats of {listed}, not of {product!r}"), None
+            return Verdict(NO_TOKEN, "no activation token: run `tessera-agent activate`"), None
+        first: tuple[Verdict, str | None] | None = None
+        for _seat, checker in matching:
+            verdict = checker.check(product, version, released, feature=feature, now=now)
+            answered = (verdict, checker.held()[1])
+            if verdict.ok:
+                return answered
+            first = first or answered
+        assert first is not None
+        return first
+
+    # ------------------------------------------------------------ the check
+
+    def check(
+        self,
+        product: str,
+        version: str,
+        released: date | str,
+        *,
+        feature: str | None = None,
+        licence: str | None = None,
+        now: datetime | None = None,
+    ) -> Verdict:
+        return self._check(product, version, released, feature, licence, now)[0]
+
+    def check_dict(
+        self,
+        product: str,
+        version: str,
+        released: date | str,
+        *,
+        feature: str | None = None,
+        licence: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        verdict, licence_id = self._check(product, version, released, feature, licence, now)
+        answer = {**verdict.as_dict(), "product": product, "version": version, "released": str(released)}
+        if feature is not None:
+            answer["feature"] = feature
+        if licence_id is not None:
+            answer["licence_id"] = licence_id
+        return answer
+
+    def observe_time(self, *, now: datetime | None = None) -> None:
+        """Advance the clock high-water mark without a check (the daemon does this every minute)."""
+        for _seat, checker in self.seat_checkers():
+            checker.observe_time(now=now)
+
+    def invalidate(self) -> None:
+        """Forget cached facts and files (after the hardware or the files changed)."""
+        with self._lock:
+            self._listing_key = None
+        for _seat, checker in self._listing:
+            checker.invalidate()
+        self.machine.invalidate()
+
+    # ------------------------------------------------------------ status
+
+    def status(
+        self, *, product: str | None = None, licence: str | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """A redacted picture of the seats: no token, no keys, no raw hardware.
+
+        `local_seats` lists every seat; the seat `product` and `licence` name (or the
+        only one) is also spelled out at the top level.
+        """
+        now_dt = now or datetime.now(UTC)
+        out: dict[str, Any] = {"state_dir": self.seats.root, "now": _iso(now_dt.timestamp())}
+        everything = [(seat, checker, checker.status(now=now_dt)) for seat, checker in self.seat_checkers()]
+        listed = []
+        for seat, _checker, status in everything:
+            entry = {k: v for k, v in status.items() if k not in ("state_dir", "now")}
+            entry["seat"] = seat.name or None
+            entry["product"] = entry.get("product") or seat.product
+            listed.append(entry)
+        out["local_seats"] = listed
+        if self.migration_error is not None:
+            out["migration_error"] = {"code": self.migration_error.code, "detail": self.migration_error.detail}
+        chosen = [
+            e for e in listed
+            if product in (None, e["product"] or product) and licence in (None, e.get("licence_id"))
+        ]  # fmt: skip
+        if len(chosen) == 1:
+            out.update(chosen[0])
+        elif not chosen:
+            out.update(active=False, code=NO_TOKEN if product is None or not listed else WRONG_PRODUCT)
+        else:
+            out.update(active=any(e["active"] for e in chosen), products=sorted({str(e["product"]) for e in chosen}))
         return out
 
 

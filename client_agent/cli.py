@@ -70,6 +70,14 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _seat_options(parser: Any, help_text: str) -> None:
+    """--product and --licence: which of the state directory's seats (client_agent.seats) a command means."""
+    parser.add_argument("--product", help=f"product code: {help_text}")
+    parser.add_argument(
+        "--licence", metavar="LICENCE_ID", help="the licence (as `status` shows it) when one product has two"
+    )
+
+
 class _Unused:
     """Swallows the arguments of commands not being run (see build_parser)."""
 
@@ -112,22 +120,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub.add_argument("--label", help="hostname label shown to administrators")
 
-    command("status", "show the seat, its lease and maintenance (no secrets)")
+    sub = command("status", "show the seats, their leases and maintenance (no secrets)")
+    _seat_options(sub, "show this product's seat at the top level")
 
     sub = command("check", "may this release run here now? exit 0 when entitled")
     sub.add_argument("--product", required=True)
     sub.add_argument("--version", required=True)
     sub.add_argument("--released", required=True, metavar="YYYY-MM-DD", help="the release's date")
     sub.add_argument("--feature", metavar="NAME", help="also ask whether the licence includes this module")
+    sub.add_argument("--licence", metavar="LICENCE_ID", help="ask only this licence's seat (default: any seat)")
 
-    command("refresh", "renew the lease with the server now")
-    command("deactivate", "free this machine's seat (then activate elsewhere)")
+    sub = command("refresh", "renew the lease with the server now")
+    _seat_options(sub, "the seat to refresh (needed when there are several)")
+    sub = command("deactivate", "free this machine's seat (then activate elsewhere)")
+    _seat_options(sub, "the seat to free (needed when there are several)")
 
     sub = command("serve", "run the daemon: local HTTP API on a Unix socket, background refresh")
     sub.add_argument("--socket-mode", default="0666", help="mode of a socket the daemon creates itself")
 
     sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
     sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
+    sub.add_argument("--product", help="salt as the token of this product's seat (default: the first seat's)")
 
     sub = command("transfer-request", "ask support to move a host-ID seat to this machine (a named contact)")
     sub.add_argument("licence_key", metavar="KEY")
@@ -152,6 +165,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     sub = command("offline-deactivate", "destroy the key and token, write a proof that frees the seat")
     sub.add_argument("--out", required=True, help="proof file to upload from a connected machine")
+    _seat_options(sub, "the seat to free (needed when there are several)")
 
     sub = command("offline-submit", "on a connected machine: upload an offline request or proof file")
     sub.add_argument("file", metavar="FILE")
@@ -206,7 +220,12 @@ def _lines(result: dict[str, Any]) -> str:
 
 
 def _ask_daemon(
-    socket_path: str, product: str, version: str, released: str, feature: str | None = None
+    socket_path: str,
+    product: str,
+    version: str,
+    released: str,
+    feature: str | None = None,
+    licence: str | None = None,
 ) -> dict[str, Any] | None:
     """The state directory is not ours to read (another user's daemon): ask its socket."""
     import http.client
@@ -222,6 +241,8 @@ def _ask_daemon(
     fields = {"product": product, "version": version, "released": released}
     if feature is not None:
         fields["feature"] = feature
+    if licence is not None:
+        fields["licence"] = licence
     query = urllib.parse.urlencode(fields)
     connection = _UnixConnection("localhost")
     try:
@@ -235,11 +256,19 @@ def _ask_daemon(
     return answer if isinstance(answer, dict) and "code" in answer else None
 
 
+def _unreadable(state_dir: str) -> bool:
+    """A state this user may not read (another user's daemon holds it): the one-seat file, or the seats."""
+    seats = os.path.join(state_dir, "seats")
+    for path in (os.path.join(state_dir, "state.json"), seats):
+        if os.path.exists(path) and not os.access(path, os.R_OK | (os.X_OK if path == seats else 0)):
+            return True
+    return False
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    state_path = os.path.join(args.state_dir, "state.json")
     answer: dict[str, Any] | None = None
-    if os.path.exists(state_path) and not os.access(state_path, os.R_OK) and os.path.exists(args.socket):
-        answer = _ask_daemon(args.socket, args.product, args.version, args.released, args.feature)
+    if _unreadable(args.state_dir) and os.path.exists(args.socket):
+        answer = _ask_daemon(args.socket, args.product, args.version, args.released, args.feature, args.licence)
     if answer is None:
         from client_agent.checker import Checker
 
@@ -250,7 +279,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             persist=os.access(args.state_dir, os.W_OK),
             clock_marks=clock_marks(args),
         )
-        answer = checker.check_dict(args.product, args.version, args.released, feature=args.feature)
+        answer = checker.check_dict(
+            args.product, args.version, args.released, feature=args.feature, licence=args.licence
+        )
     _emit(args, answer, f"{answer['code']}: {answer['detail']}")
     return EXIT_OK if answer.get("entitled") is True else EXIT_REFUSED
 
@@ -260,8 +291,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     result = Checker(
         state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False, clock_marks=clock_marks(args)
-    ).status()
-    _emit(args, result, _lines(result))
+    ).status(product=args.product, licence=args.licence)
+    seats = result.get("local_seats") or []
+    text = _lines({k: v for k, v in result.items() if k != "local_seats"})
+    if len(seats) > 1 or "seat" not in result:
+        text += "".join(
+            f"\nseat {s.get('product')} licence {s.get('licence_id')}: "
+            + ("active" if s.get("active") else str(s.get("code")))
+            + (f", lease until {s['lease_expires']}" if s.get("lease_expires") else "")
+            for s in seats
+        )
+    _emit(args, result, text)
     return EXIT_OK
 
 
@@ -273,7 +313,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    state = _agent(args).refresh()
+    state = _agent(args).refresh(args.product, args.licence)
     result = {"activation_id": state.activation_id, "refreshed_at": state.refreshed_at}
     _emit(args, result, f"refreshed activation {state.activation_id}")
     return EXIT_OK
@@ -299,7 +339,7 @@ def cmd_transfer_request(args: argparse.Namespace) -> int:
 
 
 def cmd_deactivate(args: argparse.Namespace) -> int:
-    result = _agent(args).deactivate()
+    result = _agent(args).deactivate(args.product, args.licence)
     _emit(args, result, f"deactivated {result.get('activation_id')}: the seat is free")
     return EXIT_OK
 
@@ -312,16 +352,20 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     if args.licence_key:
         salt = fingerprint.licence_salt(args.licence_key)
     else:
-        from client_agent.state import StateError, StateStore
+        from client_agent.seats import SeatDirectory
+        from client_agent.state import StateError
         from client_agent.util import jws_parts
 
         salt, salt_from = fingerprint.licence_salt(""), "none (pass --licence-key)"
-        try:
-            token = StateStore(args.state_dir).load().state.token
-            if token:
-                salt, salt_from = str(jws_parts(token)[1]["host"]["salt"]), "the token"
-        except (StateError, ValueError, KeyError, TypeError):
-            pass
+        for seat in SeatDirectory(args.state_dir).seats():
+            try:
+                state = seat.store.load().state
+                if state.token and (args.product in (None, state.product)):
+                    salt = str(jws_parts(state.token)[1]["host"]["salt"])
+                    salt_from = f"the token of {state.product} licence {state.licence_id}"
+                    break
+            except (StateError, ValueError, KeyError, TypeError):
+                continue
     components = [
         {"kind": k, "digest": d, "class": fingerprint.component_class(k)}
         for k, d in fingerprint.digest_components(facts, salt)
@@ -367,7 +411,7 @@ def cmd_offline_install(args: argparse.Namespace) -> int:
 
 
 def cmd_offline_deactivate(args: argparse.Namespace) -> int:
-    result = _agent(args).offline_deactivate(args.out)
+    result = _agent(args).offline_deactivate(args.out, args.product, args.licence)
     _emit(args, result, f"wrote {args.out}: the seat is freed when it is uploaded (offline-submit)")
     return EXIT_OK
 

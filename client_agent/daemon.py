@@ -1,8 +1,14 @@
 """`tessera-agent serve`: the local HTTP API on a Unix socket, and the lease refresher.
 
-- `GET /v1/check?product=&version=&released=[&feature=]` → the Checker's verdict (200
-  when entitled, 403 when refused, 400 for a malformed question);
-- `GET /v1/status` → the redacted seat status plus the daemon's own health.
+- `GET /v1/check?product=&version=&released=[&feature=][&licence=]` → the Checker's
+  verdict for that product (200 when entitled, 403 when refused, 400 for a malformed
+  question);
+- `GET /v1/status[?product=[&licence=]]` → the redacted status of the seats plus the
+  daemon's own health.
+
+Each seat of the state directory is refreshed on its own schedule (its own lease,
+its own back-off); seats activated or deactivated while the daemon runs are picked
+up within SEAT_POLL seconds, or at once on SIGHUP.
 
 systemd integration (socket activation, `sd_notify`, the watchdog) is the one
 copy in `tessera_common.systemd`, shared with the server.
@@ -21,17 +27,19 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from client_agent.agent import REBOUND, Agent, AgentError, Config
-from client_agent.checker import Checker
+from client_agent.checker import Checker, SeatChecker
 from client_agent.schedule import refresh_delay
 from tessera_common.systemd import listen_fds, sd_notify, watchdog_interval, watchdog_pings
 
 log = logging.getLogger("tessera.agent")
 
 HIGH_WATER_TICK = 60.0
+SEAT_POLL = 60.0  # look for seats activated or deactivated meanwhile this often
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,9 @@ class RefreshStatus:
 SETTINGS = web.AppKey("settings", DaemonSettings)
 CHECKER = web.AppKey("checker", Checker)
 AGENT = web.AppKey("agent", Agent)
-REFRESH = web.AppKey("refresh", RefreshStatus)
+REFRESH = web.AppKey("refresh", dict[str, RefreshStatus])  # per seat directory
+SEATS_CHANGED = web.AppKey("seats_changed", asyncio.Event)
+STARTED = web.AppKey("started", float)
 
 
 # ------------------------------------------------------------------ systemd
@@ -118,8 +128,8 @@ async def handle_check(request: web.Request) -> web.Response:
     product, version, released = query.get("product"), query.get("version"), query.get("released")
     if not product or not version or not released:
         return _problem(400, "invalid-request", "product, version and released (YYYY-MM-DD) are required")
-    feature = query.get("feature")
-    result = request.app[CHECKER].check_dict(product, version, released, feature=feature)
+    feature, licence = query.get("feature"), query.get("licence")
+    result = request.app[CHECKER].check_dict(product, version, released, feature=feature, licence=licence)
     if result["code"] == "invalid-request":
         return _problem(400, "invalid-request", result["detail"])
     return web.json_response(result, status=200 if result["entitled"] else 403)
@@ -133,20 +143,32 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _refresh_status(refresh: RefreshStatus | None) -> dict[str, Any] | None:
+    if refresh is None:
+        return None
+    return {
+        "failures": refresh.failures,
+        "next_at": _iso(refresh.next_at),
+        "last_error": refresh.last_error,
+        "last_success": _iso(refresh.last_success),
+        "stopped": refresh.stopped,
+    }
+
+
 async def handle_status(request: web.Request) -> web.Response:
-    status = request.app[CHECKER].status()
-    refresh = request.app[REFRESH]
+    query = request.rel_url.query
+    checker = request.app[CHECKER]
+    status = checker.status(product=query.get("product") or None, licence=query.get("licence") or None)
+    refreshes = request.app[REFRESH]
+    by_name = {seat.name: refreshes.get(seat.store.dir) for seat, _checker in checker.seat_checkers()}
+    for entry in status["local_seats"]:
+        entry["refresh"] = _refresh_status(by_name.get(entry["seat"] or ""))
     status["daemon"] = {
         "pid": os.getpid(),
         "rss_bytes": _rss_bytes(),
-        "uptime_s": round(time.time() - refresh.started, 1),
-        "refresh": {
-            "failures": refresh.failures,
-            "next_at": _iso(refresh.next_at),
-            "last_error": refresh.last_error,
-            "last_success": _iso(refresh.last_success),
-            "stopped": refresh.stopped,
-        },
+        "uptime_s": round(time.time() - request.app[STARTED], 1),
+        # the seat spelled out at the top level (the only one, or the one asked for)
+        "refresh": _refresh_status(by_name.get(status.get("seat") or "")) if "seat" in status else None,
     }
     return web.json_response(status)
 
@@ -160,8 +182,9 @@ def _iso(ts: float | None) -> str | None:
 # ------------------------------------------------------------------ refresher
 
 
-async def refresh_loop(app: web.Application) -> None:
-    checker, agent, status = app[CHECKER], app[AGENT], app[REFRESH]
+async def refresh_loop(app: web.Application, checker: SeatChecker, status: RefreshStatus) -> None:
+    """One seat's refresher: its own lease, its own back-off."""
+    agent = app[AGENT]
     retry_after: float | None = None
     while True:
         claims = checker.current_claims()
@@ -183,17 +206,43 @@ async def refresh_loop(app: web.Application) -> None:
         if checker.current_claims() is None or checker.seat_ended() is not None:
             continue  # nothing to refresh (yet), or nothing left to ask with this key: a new activation shows up here
         try:
-            await asyncio.to_thread(agent.refresh)
+            await asyncio.to_thread(agent.refresh_seat, checker.store)
         except AgentError as exc:
             status.failures += 1
             status.last_error = f"{exc.code}: {exc.detail}"
             retry_after = None
-            log.warning("lease refresh failed (%s), attempt %d", exc.code, status.failures)
+            log.warning("lease refresh of %s failed (%s), attempt %d", checker.store.dir, exc.code, status.failures)
             if exc.code in ("revoked", "no-token", REBOUND) or checker.seat_ended() is not None:
                 status.failures = 0  # nothing more to try until the state changes
         else:
             status.failures, status.last_error, status.last_success = 0, None, time.time()
-            log.info("lease refreshed")
+            log.info("lease of %s refreshed", checker.store.dir)
+
+
+async def seats_loop(app: web.Application) -> None:
+    """A refresher per seat, started when a seat appears and stopped when it goes."""
+    loops: dict[str, asyncio.Task[None]] = {}
+    refreshes = app[REFRESH]
+    try:
+        while True:
+            current = {checker.store.dir: checker for _seat, checker in app[CHECKER].seat_checkers()}
+            for seat_dir, checker in current.items():
+                if seat_dir not in loops:
+                    refreshes[seat_dir] = RefreshStatus()
+                    loops[seat_dir] = asyncio.create_task(refresh_loop(app, checker, refreshes[seat_dir]))
+            for seat_dir in [d for d in loops if d not in current]:
+                loops.pop(seat_dir).cancel()
+                refreshes.pop(seat_dir, None)
+            changed = app[SEATS_CHANGED]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), SEAT_POLL)
+            changed.clear()
+    finally:
+        for task in loops.values():
+            task.cancel()
+        for task in loops.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def clock_loop(app: web.Application) -> None:
@@ -206,7 +255,7 @@ async def clock_loop(app: web.Application) -> None:
 async def refresher(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(clock_loop(app))]
     if app[SETTINGS].refresh:
-        tasks.append(asyncio.create_task(refresh_loop(app)))
+        tasks.append(asyncio.create_task(seats_loop(app)))
     yield
     for task in tasks:
         task.cancel()
@@ -231,7 +280,9 @@ def create_app(settings: DaemonSettings) -> web.Application:
             clock_marks=settings.clock_marks,
         )
     )
-    app[REFRESH] = RefreshStatus()
+    app[REFRESH] = {}
+    app[STARTED] = time.time()
+    app[SEATS_CHANGED] = asyncio.Event()
     app.router.add_get("/v1/check", handle_check)
     app.router.add_get("/v1/status", handle_status)
     app.cleanup_ctx.append(refresher)
@@ -239,6 +290,11 @@ def create_app(settings: DaemonSettings) -> web.Application:
 
 
 # ------------------------------------------------------------------ running
+
+
+def _reread(app: web.Application) -> None:
+    app[CHECKER].invalidate()
+    app[SEATS_CHANGED].set()
 
 
 async def serve(settings: DaemonSettings) -> int:
@@ -253,7 +309,7 @@ async def serve(settings: DaemonSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app[CHECKER].invalidate)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reread(app))
     interval = watchdog_interval()
     watchdog = asyncio.create_task(watchdog_pings(interval)) if interval else None
     sd_notify(f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}")

@@ -84,6 +84,27 @@ def read_nofollow(path: str) -> bytes | None:
         return handle.read()
 
 
+def check_private_dir(directory: str) -> None:
+    """Refuse a directory others could swap files in (see the module's docstring)."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{directory} is not a directory", code=STATE_DIR_UNSAFE)
+    if st.st_mode & 0o022:
+        raise StateError(
+            f"{directory} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"make it private, e.g. chmod 700 {directory}",
+            code=STATE_DIR_UNSAFE,
+        )
+    if st.st_uid not in (os.geteuid(), 0):
+        raise StateError(
+            f"{directory} belongs to user {st.st_uid}, not to this user ({os.geteuid()}) or root",
+            code=STATE_DIR_UNSAFE,
+        )
+
+
 class StateError(Exception):
     code = STATE_CORRUPT
 
@@ -229,14 +250,23 @@ class Loaded(NamedTuple):
 
 
 class StateStore:
-    def __init__(self, state_dir: str, clock_marks: tuple[str, ...] = ()) -> None:
+    """One seat's key and signed state.
+
+    `root` is the state directory the seat lives in (client_agent.seats): the
+    lock, the clock key and the clock marks are the directory's, shared by all
+    its seats, so that one seat's writes advance every seat's mark. Without
+    `root` the seat is the directory itself (the one-seat layout).
+    """
+
+    def __init__(self, state_dir: str, clock_marks: tuple[str, ...] = (), *, root: str | None = None) -> None:
         self.dir = state_dir
+        self.root = root or state_dir
         self.state_path = os.path.join(state_dir, STATE_FILE)
         self.key_path = os.path.join(state_dir, KEY_FILE)
         self.next_key_path = os.path.join(state_dir, NEXT_KEY_FILE)
-        self.lock_path = os.path.join(state_dir, LOCK_FILE)
-        self.clock_key_path = os.path.join(state_dir, CLOCK_KEY_FILE)
-        self.mark_paths = (os.path.join(state_dir, CLOCK_MARK_FILE), *clock_marks)
+        self.lock_path = os.path.join(self.root, LOCK_FILE)
+        self.clock_key_path = os.path.join(self.root, CLOCK_KEY_FILE)
+        self.mark_paths = (os.path.join(self.root, CLOCK_MARK_FILE), *clock_marks)
         # stat signature right after this store's last write, taken under the lock
         self.last_written: tuple[int, int, int] | None = None
         self._marks_seen: dict[str, int] = {}  # valid marks found by the last load
@@ -245,23 +275,9 @@ class StateStore:
 
     def check_dir(self) -> None:
         """Refuse a directory others could swap files in (see the module's docstring)."""
-        try:
-            st = os.stat(self.dir)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            raise StateError(f"{self.dir} is not a directory", code=STATE_DIR_UNSAFE)
-        if st.st_mode & 0o022:
-            raise StateError(
-                f"{self.dir} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
-                f"make it private, e.g. chmod 700 {self.dir}",
-                code=STATE_DIR_UNSAFE,
-            )
-        if st.st_uid not in (os.geteuid(), 0):
-            raise StateError(
-                f"{self.dir} belongs to user {st.st_uid}, not to this user ({os.geteuid()}) or root",
-                code=STATE_DIR_UNSAFE,
-            )
+        between = (os.path.dirname(self.dir),) if self.dir != self.root else ()
+        for directory in dict.fromkeys((self.root, *between, self.dir)):
+            check_private_dir(directory)
 
     # -------------------------------------------------------------- keys
 
@@ -302,8 +318,14 @@ class StateStore:
         return self._read_key(self.key_path)
 
     def ensure_dir(self) -> None:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.check_dir()
+        if self.dir != self.root:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.dirname(self.dir), 0o700)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.dir, 0o700)
+            self.check_dir()
 
     # -------------------------------------------------------------- clock marks
 

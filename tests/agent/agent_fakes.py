@@ -17,9 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_agent import fingerprint
+from client_agent.seats import SeatDirectory, seat_name
 from client_agent.state import AgentKey, State, StateStore
 
 DAY = 86400
+LICENCE_KEY = "TSR-ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 
 
 def b64u(raw: bytes) -> str:
@@ -169,7 +171,7 @@ def claims_for(
     agent_x: str,
     *,
     now: float | None = None,
-    licence_key: str = "TSR-ABCDE-FGHIJ-KLMNO-PQRST-UVWXY",
+    licence_key: str = LICENCE_KEY,
     product: str = "cad-pro",
     kind: str = "perpetual",
     model: str = "activation",
@@ -218,20 +220,37 @@ class Installed:
     agent_x: str
     token: str
 
+    product: str = "cad-pro"
+    licence_key: str = LICENCE_KEY
+
     @property
     def store(self) -> StateStore:
-        return StateStore(str(self.state_dir))
+        return seat_store(self.state_dir, self.product, self.licence_key)
+
+    @property
+    def seat_dir(self) -> Path:
+        return Path(self.store.dir)
 
 
-def agent_key_for(state_dir: Path) -> AgentKey:
-    store = StateStore(str(state_dir))
+def seat_store(state_dir: Path, product: str | None = None, licence_key: str | None = None) -> StateStore:
+    """A seat's store: the one of this product and licence key, or without them the only seat there is."""
+    seats = SeatDirectory(str(state_dir))
+    if product is None and licence_key is None:
+        names = seats.names()
+        if len(names) == 1:
+            return seats.store(names[0])
+    return seats.store(seat_name(product or "cad-pro", fingerprint.licence_salt(licence_key or LICENCE_KEY)))
+
+
+def agent_key_for(state_dir: Path, product: str | None = None, licence_key: str | None = None) -> AgentKey:
+    store = seat_store(state_dir, product, licence_key)
     store.update(lambda _s, _k: None)
     key = store.agent_key()
     assert key is not None
     return key
 
 
-def put_token(state_dir: Path, token: str, **fields: Any) -> None:
+def put_token(state_dir: Path, token: str, *, licence_key: str | None = None, **fields: Any) -> None:
     def change(state: State, _key: AgentKey) -> None:
         state.token = token
         state.product = fields.get("product", "cad-pro")
@@ -241,7 +260,7 @@ def put_token(state_dir: Path, token: str, **fields: Any) -> None:
             if name not in ("product", "server"):
                 setattr(state, name, value)
 
-    StateStore(str(state_dir)).update(change)
+    seat_store(state_dir, fields.get("product") if licence_key else None, licence_key).update(change)
 
 
 @pytest.fixture
@@ -258,12 +277,14 @@ def install(tmp_path: Path, machine: FakeMachine, vendor: Vendor) -> Callable[..
     ) -> Installed:
         target = state_dir or tmp_path / "state"
         jwks = vendor.write_jwks(tmp_path / "jwks.json")
-        key = agent_key_for(target)
+        product = claim_args.get("product", "cad-pro")
+        licence_key = claim_args.get("licence_key", LICENCE_KEY)
+        key = agent_key_for(target, product, licence_key)
         on = claim_args.pop("on", machine)
         dongle_ids = claim_args.pop("dongle_ids", None)
         token = vendor.mint(claims_for(on.facts(), key.x, **claim_args), **(header or {}))
-        put_token(target, token, dongle_ids=dongle_ids)
-        return Installed(target, jwks, on, vendor, key.x, token)
+        put_token(target, token, licence_key=licence_key, product=product, dongle_ids=dongle_ids)
+        return Installed(target, jwks, on, vendor, key.x, token, product, licence_key)
 
     return _install
 

@@ -16,7 +16,7 @@ from agent_fakes import DAY, FakeMachine, Installed, Vendor, b64u, claims_for, p
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_agent import Checker, checker, fingerprint, tokens
-from client_agent.state import State, StateStore
+from client_agent.state import State
 
 RELEASED = date(2026, 3, 1)
 
@@ -99,7 +99,7 @@ def test_clock_set_back_is_detected_and_remembered(install: Callable[..., Instal
     # A fresh process (the CLI) sees the persisted high-water mark.
     fresh = checker_for(installed)
     assert fresh.check("cad-pro", "1", RELEASED, now=now + timedelta(days=1)).code == "clock-rollback"
-    assert StateStore(str(installed.state_dir)).load().state.high_water >= int((now + timedelta(days=3)).timestamp())
+    assert installed.store.load().state.high_water >= int((now + timedelta(days=3)).timestamp())
 
 
 def test_high_water_is_not_written_on_every_check(install: Callable[..., Installed]) -> None:
@@ -107,10 +107,10 @@ def test_high_water_is_not_written_on_every_check(install: Callable[..., Install
     check = checker_for(installed)
     now = datetime.now(UTC)
     check.check("cad-pro", "1", RELEASED, now=now + timedelta(seconds=120))
-    written = os.stat(installed.state_dir / "state.json").st_mtime_ns
+    written = os.stat(installed.seat_dir / "state.json").st_mtime_ns
     for seconds in range(121, 150):
         check.check("cad-pro", "1", RELEASED, now=now + timedelta(seconds=seconds))
-    assert os.stat(installed.state_dir / "state.json").st_mtime_ns == written
+    assert os.stat(installed.seat_dir / "state.json").st_mtime_ns == written
 
 
 def test_tampered_token_byte_is_bad_signature(install: Callable[..., Installed]) -> None:
@@ -124,7 +124,7 @@ def test_tampered_token_byte_is_bad_signature(install: Callable[..., Installed])
 def test_token_by_an_unknown_key_is_refused(install: Callable[..., Installed]) -> None:
     installed = install()
     rogue = Vendor(kid="rogue", key=Ed25519PrivateKey.generate())
-    key = StateStore(str(installed.state_dir)).agent_key()
+    key = installed.store.agent_key()
     assert key is not None
     put_token(installed.state_dir, rogue.mint(claims_for(installed.machine.facts(), key.x)))
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "bad-signature"
@@ -148,7 +148,7 @@ def test_removing_a_key_from_the_jwks_takes_effect(install: Callable[..., Instal
 
 def test_corrupt_state_is_a_clear_code(install: Callable[..., Installed]) -> None:
     installed = install()
-    path = installed.state_dir / "state.json"
+    path = installed.seat_dir / "state.json"
     path.write_bytes(path.read_bytes()[:100])
     verdict = checker_for(installed).check("cad-pro", "1", RELEASED)
     assert verdict.code == "state-corrupt"
@@ -189,8 +189,10 @@ def forge(installed: Installed, **claims: object) -> None:
     def change(state: State, _key: object) -> None:
         state.token = edited
         state.extra["verified"] = record
+        if "aud" in claims:  # the seat a check asks is the one whose state names the product
+            state.product = str(claims["aud"])
 
-    StateStore(str(installed.state_dir)).update(change)
+    installed.store.update(change)
 
 
 ENDED = {"kind": "subscription", "maint_until": None, "use_until": "2026-01-01T00:00:00Z"}
@@ -248,7 +250,7 @@ def test_a_new_token_is_picked_up_by_mtime(install: Callable[..., Installed], ve
     installed = install(maint_until="2026-01-01T00:00:00Z")
     check = checker_for(installed)
     assert check.check("cad-pro", "1", RELEASED).code == "release-not-entitled"
-    key = StateStore(str(installed.state_dir)).agent_key()
+    key = installed.store.agent_key()
     assert key is not None
     put_token(installed.state_dir, vendor.mint(claims_for(installed.machine.facts(), key.x)))
     assert check.check("cad-pro", "1", RELEASED).code == "entitled"
@@ -260,7 +262,7 @@ def test_revoked_seat(install: Callable[..., Installed]) -> None:
     def revoke(state: State, _key: object) -> None:
         state.revoked = "licence-revoked"
 
-    StateStore(str(installed.state_dir)).update(revoke)
+    installed.store.update(revoke)
     assert checker_for(installed).check("cad-pro", "1", RELEASED).code == "revoked"
 
 
@@ -322,7 +324,7 @@ def test_observing_time_without_checks_moves_the_high_water_mark(install: Callab
     installed = install()
     later = datetime.now(UTC) + timedelta(hours=2)
     checker_for(installed).observe_time(now=later)
-    assert StateStore(str(installed.state_dir)).load().state.high_water == int(later.timestamp())
+    assert installed.store.load().state.high_water == int(later.timestamp())
     assert (
         checker_for(installed).check("cad-pro", "1", RELEASED, now=later - timedelta(hours=1)).code == "clock-rollback"
     )

@@ -18,7 +18,7 @@ from agent_fakes import DAY, FakeLicenceServer, FakeMachine, Installed, build_ma
 from test_agent_daemon import get, running_daemon
 
 from client_agent.cli import main
-from client_agent.state import State, StateStore
+from client_agent.state import State
 
 ACTIVATION = "5f0d7c2a-51b8-4d0e-9a57-b7c1e2b3c4d5"
 REFRESH = f"/v1/activations/{ACTIVATION}/refresh"
@@ -43,7 +43,7 @@ def served_by(installed: Installed, server: FakeLicenceServer) -> None:
     def change(state: State, _key: object) -> None:
         state.server = server.url
 
-    StateStore(str(installed.state_dir)).update(change)
+    installed.store.update(change)
 
 
 def test_a_rebound_seat_is_recorded_and_check_says_so(

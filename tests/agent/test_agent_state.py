@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agent_fakes import FakeMachine, Installed, agent_key_for, b64u, mode_of
+from agent_fakes import FakeMachine, Installed, agent_key_for, b64u, mode_of, seat_store
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_agent import Checker
@@ -173,10 +173,10 @@ def _checker(installed: Installed, *marks: Path) -> Checker:
 
 def test_restoring_an_old_state_file_does_not_lower_the_clock_mark(install: Callable[..., Installed]) -> None:
     installed = install()
-    saved = (installed.state_dir / "state.json").read_bytes()
+    saved = (installed.seat_dir / "state.json").read_bytes()
     now = datetime.now(UTC)
     assert _checker(installed).check("cad-pro", "1", RELEASED, now=now + timedelta(days=3)).code == "entitled"
-    (installed.state_dir / "state.json").write_bytes(saved)  # the old copy, validly signed
+    (installed.seat_dir / "state.json").write_bytes(saved)  # the old copy, validly signed
     verdict = _checker(installed).check("cad-pro", "1", RELEASED, now=now + timedelta(days=1))
     assert verdict.code == "clock-rollback"
 
@@ -230,7 +230,7 @@ def test_a_forged_future_mark_cannot_brick_the_agent(
     install: Callable[..., Installed], tmp_path: Path, forge: Callable[[str], str]
 ) -> None:
     installed = install()
-    clock_x = StateStore(str(installed.state_dir)).load().state.clock_x
+    clock_x = installed.store.load().state.clock_x
     assert clock_x is not None
     elsewhere = tmp_path / "elsewhere.mark"
     for path in (installed.state_dir / "clock.mark", elsewhere):
@@ -272,16 +272,19 @@ def test_a_planted_symlink_is_refused_and_nothing_is_written_through_it(
     tmp_path: Path, machine: FakeMachine, name: str
 ) -> None:
     state_dir = tmp_path / "s"
-    agent_key_for(state_dir)  # a state directory the agent made
+    agent_key_for(state_dir, "cad-pro", "TSR-1")  # a state directory the agent made
+    # The seat's own files are in its directory, the lock and the clock key are the directory's.
+    planted = (Path(seat_store(state_dir, "cad-pro", "TSR-1").dir) if name in ("state.json", "agent.key")
+               else state_dir) / name  # fmt: skip
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    (state_dir / name).unlink()
-    (state_dir / name).symlink_to(victim)
+    planted.unlink()
+    planted.symlink_to(victim)
     rc, err = _agent_cli(state_dir, machine, "offline-request", "TSR-1", "--product", "cad-pro",
                          "--out", str(tmp_path / "req.json"))  # fmt: skip
     assert (rc, err["code"]) == (1, "state-symlink"), err
     assert victim.read_text() == "precious\n"
-    assert (state_dir / name).is_symlink()
+    assert planted.is_symlink()
 
 
 def test_a_symlink_for_a_lock_that_does_not_exist_yet_is_refused(tmp_path: Path, machine: FakeMachine) -> None:
@@ -297,8 +300,8 @@ def test_a_symlink_for_a_lock_that_does_not_exist_yet_is_refused(tmp_path: Path,
 def test_check_refuses_a_symlinked_state_file(install: Callable[..., Installed], tmp_path: Path) -> None:
     installed = install()
     real = tmp_path / "real-state.json"
-    (installed.state_dir / "state.json").rename(real)
-    (installed.state_dir / "state.json").symlink_to(real)
+    (installed.seat_dir / "state.json").rename(real)
+    (installed.seat_dir / "state.json").symlink_to(real)
     verdict = _checker(installed).check("cad-pro", "1", RELEASED)
     assert verdict.code == "state-symlink" and "symlink" in verdict.detail
 

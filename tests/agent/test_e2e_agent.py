@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import FakeMachine, Vendor, claims_for, put_token
+from agent_fakes import FakeMachine, Vendor, claims_for, put_token, seat_store
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_agent import Checker
-from client_agent.state import State, StateStore
+from client_agent.state import State
 from tests.conftest import LiveServer, issue_demo_licence
 
 AGENT = [sys.executable, "-m", "client_agent.cli"]
@@ -86,7 +86,7 @@ def test_activate_check_offline_deactivate_and_move(
 
     _, activated, _ = a.run("activate", licence["key"], "--product", product)
     assert activated["product"] == product
-    key_file = tmp_path / "state-a/agent.key"
+    key_file = Path(seat_store(a.state_dir).key_path)
     assert key_file.stat().st_mode & 0o777 == 0o600
     first_key = json.loads(key_file.read_text())["x"]
     assert seats_in_use(live_server, licence["id"]) == 1
@@ -112,7 +112,7 @@ def test_activate_check_offline_deactivate_and_move(
     assert deactivated["activation_id"] == activated["activation_id"]
     assert a.check(product) == "no-token"
     assert seats_in_use(live_server, licence["id"]) == 0
-    assert json.loads(key_file.read_text())["x"] != first_key  # the old key signs nothing more
+    assert first_key and not key_file.exists()  # the seat's key is gone: the old key signs nothing more
 
     b.run("activate", licence["key"], "--product", product)
     assert b.check(product) == "entitled"
@@ -166,7 +166,7 @@ def test_clock_set_back_is_clock_rollback(live_server: LiveServer, machine_a: Fa
     def saw_the_future(state: State, _key: object) -> None:
         state.high_water = int((now + timedelta(days=3)).timestamp())
 
-    StateStore(str(a.state_dir)).update(saw_the_future)
+    seat_store(a.state_dir).update(saw_the_future)
     assert a.check(licence["product"]) == "clock-rollback"
 
 
@@ -186,7 +186,7 @@ def test_tampered_token_byte_is_bad_signature(live_server: LiveServer, machine_a
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
-    store = StateStore(str(a.state_dir))
+    store = seat_store(a.state_dir)
     token = store.load().state.token
     assert token is not None
     head, body, sig = token.split(".")
@@ -202,7 +202,7 @@ def test_token_signed_by_an_unknown_key_is_refused(
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
-    key = StateStore(str(a.state_dir)).agent_key()
+    key = seat_store(a.state_dir).agent_key()
     assert key is not None
     forger = Vendor(kid="forged", key=Ed25519PrivateKey.generate())
     forged = forger.mint(
@@ -230,7 +230,7 @@ def test_corrupt_state_is_a_clear_error(
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
-    damage(a.state_dir / "state.json")
+    damage(Path(seat_store(a.state_dir).state_path))
     assert a.check(licence["product"]) == "state-corrupt"
     _, status, _ = a.run("status")
     assert status["code"] == "state-corrupt" and status["active"] is False
@@ -427,10 +427,10 @@ def test_restoring_an_old_state_file_is_still_clock_rollback(
     licence = issue_demo_licence(live_server, released_versions=RELEASES)
     a = Agent(live_server, machine_a, tmp_path / "state-a")
     a.run("activate", licence["key"], "--product", licence["product"])
-    saved = (a.state_dir / "state.json").read_bytes()
+    saved = (Path(seat_store(a.state_dir).state_path)).read_bytes()
     later = datetime.now(UTC) + timedelta(days=3)
     assert a.checker().check(licence["product"], "1.0", "2025-01-15", now=later).code == "entitled"
-    (a.state_dir / "state.json").write_bytes(saved)
+    (Path(seat_store(a.state_dir).state_path)).write_bytes(saved)
     assert a.check(licence["product"]) == "clock-rollback"  # the real clock is now "set back" by 3 days
     _, status, _ = a.run("status")
     assert status["high_water"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
