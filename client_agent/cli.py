@@ -289,8 +289,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from client_agent.checker import Checker
 
+    # With write access, a one-seat directory of an older agent is moved on this first use too (seats.py).
+    writable = os.access(args.state_dir, os.W_OK)
     result = Checker(
-        state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=False, clock_marks=clock_marks(args)
+        state_dir=args.state_dir, jwks=args.jwks, sysroot=args.sysroot, persist=writable, clock_marks=clock_marks(args)
     ).status(product=args.product, licence=args.licence)
     seats = result.get("local_seats") or []
     text = _lines({k: v for k, v in result.items() if k != "local_seats"})

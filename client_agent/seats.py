@@ -169,7 +169,12 @@ class SeatDirectory:
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise StateError(f"{legacy.state_path} cannot be read to move it: {exc}") from None
         if name is not None and not self._same_copy(name, raw or b""):
-            self._copy_in(name)
+            try:
+                self._copy_in(name)
+            except StateError as exc:
+                if exc.code == MIGRATION_FAILED:
+                    raise
+                raise StateError(f"{exc.detail}; the old state is unchanged and still answers", MIGRATION_FAILED) from None
         # Committed (or nothing worth keeping: a key without a state, a state without a seat, whose
         # clock mark stays in clock.mark): the old files go, the state first, so that no state is
         # ever left without the key that signed it.

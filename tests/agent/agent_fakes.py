@@ -345,3 +345,59 @@ def fake_server() -> Any:
     server = FakeLicenceServer()
     yield server
     server.close()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _private_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64u(key.public_key().public_bytes_raw()),
+            "d": b64u(key.private_bytes_raw())}  # fmt: skip
+
+
+def _write_private(path: Path, raw: bytes) -> None:
+    path.write_bytes(raw)
+    path.chmod(0o600)
+
+
+def build_one_seat_dir(
+    state_dir: Path,
+    vendor: Vendor,
+    machine: FakeMachine,
+    *,
+    product: str = "cad-pro",
+    licence_key: str = LICENCE_KEY,
+    now: float | None = None,
+    high_water: int | None = None,
+    **claim_args: Any,
+) -> Installed:
+    """A state directory as an agent of format tessera-agent-state/1 with one seat left it: `agent.key`,
+    `state.json`, `clock.key`, `clock.mark` and `state.lock` side by side. Written here byte by byte from
+    the format (not by client_agent.state), so that the move of such a directory is tested against
+    the format itself and not against whatever the current code writes."""
+    now = time.time() if now is None else now
+    state_dir.mkdir(mode=0o700, parents=True)
+    agent, clock = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    agent_x, clock_x = _private_jwk(agent)["x"], _private_jwk(clock)["x"]
+    claims = claims_for(machine.facts(), agent_x, now=now, licence_key=licence_key, product=product, **claim_args)
+    token = vendor.mint(claims)
+    mark = int(now) if high_water is None else high_water
+    body: dict[str, Any] = {
+        "high_water": mark, "token": token, "product": product, "server": claims["iss"],
+        "activation_id": claims["jti"], "licence_id": claims["sub"], "dongle_ids": None, "revoked": None,
+        "activated_at": int(now), "refreshed_at": int(now), "last_error": None, "pending_offline": None,
+        "revoked_dongles": None, "clock_x": clock_x, "agent_x": agent_x,
+    }  # fmt: skip
+    signature = agent.sign(b"tessera-agent-state/1\x00" + _canonical(body))
+    document = {"format": "tessera-agent-state/1", "body": body, "sig": b64u(signature)}
+    _write_private(state_dir / "agent.key", json.dumps(_private_jwk(agent)).encode() + b"\n")
+    _write_private(state_dir / "clock.key", json.dumps(_private_jwk(clock)).encode() + b"\n")
+    _write_private(state_dir / "state.json", json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+    marked = {"clock_x": clock_x, "high_water": mark}
+    mark_document = {"format": "tessera-agent-clock/1", **marked,
+                     "sig": b64u(clock.sign(b"tessera-agent-clock/1\x00" + _canonical(marked)))}  # fmt: skip
+    _write_private(state_dir / "clock.mark", json.dumps(mark_document, sort_keys=True).encode() + b"\n")
+    _write_private(state_dir / "state.lock", b"")
+    return Installed(state_dir, vendor.write_jwks(state_dir.parent / "jwks.json"), machine, vendor, agent_x, token,
+                     product, licence_key)  # fmt: skip
