@@ -174,7 +174,8 @@ class SeatDirectory:
             except StateError as exc:
                 if exc.code == MIGRATION_FAILED:
                     raise
-                raise StateError(f"{exc.detail}; the old state is unchanged and still answers", MIGRATION_FAILED) from None
+                detail = f"{exc.detail}; the old state is unchanged and still answers"
+                raise StateError(detail, MIGRATION_FAILED) from None
         # Committed (or nothing worth keeping: a key without a state, a state without a seat, whose
         # clock mark stays in clock.mark): the old files go, the state first, so that no state is
         # ever left without the key that signed it.
@@ -223,4 +224,3 @@ def _fsync_dir(path: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-

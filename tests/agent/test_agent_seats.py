@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -362,10 +361,11 @@ def test_an_offline_answer_finds_the_seat_whose_request_it_answers(
     rc, _ = run(capsys, state_dir, machine, "offline-request", "TSR-DDDDD-DDDDD-DDDDD-DDDDD-DDDDD",
                 "--product", "nest-plus", "--out", str(tmp_path / "req.json"))  # fmt: skip
     assert rc == 0
-    key = seat_store(state_dir, "nest-plus", "TSR-DDDDD-DDDDD-DDDDD-DDDDD-DDDDD").agent_key()
+    nest_key = "TSR-DDDDD-DDDDD-DDDDD-DDDDD-DDDDD"
+    key = seat_store(state_dir, "nest-plus", nest_key).agent_key()
     assert key is not None
-    claims = claims_for(machine.facts(), key.x, licence_key="TSR-DDDDD-DDDDD-DDDDD-DDDDD-DDDDD", product="nest-plus",
-                        sub="0b6a4f1e-7a43-4c35-9d43-2f0c3c0c9a19", jti="5f0d7c2a-51b8-4d0e-9a57-b7c1e2b3c4d9")  # fmt: skip
+    nest = {"sub": "0b6a4f1e-7a43-4c35-9d43-2f0c3c0c9a19", "jti": "5f0d7c2a-51b8-4d0e-9a57-b7c1e2b3c4d9"}
+    claims = claims_for(machine.facts(), key.x, licence_key=nest_key, product="nest-plus", **nest)
     (tmp_path / "answer.json").write_text(json.dumps({"token": vendor.mint(claims)}))
     rc, installed = run(capsys, state_dir, machine, "offline-install", str(tmp_path / "answer.json"))
     assert rc == 0 and installed["product"] == "nest-plus"
@@ -373,6 +373,6 @@ def test_an_offline_answer_finds_the_seat_whose_request_it_answers(
     assert [check.check(p, "1", RELEASED).code for p in (CAD, CAM, "nest-plus")] == ["entitled"] * 3
     rc, written = run(capsys, state_dir, machine, "offline-deactivate", "--product", "nest-plus",
                       "--out", str(tmp_path / "proof.json"))  # fmt: skip
-    assert rc == 0 and written["activation_id"] == "5f0d7c2a-51b8-4d0e-9a57-b7c1e2b3c4d9"
+    assert rc == 0 and written["activation_id"] == nest["jti"]
     assert checker(state_dir, machine).check("nest-plus", "1", RELEASED).code == "wrong-product"
     assert checker(state_dir, machine).check(CAM, "1", RELEASED).code == "entitled"
