@@ -8,6 +8,9 @@ For Python products, the in-process check:
     if not verdict.ok:
         sys.exit(f"licence: {verdict.code}: {verdict.detail}")
 
+The state directory may hold seats of several products and licences: a check asks
+its product's seats (`licence=` narrows it to one licence).
+
 Names are imported lazily so that `import client_agent` costs nothing.
 """
 

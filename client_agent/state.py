@@ -1,11 +1,14 @@
 """The agent's local state: atomic, tamper-evident, never a crash when damaged.
 
-The state directory holds
+A StateStore is one seat (client_agent.seats puts several in one state directory):
 
-- `agent.key`  the agent's own Ed25519 key (a private JWK, mode 0600); the
+- `agent.key`  the seat's own Ed25519 key (a private JWK, mode 0600); the
   token's `cnf` names its public half, refresh and deactivation are signed with it;
 - `state.json` the token and its bookkeeping plus the clock high-water mark,
   signed with that key (mode 0600);
+
+and in the state directory (`root`), shared by its seats:
+
 - `state.lock` taken (flock) around every read-modify-write, because the
   daemon, the CLI and in-process checkers may all write;
 - `clock.key` and `clock.mark`: the clock high-water mark again, signed with a
