@@ -153,7 +153,11 @@ class Agent:
     def holdings(self) -> list[tuple[Seat, State | None, StateError | None]]:
         """Every seat with its verified state, or why it does not verify."""
         found: list[tuple[Seat, State | None, StateError | None]] = []
-        for seat in self.seats.seats():
+        try:
+            seats = self.seats.seats()
+        except StateError as exc:
+            raise AgentError(exc.code, exc.detail) from None
+        for seat in seats:
             try:
                 found.append((seat, seat.store.load().state, None))
             except StateError as exc:

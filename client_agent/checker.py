@@ -444,9 +444,12 @@ class Checker:
             return Verdict(INVALID_REQUEST, f"released must be a date YYYY-MM-DD, not {released!r}"), None
         if not product or not version:
             return Verdict(INVALID_REQUEST, "product and version are required"), None
-        matching = self._matching(product, licence)
-        if not matching:
+        try:
+            matching = self._matching(product, licence)
             held = sorted({p for _s, c in self.seat_checkers() if (p := c.held()[0] or _s.product)})
+        except StateError as exc:
+            return Verdict(exc.code, exc.detail), None
+        if not matching:
             if licence is not None:
                 return Verdict(NO_TOKEN, f"this agent holds no seat of {product!r} under licence {licence}"), None
             if held:
@@ -497,7 +500,11 @@ class Checker:
 
     def observe_time(self, *, now: datetime | None = None) -> None:
         """Advance the clock high-water mark without a check (the daemon does this every minute)."""
-        for _seat, checker in self.seat_checkers():
+        try:
+            seats = self.seat_checkers()
+        except StateError:
+            return  # nothing to keep a mark for that can be read
+        for _seat, checker in seats:
             checker.observe_time(now=now)
 
     def invalidate(self) -> None:
@@ -520,7 +527,10 @@ class Checker:
         """
         now_dt = now or datetime.now(UTC)
         out: dict[str, Any] = {"state_dir": self.seats.root, "now": _iso(now_dt.timestamp())}
-        everything = [(seat, checker, checker.status(now=now_dt)) for seat, checker in self.seat_checkers()]
+        try:
+            everything = [(seat, checker, checker.status(now=now_dt)) for seat, checker in self.seat_checkers()]
+        except StateError as exc:
+            return {**out, "local_seats": [], "active": False, "code": exc.code, "detail": exc.detail}
         listed = []
         for seat, _checker, status in everything:
             entry = {k: v for k, v in status.items() if k not in ("state_dir", "now")}

@@ -258,6 +258,8 @@ def _ask_daemon(
 
 def _unreadable(state_dir: str) -> bool:
     """A state this user may not read (another user's daemon holds it): the one-seat file, or the seats."""
+    if os.path.isdir(state_dir) and not os.access(state_dir, os.R_OK | os.X_OK):
+        return True
     seats = os.path.join(state_dir, "seats")
     for path in (os.path.join(state_dir, "state.json"), seats):
         if os.path.exists(path) and not os.access(path, os.R_OK | (os.X_OK if path == seats else 0)):

@@ -34,6 +34,7 @@ from aiohttp import web
 from client_agent.agent import REBOUND, Agent, AgentError, Config
 from client_agent.checker import Checker, SeatChecker
 from client_agent.schedule import refresh_delay
+from client_agent.state import StateError
 from tessera_common.systemd import listen_fds, sd_notify, watchdog_interval, watchdog_pings
 
 log = logging.getLogger("tessera.agent")
@@ -160,7 +161,10 @@ async def handle_status(request: web.Request) -> web.Response:
     checker = request.app[CHECKER]
     status = checker.status(product=query.get("product") or None, licence=query.get("licence") or None)
     refreshes = request.app[REFRESH]
-    by_name = {seat.name: refreshes.get(seat.store.dir) for seat, _checker in checker.seat_checkers()}
+    try:
+        by_name = {seat.name: refreshes.get(seat.store.dir) for seat, _checker in checker.seat_checkers()}
+    except StateError:
+        by_name = {}  # the status above says why
     for entry in status["local_seats"]:
         entry["refresh"] = _refresh_status(by_name.get(entry["seat"] or ""))
     status["daemon"] = {
@@ -222,10 +226,16 @@ async def refresh_loop(app: web.Application, checker: SeatChecker, status: Refre
 async def seats_loop(app: web.Application) -> None:
     """A refresher per seat, started when a seat appears and stopped when it goes."""
     loops: dict[str, asyncio.Task[None]] = {}
+    running: dict[str, SeatChecker] = {}
     refreshes = app[REFRESH]
     try:
         while True:
-            current = {checker.store.dir: checker for _seat, checker in app[CHECKER].seat_checkers()}
+            try:
+                current = {checker.store.dir: checker for _seat, checker in app[CHECKER].seat_checkers()}
+            except StateError as exc:  # the directory itself is unusable: keep what runs, look again later
+                log.warning("cannot list the seats (%s): %s", exc.code, exc.detail)
+                current = {d: task_checker for d, task_checker in running.items()}
+            running = dict(current)
             for seat_dir, checker in current.items():
                 if seat_dir not in loops:
                     refreshes[seat_dir] = RefreshStatus()

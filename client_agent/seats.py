@@ -109,10 +109,17 @@ class SeatDirectory:
             entries = os.listdir(self.seats_path)
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except PermissionError:
+            raise StateError(f"no permission to read {self.seats_path}: ask the daemon's socket instead") from None
         return sorted(e for e in entries if not e.startswith(".") and product_of_name(e) is not None)
 
     def seats(self) -> list[Seat]:
-        """Every seat; a one-seat directory not moved yet (a failed or read-only move) is one of them."""
+        """Every seat; a one-seat directory not moved yet (a failed or read-only move) is one of them.
+
+        Raises StateError when the directory is not private (state-dir-unsafe) or not readable."""
+        check_private_dir(self.root)
+        if os.path.isdir(self.seats_path):
+            check_private_dir(self.seats_path)
         seats = [Seat(name, product_of_name(name), self.store(name)) for name in self.names()]
         if self._unmoved_legacy():
             seats.append(Seat("", None, self.legacy_store()))
