@@ -341,6 +341,11 @@ class SeatChecker:
             out.update(code="no-token")
         return out
 
+    def licence_id(self) -> str | None:
+        """The licence of the state the last check read (no new stat: called right after one)."""
+        loaded = self._snapshot.loaded
+        return loaded.state.licence_id if loaded is not None else None
+
     def held(self) -> tuple[str | None, str | None, bool]:
         """The seat's product and licence (None when its state does not say) and whether it holds a token."""
         with self._lock:
@@ -382,12 +387,18 @@ class Checker:
         self._lock = threading.Lock()
         self._listing_key: tuple[tuple[int, int, int], ...] | None = None
         self._listing: list[tuple[Seat, SeatChecker]] = []
+        self._legacy_seen = True  # until the first listing says otherwise
 
     # ------------------------------------------------------------ the seats
 
     def _directory_key(self) -> tuple[tuple[int, int, int], ...]:
+        # One stat on the hot path: `seats/` changes when a seat comes or goes. The old one-seat files
+        # are watched only while they (or no `seats/`) are there.
+        seats = _stat(self.seats.seats_path)
+        if seats != (0, 0, 0) and not self._legacy_seen:
+            return (seats,)
         root = self.seats.root
-        return (_stat(self.seats.seats_path), *(_stat(os.path.join(root, f)) for f in (STATE_FILE, KEY_FILE)))
+        return (seats, *(_stat(os.path.join(root, f)) for f in (STATE_FILE, KEY_FILE)))
 
     def seat_checkers(self) -> list[tuple[Seat, SeatChecker]]:
         """The directory's seats, each with its checker (kept while the seat stays)."""
@@ -395,7 +406,8 @@ class Checker:
             key = self._directory_key()
             if key == self._listing_key:
                 return self._listing
-            if self.persist and self.seats.has_legacy():
+            legacy = self.seats.has_legacy()
+            if self.persist and legacy:
                 try:
                     self.seats.migrate()
                     self.migration_error = None
@@ -403,7 +415,9 @@ class Checker:
                     self.migration_error = exc  # the old seat keeps answering where it is
                 except OSError:
                     pass
-                key = self._directory_key()
+                legacy = self.seats.has_legacy()
+            self._legacy_seen = legacy
+            key = self._directory_key()
             known = {checker.store.dir: checker for _seat, checker in self._listing}
             self._listing = [
                 (
@@ -416,18 +430,21 @@ class Checker:
             self._listing_key = key
             return self._listing
 
-    def _matching(self, product: str | None, licence: str | None) -> list[tuple[Seat, SeatChecker]]:
+    def _matching(self, product: str, licence: str | None) -> list[SeatChecker]:
         found = []
         for seat, checker in self.seat_checkers():
-            held_product, held_licence, _token = checker.held()
-            seat_product = held_product or seat.product
-            if product is not None and seat_product not in (product, None):
+            # A seat's directory names its product; only a one-seat directory not moved yet needs its state read.
+            if seat.product is not None and seat.product != product:
                 continue
-            if licence is not None and held_licence != licence:
+            if seat.product is None and checker.held()[0] not in (product, None):
                 continue
-            found.append((seat, checker))
-        # A seat holding a token answers before one that does not (a failed activation's empty seat).
-        return sorted(found, key=lambda pair: not pair[1].held()[2])
+            if licence is not None and checker.held()[1] != licence:
+                continue
+            found.append(checker)
+        if len(found) > 1:
+            # A seat holding a token answers before one that does not (a failed activation's empty seat).
+            found.sort(key=lambda checker: not checker.held()[2])
+        return found
 
     def _check(
         self,
@@ -444,9 +461,11 @@ class Checker:
             return Verdict(INVALID_REQUEST, f"released must be a date YYYY-MM-DD, not {released!r}"), None
         if not product or not version:
             return Verdict(INVALID_REQUEST, "product and version are required"), None
+        held: list[str] = []
         try:
             matching = self._matching(product, licence)
-            held = sorted({p for _s, c in self.seat_checkers() if (p := c.held()[0] or _s.product)})
+            if not matching:
+                held = sorted({p for seat, c in self.seat_checkers() if (p := c.held()[0] or seat.product)})
         except StateError as exc:
             return Verdict(exc.code, exc.detail), None
         if not matching:
@@ -457,9 +476,9 @@ class Checker:
                 return Verdict(WRONG_PRODUCT, f"this agent holds seats of {listed}, not of {product!r}"), None
             return Verdict(NO_TOKEN, "no activation token: run `tessera-agent activate`"), None
         first: tuple[Verdict, str | None] | None = None
-        for _seat, checker in matching:
+        for checker in matching:
             verdict = checker.check(product, version, released, feature=feature, now=now)
-            answered = (verdict, checker.held()[1])
+            answered = (verdict, checker.licence_id())
             if verdict.ok:
                 return answered
             first = first or answered
