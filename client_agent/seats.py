@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from typing import NamedTuple
 
 from client_agent.state import (
@@ -202,6 +201,8 @@ class SeatDirectory:
                 code=MIGRATION_FAILED,
             )
         building = os.path.join(self.seats_path, f".{name}.new")
+        import shutil  # only here: `check` starts on every start of a product
+
         shutil.rmtree(building, ignore_errors=True)  # a move cut short before
         os.mkdir(building, 0o700)
         for file in (KEY_FILE, NEXT_KEY_FILE, STATE_FILE):
