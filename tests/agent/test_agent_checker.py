@@ -189,10 +189,13 @@ def forge(installed: Installed, **claims: object) -> None:
     def change(state: State, _key: object) -> None:
         state.token = edited
         state.extra["verified"] = record
-        if "aud" in claims:  # the seat a check asks is the one whose state names the product
+        if "aud" in claims:
             state.product = str(claims["aud"])
 
     installed.store.update(change)
+    if "aud" in claims:  # a check asks the seats its product names: the forger renames the seat too
+        seat = installed.seat_dir
+        seat.rename(seat.with_name(f"{claims['aud']}@{seat.name.partition('@')[2]}"))
 
 
 ENDED = {"kind": "subscription", "maint_until": None, "use_until": "2026-01-01T00:00:00Z"}
