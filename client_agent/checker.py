@@ -465,7 +465,8 @@ class Checker:
         try:
             matching = self._matching(product, licence)
             if not matching:
-                held = sorted({p for seat, c in self.seat_checkers() if (p := c.held()[0] or seat.product)})
+                # Seats holding a token only: an activation that failed leaves a seat with a key and no token.
+                held = sorted({str(c.held()[0] or seat.product) for seat, c in self.seat_checkers() if c.held()[2]})
         except StateError as exc:
             return Verdict(exc.code, exc.detail), None
         if not matching:

@@ -376,3 +376,27 @@ def test_an_offline_answer_finds_the_seat_whose_request_it_answers(
     assert rc == 0 and written["activation_id"] == nest["jti"]
     assert checker(state_dir, machine).check("nest-plus", "1", RELEASED).code == "wrong-product"
     assert checker(state_dir, machine).check(CAM, "1", RELEASED).code == "entitled"
+
+
+def test_a_failed_activation_adds_no_product(
+    tmp_path: Path,
+    vendor: Vendor,
+    machine: FakeMachine,
+    fake_server: FakeLicenceServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The seat's key is made before the server answers (a transfer request needs it kept), but a
+    seat without a token is not a product this agent holds."""
+    state_dir = tmp_path / "state"
+    vendor.write_jwks(tmp_path / "jwks.json")
+    fake_server.problem("/v1/activations", 404, "licence-not-found", "no such licence")
+    rc, err = run(capsys, state_dir, machine, "--server", fake_server.url, "activate", "TSR-9", "--product", CAM)
+    assert (rc, err["code"]) == (1, "licence-not-found")
+    assert checker(state_dir, machine).check(CAD, "5.2", RELEASED).code == "no-token"
+    assert checker(state_dir, machine).check(CAM, "5.2", RELEASED).code == "no-token"
+    token = mint_for(vendor, machine, state_dir, "cad-a")
+    put_token(state_dir, token, licence_key=SEATS["cad-a"][1], product=CAD, licence_id=LICENCE["cad-a"])
+    assert checker(state_dir, machine).check(CAD, "5.2", RELEASED).code == "entitled"
+    refused = checker(state_dir, machine).check(CAM, "5.2", RELEASED)
+    assert refused.code == "no-token"  # its own seat answers: nothing installed there yet
+    assert checker(state_dir, machine).check("nest-plus", "1", RELEASED).detail.endswith("not of 'nest-plus'")
