@@ -245,6 +245,10 @@ class SeatChecker:
         self._high_water = now
         if not self.persist or now - self._persisted_high_water < HIGH_WATER_PERSIST:
             return
+        if self._snapshot.loaded is None or self._snapshot.loaded.agent_x is None:
+            # No state file: nothing to guard, and writing one would make a seat (and a key) that a
+            # deactivation just removed. The directory's clock mark keeps the mark meanwhile.
+            return
 
         def change(state: State, _key: Any) -> None:
             state.high_water = max(state.high_water, now)

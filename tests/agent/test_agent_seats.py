@@ -400,3 +400,21 @@ def test_a_failed_activation_adds_no_product(
     refused = checker(state_dir, machine).check(CAM, "5.2", RELEASED)
     assert refused.code == "no-token"  # its own seat answers: nothing installed there yet
     assert checker(state_dir, machine).check("nest-plus", "1", RELEASED).detail.endswith("not of 'nest-plus'")
+
+
+def test_a_checker_that_outlives_a_seat_does_not_bring_it_back(
+    tmp_path: Path, vendor: Vendor, machine: FakeMachine
+) -> None:
+    """A seat's checker, listed just before the seat was deactivated elsewhere, writes the clock mark
+    now and then: that must not make the seat's directory and a key again."""
+    from datetime import UTC, datetime, timedelta
+
+    state_dir = three_seats(tmp_path, vendor, machine)
+    (seat, held), *_ = [(s, c) for s, c in checker(state_dir, machine).seat_checkers() if s.product == CAM]
+    assert held.check(CAM, "1.0", RELEASED).code == "entitled"
+    SeatDirectory(str(state_dir)).remove(seat.store)  # what `deactivate --product cam-lite` does after the server
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert held.check(CAM, "1.0", RELEASED, now=later).code == "no-token"
+    held.observe_time(now=later + timedelta(minutes=5))
+    assert not os.path.exists(seat.store.dir)
+    assert checker(state_dir, machine).check(CAM, "1.0", RELEASED).code == "wrong-product"
