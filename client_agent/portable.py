@@ -18,7 +18,7 @@ from client_agent.fingerprint import _VIRTUAL_NIC_PREFIXES, Component, Facts, _c
 
 def read_facts() -> Facts:
     import machineid  # py-machineid
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     components: list[Component] = []
     unreadable: list[tuple[str, str]] = []
