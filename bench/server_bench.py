@@ -27,12 +27,12 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
