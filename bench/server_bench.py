@@ -109,13 +109,24 @@ def _cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def postgres_cpu_seconds() -> float:
-    """Every `postgres` process of this machine (the bench's database shares the cluster with nothing busy)."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] == "postgres":
-            total += _cpu(process)
-    return total
+_SHARED = ("checkpointer", "background writer", "walwriter", "autovacuum launcher", "logical replication launcher")
+
+
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL process working for the bench: the backends (and autovacuum workers) of
+    its database, and the cluster's shared writers; other databases' backends (other work on the same
+    cluster) are left out."""
+    out = {}
+    for process in psutil.process_iter(["name", "cmdline"]):
+        title = " ".join(process.info["cmdline"] or ())
+        if process.info["name"] == "postgres" and (f" {database} " in f"{title} " or title.endswith(_SHARED)):
+            out[process.pid] = _cpu(process)
+    return out
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """A process that exited took its time with it; one that started counts whole."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 @contextlib.contextmanager
@@ -208,28 +219,28 @@ class Phase:
         return self.result.loadgen_cpu / max(self.result.requests, 1) * 1e6
 
 
-async def timed(target: Server, name: str, payloads: list[bytes], args: argparse.Namespace, postgres: bool) -> Phase:
-    cpu, pg = target.cpu_seconds(), postgres_cpu_seconds() if postgres else 0.0
+async def timed(target: Server, name: str, payloads: list[bytes], args: argparse.Namespace, pg: str | None) -> Phase:
+    cpu, pg_before = target.cpu_seconds(), postgres_cpu(pg) if pg else {}
     result = await run_load(name, "127.0.0.1", target.port, payloads, concurrency=args.concurrency,
                             duration=args.duration)  # fmt: skip
-    pg_cpu = postgres_cpu_seconds() - pg if postgres else None
+    pg_cpu = cpu_since(pg_before, postgres_cpu(pg)) if pg else None
     return Phase(result, target.cpu_seconds() - cpu, pg_cpu)
 
 
 async def measure_round(
-    bare: Server, tessera: Server, licences: list[dict[str, Any]], args: argparse.Namespace, postgres: bool
+    bare: Server, tessera: Server, licences: list[dict[str, Any]], args: argparse.Namespace, pg: str | None
 ) -> dict[str, Phase]:
     echo_body = orjson.dumps(FakeAgent().activation_body(licences[0]["key"], licences[0]["product"]))
     phases: dict[str, Phase] = {}
     for name, target in (("bare", bare), ("echo", tessera)):
         echo = [build_request("127.0.0.1", target.port, "/bench/echo", echo_body)] * 10_000_000
         await run_load("warm-up", "127.0.0.1", target.port, echo, concurrency=args.concurrency, duration=0.5)
-        phases[name] = await timed(target, name, echo, args, postgres)
+        phases[name] = await timed(target, name, echo, args, pg)
     if args.phases == "echo":
         return phases
     count = int(args.duration * 4000)
     payloads, agents = activation_payloads(tessera.port, licences, count)
-    phases["activation"] = await timed(tessera, "activation", payloads, args, postgres)
+    phases["activation"] = await timed(tessera, "activation", payloads, args, pg)
     done = phases["activation"].result.requests
     # Map agents to their activation ids by asking again: the same host gets its seat back (200).
     ids = await _activation_ids(tessera.port, licences, agents[: min(done, count)])
@@ -238,7 +249,7 @@ async def measure_round(
                       orjson.dumps({"proof": agent.proof(aid)}))
         for agent, aid in ids
     ]  # fmt: skip
-    phases["refresh"] = await timed(tessera, "refresh", refreshes, args, postgres)
+    phases["refresh"] = await timed(tessera, "refresh", refreshes, args, pg)
     return phases
 
 
@@ -332,7 +343,8 @@ def main() -> int:
                 label = f"{backend}, {workers} process{'es' if workers > 1 else ''}"
                 log = Path(tmp) / "server.log"
                 with server(db, keys, workers, log, bare=True) as bare, server(db, keys, workers, log) as tessera:
-                    rounds = [uvloop.run(measure_round(bare, tessera, licences, args, backend == "postgres"))
+                    pg = db.rpartition("/")[2] if backend == "postgres" else None
+                    rounds = [uvloop.run(measure_round(bare, tessera, licences, args, pg))
                               for _ in range(args.rounds)]  # fmt: skip
                 summary[label] = report(label, rounds)
     for backend in backends:
