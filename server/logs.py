@@ -85,27 +85,33 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.setFormatter(JsonFormatter())
         self._queued: list[str] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer will write the queue
 
     def queue(self, line: str) -> None:
-        self._queued.append(line)
-        if len(self._queued) >= ACCESS_BATCH_LINES:
+        with self.lock:  # type: ignore[union-attr]
+            self._queued.append(line)
+            full = len(self._queued) >= ACCESS_BATCH_LINES
+        if full:
             self.write_queued()
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.write_queued()
-                return
-            self._timer = loop.call_later(ACCESS_BATCH_SECONDS, self.write_queued)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_queued()
+            return
+        if self._timer_on is not loop:  # none yet, or one on a loop that has since stopped
+            self._timer_on = loop
+            loop.call_later(ACCESS_BATCH_SECONDS, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer_on = None
+        self.write_queued()
 
     def write_queued(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._queued:
-            return
+        """From any thread (a record logged by the SQLite writer writes the queue first)."""
         with self.lock:  # type: ignore[union-attr]
+            if not self._queued:
+                return
             lines, self._queued = self._queued, []
             try:
                 self.stream.write("\n".join(lines) + "\n")

@@ -111,3 +111,15 @@ def test_nothing_is_written_below_the_level(stream: io.StringIO) -> None:
     with alone():
         log_request("GET", "/healthz", 200, 0.1, "127.0.0.1", "abc")
     assert stream.getvalue() == ""
+
+
+def test_a_loop_that_stopped_before_its_timer_leaves_no_line_behind(stream: io.StringIO) -> None:
+    async def one(request_id: str, wait: bool) -> None:
+        log_request("GET", "/healthz", 200, 0.1, "127.0.0.1", request_id)
+        if wait:
+            await asyncio.sleep(logs.ACCESS_BATCH_SECONDS * 3)
+
+    with alone():
+        asyncio.run(one("first", wait=False))  # its loop closes with the timer still pending
+        asyncio.run(one("second", wait=True))  # a new loop gets a timer of its own
+    assert [e["request_id"] for e in _lines(stream)] == ["first", "second"]
