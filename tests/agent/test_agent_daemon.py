@@ -274,7 +274,8 @@ def test_check_asks_the_running_daemon_first_and_answers_as_the_local_check(
         asked = env | {"TESSERA_AGENT_SOCKET": daemon.socket_path}
         local = env | {"TESSERA_AGENT_SOCKET": str(tmp_path / "no-daemon.sock")}
         for product, extra in (("cad-pro", ()), ("cad-pro", ("--json",)), ("cad-lite", ()), ("cad-lite", ("--json",))):
-            by_daemon, by_itself = _cli_check(asked, *extra, product=product), _cli_check(local, *extra, product=product)
+            by_daemon = _cli_check(asked, *extra, product=product)
+            by_itself = _cli_check(local, *extra, product=product)
             assert by_daemon[:2] == by_itself[:2]  # the same exit code and the same words
             assert by_daemon[2] == []  # neither argparse nor the checker nor cryptography was imported
             assert "client_agent.checker" in by_itself[2]
