@@ -20,6 +20,7 @@ class Result:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    loadgen_cpu: float = 0.0  # seconds of this process's CPU over the phase
 
     @property
     def rps(self) -> float:
@@ -103,10 +104,10 @@ async def run_load(
             latencies.append(time.perf_counter() - started)
             statuses[status] = statuses.get(status, 0) + 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(c) for c in conns))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     for conn in conns:
         assert conn.transport is not None
         conn.transport.close()
-    return Result(name, len(latencies), elapsed, latencies, statuses)
+    return Result(name, len(latencies), elapsed, latencies, statuses, cpu)

@@ -457,8 +457,8 @@ def main() -> int:
                     db, tmp, licences, sample, agent = built[size]
                     for workers in [1, 2] if backend != "sqlite" and size == args.activations else [1]:
                         with working_copy(backend, db, tmp, admin_url) as work, server(work, tmp / "keys", workers,
-                                                                             tmp / "server.log") as port:  # fmt: skip
-                            results = uvloop.run(measure(port, licences, sample, agent, args.duration,
+                                                                             tmp / "server.log") as target:  # fmt: skip
+                            results = uvloop.run(measure(target.port, licences, sample, agent, args.duration,
                                                          args.concurrency, count))  # fmt: skip
                         key = f"{backend}, {size:,}" + (", 2 processes" if workers == 2 else "")
                         summary.setdefault(key, {"runs": []})["runs"].append({n: row(r) for n, r in results.items()})

@@ -59,6 +59,9 @@ class _Connection:
     in_handler: bool = False
     bytes_waiting: bool = False  # a byte of the next request has arrived
     timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0  # the loop time the timer fires at
+    deadline: float = 0.0  # the loop time the clock runs out: the timer may fire before it, never after
+    reason: str = "header-timeout"
     open: bool = True
     closing: bool = False  # answered and closing: what the client still sends is dropped
 
@@ -175,10 +178,7 @@ class Connections:
         connection = self._open.get(transport) if transport is not None else None
         if connection is None:
             return
-        connection.in_handler = True
-        if connection.timer is not None:
-            connection.timer.cancel()
-            connection.timer = None
+        connection.in_handler = True  # its timer, if it fires meanwhile, does nothing
         self._waiting.pop(connection, None)
 
     def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
@@ -205,15 +205,27 @@ class Connections:
         self._arm(connection, seconds, reason)
 
     def _arm(self, connection: _Connection, seconds: float, reason: str) -> None:
-        if connection.timer is not None:
-            connection.timer.cancel()
+        # A timer per request (two, with the header clock) was a visible share of a request: the clock is a
+        # deadline, and a timer already due before it stays; it fires early and moves itself to the deadline.
         loop = asyncio.get_running_loop()
-        connection.timer = loop.call_later(seconds, self._expired, connection, reason)
+        connection.deadline, connection.reason = loop.time() + seconds, reason
+        if connection.timer is not None:
+            if connection.timer_at <= connection.deadline:
+                return
+            connection.timer.cancel()
+        connection.timer_at = connection.deadline
+        connection.timer = loop.call_at(connection.deadline, self._expired, connection)
 
-    def _expired(self, connection: _Connection, reason: str) -> None:
+    def _expired(self, connection: _Connection) -> None:
         connection.timer = None
         if not connection.open or connection.in_handler:
+            return  # request_finished arms the next clock
+        loop = asyncio.get_running_loop()
+        if loop.time() < connection.deadline - 0.002:  # uvloop rounds timers to milliseconds
+            connection.timer_at = connection.deadline
+            connection.timer = loop.call_at(connection.deadline, self._expired, connection)
             return
+        reason = connection.reason
         if reason == "header-timeout" and connection.bytes_waiting:
             self._tell_and_close(connection, self._header_timeout)
             self.on_close(reason)
@@ -269,10 +281,12 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
             return
-        if self._connection is not None:
-            if self._connection.closing:
+        connection = self._connection
+        if connection is not None:
+            if connection.closing:
                 return
-            self._guard.bytes_in(self._connection)
+            if not connection.bytes_waiting and not connection.in_handler:
+                self._guard.bytes_in(connection)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -347,8 +361,11 @@ async def connections_middleware(
     try:
         if request.body_exists:
             try:
-                async with asyncio.timeout(connections.body_timeout):
+                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
                     body = await request.read()  # kept by aiohttp: the handler's read() returns it
+                else:
+                    async with asyncio.timeout(connections.body_timeout):
+                        body = await request.read()
                 if request.content_type.startswith("multipart/"):
                     request = _replayed(request, body)  # post() streams multipart: give it the bytes again
             except TimeoutError:

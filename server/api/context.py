@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,23 +96,24 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None  # made only when a shutdown waits: enter/leave stay cheap
 
     def enter(self) -> None:
         self.count += 1
-        self._idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
-        if self.count == 0:
-            self._idle.set()
+        if self.count == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     async def drained(self, seconds: float) -> bool:
         """Stop taking more on open connections; True once nothing is in flight, False after `seconds`."""
         self.draining = True
+        if self.count == 0:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._idle.wait(), seconds)
+            await asyncio.wait_for(asyncio.shield(self._idle), seconds)
         except TimeoutError:
             return False
         return True
@@ -140,7 +142,7 @@ def client_ip(request: web.Request) -> str:
     Throttling counts failures per address, so believing a forged header would let anyone dodge it:
     only peers listed in `trusted_proxies` are believed, and the list is read from the right.
     """
-    peer = canonical_address(request.remote or "unknown")
+    peer = _canonical_peer(request.remote or "unknown")
     proxies = request.app[SETTINGS].trusted_proxies
     if not proxies or not _trusted(peer, proxies):
         return peer
@@ -152,6 +154,10 @@ def client_ip(request: web.Request) -> str:
             address = parse_address(hop)
             return str(address) if address is not None else peer
     return peer
+
+
+# Parsing the peer's address on every request was a visible share of it; peers repeat.
+_canonical_peer = functools.lru_cache(maxsize=4096)(canonical_address)
 
 
 def _trusted(address: str, proxies: tuple[Any, ...]) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -24,6 +24,20 @@ def licence_chain(licence_id: uuid.UUID) -> str:
     return f"licence:{licence_id}"
 
 
+# Built once with bound parameters: every activation appends an event, and building these three statements
+# (and their cache keys) on each call cost more than running them.
+_HEAD = select(AuditChain.seq, AuditChain.hash).where(AuditChain.chain == bindparam("chain")).with_for_update()
+# The first event of a chain creates its head; of two racing first events one inserts, both then lock it.
+_NEW_HEAD = {
+    "postgresql": pg_insert(AuditChain).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(AuditChain).on_conflict_do_nothing(),
+}
+_INSERT_EVENT = insert(AuditEvent)
+_MOVE_HEAD = (
+    update(AuditChain).where(AuditChain.chain == bindparam("head")).values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
+
+
 def record(
     conn: Connection,
     *,
@@ -34,30 +48,27 @@ def record(
     details: Mapping[str, Any],
     now: datetime,
 ) -> int:
-    head_query = select(AuditChain.seq, AuditChain.hash).where(AuditChain.chain == chain).with_for_update()
-    head = conn.execute(head_query).first()
+    head = conn.execute(_HEAD, {"chain": chain}).first()
     if head is None:
-        # The first event of a chain creates its head; of two racing first events one inserts, both then lock it.
-        new_head = {"chain": chain, "seq": 0, "hash": GENESIS}
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(dialect_insert(AuditChain).values(**new_head).on_conflict_do_nothing())
-        head = conn.execute(head_query).one()
+        conn.execute(_NEW_HEAD[conn.dialect.name], {"chain": chain, "seq": 0, "hash": GENESIS})
+        head = conn.execute(_HEAD, {"chain": chain}).one()
     seq, previous = head.seq + 1, head.hash
     event = Event(chain, seq, now, actor, action, subject, dict(details))
     digest = event_hash(previous, event)
     conn.execute(
-        insert(AuditEvent).values(
-            chain=chain,
-            seq=seq,
-            at=now,
-            actor=actor,
-            action=action,
-            subject=subject,
-            details=dict(details),
-            hash=digest,
-        )
+        _INSERT_EVENT,
+        {
+            "chain": chain,
+            "seq": seq,
+            "at": now,
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "details": event.details,
+            "hash": digest,
+        },
     )
-    conn.execute(update(AuditChain).where(AuditChain.chain == chain).values(seq=seq, hash=digest))
+    conn.execute(_MOVE_HEAD, {"head": chain, "seq": seq, "hash": digest})
     return seq
 
 

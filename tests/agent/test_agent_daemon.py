@@ -247,3 +247,40 @@ def test_the_daemon_schedules_a_refresh_ahead_of_the_subscription_end(
         planned = datetime.fromisoformat(next_at).timestamp()
         # A day before the term ends (minus up to a quarter day of jitter), not at half the 30-day lease.
         assert use_until - 1.25 * DAY - 120 <= planned <= use_until - DAY + 120, next_at
+
+
+def _cli_check(env: dict[str, str], *extra: str, product: str = "cad-pro") -> tuple[int, str, list[str]]:
+    """`tessera-agent check` in a new process: exit code, output, and which heavy modules it imported."""
+    probe = (
+        "import sys; from client_agent.cli import main; code = main(sys.argv[1:]); sys.stdout.flush();"
+        "print(sorted(m for m in ('argparse', 'cryptography', 'client_agent.checker', 'typing') if m in sys.modules),"
+        " file=sys.stderr); sys.exit(code)"
+    )
+    argv = [sys.executable, "-c", probe, "check", "--product", product, "--version", "5.2", "--released", RELEASED]
+    done = subprocess.run([*argv, *extra], env=env, capture_output=True, text=True, timeout=30)
+    return done.returncode, done.stdout, json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_check_asks_the_running_daemon_first_and_answers_as_the_local_check(
+    install: Callable[..., Installed], tmp_path: Path
+) -> None:
+    installed = install()
+    with running_daemon(installed, tmp_path) as daemon:
+        env = os.environ | {
+            "TESSERA_AGENT_STATE_DIR": str(installed.state_dir),
+            "TESSERA_AGENT_JWKS": str(installed.jwks),
+            "TESSERA_AGENT_SYSROOT": str(installed.machine.root),
+        }
+        asked = env | {"TESSERA_AGENT_SOCKET": daemon.socket_path}
+        local = env | {"TESSERA_AGENT_SOCKET": str(tmp_path / "no-daemon.sock")}
+        for product, extra in (("cad-pro", ()), ("cad-pro", ("--json",)), ("cad-lite", ()), ("cad-lite", ("--json",))):
+            by_daemon = _cli_check(asked, *extra, product=product)
+            by_itself = _cli_check(local, *extra, product=product)
+            assert by_daemon[:2] == by_itself[:2]  # the same exit code and the same words
+            assert by_daemon[2] == []  # neither argparse nor the checker nor cryptography was imported
+            assert "client_agent.checker" in by_itself[2]
+        assert _cli_check(asked)[0] == 0 and _cli_check(asked, product="cad-lite")[0] == 1
+        # The command line names another state: that state is checked, not the daemon's.
+        elsewhere = tmp_path / "elsewhere"
+        code, out, imported = _cli_check(asked, "--state-dir", str(elsewhere))
+        assert code == 1 and "client_agent.checker" in imported and not out.startswith("entitled")
