@@ -88,7 +88,7 @@ def test_each_role_sees_only_its_own(live_server: LiveServer) -> None:
     support = token(live_server, "support")
 
     status, listed = customer.get("/v1/licences")
-    assert status == 200 and [lic["id"] for lic in listed] == [mine["id"]]
+    assert status == 200 and [lic["id"] for lic in listed["items"]] == [mine["id"]]
     status, shown = customer.get(f"/v1/licences/{mine['id']}")
     # Counted per maintenance year from the contract's start day; the first year ends with the included term.
     assert status == 200 and shown["quotas"]["deactivations"] == {
@@ -101,8 +101,8 @@ def test_each_role_sees_only_its_own(live_server: LiveServer) -> None:
         assert (status, problem["code"]) == (404, "licence-not-found")
     assert caller.get("/v1/licences/not-a-uuid")[0] == 404
     status, listed = reseller.get("/v1/licences")
-    assert {lic["id"] for lic in listed} == {mine["id"], sibling["id"]}
-    assert len(support.get("/v1/licences")[1]) >= 3
+    assert {lic["id"] for lic in listed["items"]} == {mine["id"], sibling["id"]}
+    assert len(support.get("/v1/licences")[1]["items"]) >= 3
 
     # The role decides what may be done: a 403 with a code that says so.
     status, problem = customer.post(f"/v1/licences/{mine['id']}/renewals", {"years": 1})
@@ -161,7 +161,7 @@ def test_users_contacts_and_a_host_id_transfer(live_server: LiveServer) -> None:
                                                                           "deputy": sam["id"]})  # fmt: skip
     assert (status, problem["code"]) == (422, "validation-error")
     status, users = admin.get(f"/v1/customers/{cid}/users")
-    assert {u["email"]: u["contact"] for u in users["users"]}[f"dee-{tag}@c1.test"] == "deputy"
+    assert {u["email"]: u["contact"] for u in users["items"]}[f"dee-{tag}@c1.test"] == "deputy"
 
     # Only a named contact may ask to move the seat.
     ask = {"reason": "hardware-change", "new_host": new_host.activation_body(licence["key"], licence["product"])}
@@ -178,7 +178,7 @@ def test_users_contacts_and_a_host_id_transfer(live_server: LiveServer) -> None:
 
     # Support sees it and decides; a customer cannot decide.
     status, queue = support.get("/v1/transfers?state=pending")
-    assert pending["id"] in [t["id"] for t in queue]
+    assert pending["id"] in [t["id"] for t in queue["items"]]
     assert support.get("/v1/transfers?state=bogus")[0] == 422
     status, problem = admin.post(f"/v1/transfers/{pending['id']}/approve", {})
     assert (status, problem["code"]) == (403, "role-forbidden")
@@ -236,7 +236,7 @@ def test_reseller_renewals_and_settlement(live_server: LiveServer) -> None:
     assert admin.post(f"/v1/licences/{licence['id']}/status", {"status": "revoked"})[0] == 200
     status, problem = reseller.post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})
     assert (status, problem["code"]) == (403, "licence-revoked")
-    assert len(reseller.get(f"/v1/licences/{licence['id']}/ledger")[1]) == 2
+    assert len(reseller.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]) == 2
     status, problem = reseller.post(f"/v1/licences/{licence['id']}/reinstatement")
     assert (status, problem["code"]) in ((403, "licence-revoked"), (409, "maintenance-current"))
 
@@ -458,5 +458,5 @@ def test_prices_with_effective_dates_and_one_definition(live_server: LiveServer)
     for plan_name, seats, charge in ((f"seat-{tag}", 3, 30_000), (f"quarter-{tag}", 2, 3_000)):
         issued = live_server.admin("licence", "issue", "--customer", w.customers["C2"], "--product", w.product,
                                    "--plan", plan_name, "--seats", str(seats))  # fmt: skip
-        ledger = admin.get(f"/v1/licences/{issued['id']}/ledger")[1]
+        ledger = admin.get(f"/v1/licences/{issued['id']}/ledger")[1]["items"]
         assert [(e["kind"], e["amount_cents"]) for e in ledger] == [("licence", charge)], plan_name

@@ -494,7 +494,7 @@ def test_every_audited_change_made_through_the_api_names_the_token_owner(server:
 
     status, events = staff.get("/v1/audit?limit=1000")
     assert status == 200
-    by_subject = {(e["action"], e["subject"]): e["actor"] for e in events}
+    by_subject = {(e["action"], e["subject"]): e["actor"] for e in events["items"]}
     token_of = {str(u): str(t) for u, t in sql(server, select(ApiToken.user_id, ApiToken.id))}
     ann_token, bob_token = token_of[ann["id"]], token_of[bob["id"]]
     expected = {

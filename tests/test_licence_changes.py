@@ -77,7 +77,7 @@ def test_seats_modules_and_plan_after_sale(live_server: LiveServer) -> None:
                        ({"plan": "no-such-plan"}, "not-found")):  # fmt: skip
         status, problem = reseller.post(changes, body)
         assert problem["code"] == code, (body, problem)
-    assert [e["kind"] for e in admin.get(f"/v1/licences/{licence['id']}/ledger")[1]] == ["licence"]
+    assert [e["kind"] for e in admin.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]] == ["licence"]
 
     # Two more seats on a per-seat plan: their licence price (2 x 100.00) and the yearly fee's difference
     # (2 x 24.00) for every started month of the paid year. A dry run says so and writes nothing.
@@ -104,13 +104,13 @@ def test_seats_modules_and_plan_after_sale(live_server: LiveServer) -> None:
     assert status == 201 and moved["charge"]["licence_cents"] == 90_000 - 30_000
     assert moved["charge"]["term_cents"] == (18_000 - 3 * 2_400) * 12 // 12
     assert moved["after"] == {"seats": 3, "plan": plans["package"], "features": ["cam"]}  # own modules stay
-    ledger = admin.get(f"/v1/licences/{licence['id']}/ledger")[1]
+    ledger = admin.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]
     assert [(e["kind"], e["amount_cents"]) for e in ledger][1:] == [
         ("change", 24_800), ("credit", -(2_400 * 11 // 12)), ("change", 90_000 - 30_000 + 10_800),
     ]  # fmt: skip
     assert [e["note"] for e in ledger][1:] == ["seats 2 -> 4; +cam", "seats 4 -> 3; -base",
                                                f"plan {plans['seat']} -> {plans['package']}"]  # fmt: skip
-    events = admin.get(f"/v1/audit?subject=licence:{licence['id']}")[1]
+    events = admin.get(f"/v1/audit?subject=licence:{licence['id']}")[1]["items"]
     assert [e["action"] for e in events].count("licence.change") == 3
 
     # A retired plan takes no new licences and no licence moved to it; its own licences run on.
@@ -176,7 +176,7 @@ def test_plan_settings_that_may_change(live_server: LiveServer) -> None:
     with pytest.raises(AdminError) as refused:
         live_server.admin("plan", "set", plans["package"], "--notice-months", "20")
     assert refused.value.problem["code"] == "plan-inconsistent"
-    events = admin.get(f"/v1/audit?subject=plan:{changed['id']}")[1]
+    events = admin.get(f"/v1/audit?subject=plan:{changed['id']}")[1]["items"]
     assert sorted(e["action"] for e in events) == ["plan.add"] + ["plan.update"] * 3
 
 
@@ -235,12 +235,12 @@ def test_the_transfer_queue_shows_the_cost_and_support_may_waive_it(live_server:
         body = {"reason": "hardware-change", "new_host": new_host.activation_body(licence["key"], product)}
         status, pending = contact.post("/v1/transfers", body)
         assert status == 201, pending
-        queued = {t["id"]: t for t in support.get("/v1/transfers?state=pending")[1]}
+        queued = {t["id"]: t for t in support.get("/v1/transfers?state=pending")[1]["items"]}
         return pending["id"], queued[pending["id"]]["cost"]
 
     def ledger(licence: dict[str, Any]) -> list[tuple[str, int, str]]:
         return [
-            (e["kind"], e["amount_cents"], e["note"]) for e in support.get(f"/v1/licences/{licence['id']}/ledger")[1]
+            (e["kind"], e["amount_cents"], e["note"]) for e in support.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]
         ]
 
     priced = live_server.admin("licence", "issue", "--customer", f"HC-{tag}", "--product", product,
@@ -280,7 +280,7 @@ def test_the_transfer_queue_shows_the_cost_and_support_may_waive_it(live_server:
     assert status == 200 and granted["charge"] == "waived"
     assert ledger(unsold)[1:] == [("waiver", 0, f"transfer {second}: one extra free host change granted: "
                                                 "fire at the office")]  # fmt: skip
-    events = support.get(f"/v1/audit?subject=transfer:{second}")[1]
+    events = support.get(f"/v1/audit?subject=transfer:{second}")[1]["items"]
     approval = next(e for e in events if e["action"] == "transfer.approve")
     assert approval["details"]["reason"] == "fire at the office"
 
@@ -292,7 +292,7 @@ def test_customers_see_their_ledger_and_each_renewal_has_a_confirmation(live_ser
     assert who["reseller"].post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})[0] == 201
     customer_id = who["customer"].get(f"/v1/licences/{licence['id']}")[1]["customer_id"]
     status, ledger = who["customer"].get(f"/v1/licences/{licence['id']}/ledger")
-    assert status == 200 and [e["kind"] for e in ledger] == ["licence", "renewal"]
+    assert status == 200 and [e["kind"] for e in ledger["items"]] == ["licence", "renewal"]
 
     contact = _named_contact(live_server, who["customer"], customer_id, tag)
     cy = {"name": "Cy", "email": f"cy-{tag}@c.test", "role": "customer-user"}

@@ -129,14 +129,14 @@ def test_three_years_through_the_real_server(live_server: LiveServer, clock: Clo
     live_server.admin("renewals", "run", "--at", "2031-02-10")
     shown = admin.get(path)[1]
     assert shown["seats"] == 3 and shown["maintenance"]["until"].startswith("2032-01-31")
-    ledger = [(e["kind"], e["amount_cents"]) for e in admin.get(f"{path}/ledger")[1]]
+    ledger = [(e["kind"], e["amount_cents"]) for e in admin.get(f"{path}/ledger")[1]["items"]]
     assert ledger == [
         ("licence", 2 * 100_000),
         ("extension", 2 * 20_000 * 3),
         ("change", 100_000 + 30_000 * 35 // 12),
         ("renewal", 3 * 30_000),
     ]
-    second = [(e["kind"], e["amount_cents"]) for e in admin.get(f"/v1/licences/{second_licence['id']}/ledger")[1]]
+    second = [(e["kind"], e["amount_cents"]) for e in admin.get(f"/v1/licences/{second_licence['id']}/ledger")[1]["items"]]
     assert second == [("licence", 100_000), ("host-change", 25_000), ("renewal", 30_000), ("host-change", 40_000),
                       ("renewal", 30_000), ("renewal", 30_000), ("renewal", 30_000)]  # fmt: skip
     settlement = admin.get(f"/v1/resellers/{w['reseller_id']}/settlement?year=2028")

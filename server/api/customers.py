@@ -10,9 +10,11 @@ from aiohttp import web
 from server.api.auth import now, only_query, principal, query_int, query_text, run
 from server.api.context import SERVICES, SIGNER
 from server.api.openapi import bearer_op, operation
+from server.api.paging import AT, ID, NUMBER, PAGE_PARAMETERS, PAGE_QUERY, TEXT, page_response, page_schema, read_page
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
-from server.services import audit, people, terms, transfers
+from server.services import people, terms, transfers
+from server.services.listing import audit_page
 from server.services.requests import PRODUCT_CODE, PRODUCT_CODE_PATTERN, TEXT_PATTERN, ContactsBody, NewUserBody
 
 routes = web.RouteTableDef()
@@ -33,7 +35,11 @@ async def whoami(request: web.Request) -> web.Response:
 
 @routes.get("/v1/customers/{customer_id}/users")
 async def list_users(request: web.Request) -> web.Response:
-    return json_response(await run(request, people.list_users, request.match_info["customer_id"]))
+    only_query(request, *PAGE_QUERY)
+    listing = f"users:{request.match_info['customer_id']}"
+    page = read_page(request, listing, AT + ID)
+    customer, shown = await run(request, people.users_page, request.match_info["customer_id"], page)
+    return page_response(request, listing, page, shown, customer=customer)
 
 
 @routes.post("/v1/customers/{customer_id}/users")
@@ -82,9 +88,10 @@ async def settlement(request: web.Request) -> web.Response:
 
 @routes.get("/v1/audit")
 async def audit_events(request: web.Request) -> web.Response:
-    only_query(request, "subject", "limit")
+    only_query(request, "subject", *PAGE_QUERY)
     subject = query_text(request, "subject", 100)
-    return json_response(await run(request, audit.list_events, subject, query_int(request, "limit", 100, 1, 1000)))
+    page = read_page(request, "audit", AT + TEXT + NUMBER)
+    return page_response(request, "audit", page, await run(request, audit_page, subject, page))
 
 
 @routes.get("/v1/products/{product}/dongle-revocations")
@@ -99,10 +106,18 @@ async def dongle_revocations(request: web.Request) -> web.Response:
 
 
 CUSTOMER = ("customer_id",)
+USERS_PAGE = page_schema()
+USERS_PAGE["required"].append("customer")
+USERS_PAGE["properties"]["customer"] = {"type": "object"}
 PATHS = {
     "/v1/whoami": {"get": bearer_op("The caller's role and owner")},
     "/v1/customers/{customer_id}/users": {
-        "get": bearer_op("A customer's users and named contacts", params=CUSTOMER),
+        "get": bearer_op(
+            "A customer and a page of its users and named contacts, oldest first",
+            params=CUSTOMER,
+            ok_schema=USERS_PAGE,
+            query=PAGE_PARAMETERS,
+        ),
         "post": bearer_op(
             "Add a user (customer-admin, reseller, admin)", body="NewUserBody", ok="201", params=CUSTOMER
         ),
@@ -125,11 +140,11 @@ PATHS = {
     },
     "/v1/audit": {
         "get": bearer_op(
-            "Audit events (admin, support)",
-            ok_schema={"type": "array", "items": {"type": "object"}},
+            "Audit events, newest first (admin, support)",
+            ok_schema=page_schema(),
             query={
                 "subject": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                **PAGE_PARAMETERS,
             },
         )
     },

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.api.auth import now, only_query, run
 from server.api.openapi import bearer_op
+from server.api.paging import AT, ID, PAGE_PARAMETERS, PAGE_QUERY, page_response, page_schema, read_page
 from server.api.problems import json_response, read_model
 from server.domain.errors import ValidationFailed
 from server.services import changes, licensing, moves, terms, transfers
@@ -31,7 +32,9 @@ LICENCE = ("licence_id",)
 
 @routes.get("/v1/licences")
 async def list_licences(request: web.Request) -> web.Response:
-    return json_response(await run(request, licensing.list_licences))
+    only_query(request, *PAGE_QUERY)
+    page = read_page(request, "licences", AT + ID)
+    return page_response(request, "licences", page, await run(request, licensing.licences_page, page))
 
 
 @routes.post("/v1/licences")
@@ -106,7 +109,12 @@ async def support_eligibility(request: web.Request) -> web.Response:
 
 @routes.get("/v1/licences/{licence_id}/ledger")
 async def ledger(request: web.Request) -> web.Response:
-    return json_response(await run(request, terms.licence_ledger, request.match_info["licence_id"]))
+    only_query(request, *PAGE_QUERY)
+    listing = f"ledger:{request.match_info['licence_id']}"
+    page = read_page(request, listing, AT + ID)
+    return page_response(
+        request, listing, page, await run(request, terms.ledger_page, request.match_info["licence_id"], page)
+    )
 
 
 @routes.get("/v1/licences/{licence_id}/confirmations")
@@ -178,7 +186,7 @@ async def replace_dongle(request: web.Request) -> web.Response:
 ACTIVATION = ("activation_id",)
 PATHS = {
     "/v1/licences": {
-        "get": bearer_op("Licences the caller may see", ok_schema={"type": "array", "items": {"type": "object"}}),
+        "get": bearer_op("Licences the caller may see, oldest first", ok_schema=page_schema(), query=PAGE_PARAMETERS),
         "post": bearer_op("Issue a licence (admin, reseller)", body="IssueLicenceBody", ok="201"),
     },
     "/v1/licences/{licence_id}": {"get": bearer_op("A licence: seats, activations, terms, quotas", params=LICENCE)},
@@ -217,7 +225,7 @@ PATHS = {
         )
     },
     "/v1/licences/{licence_id}/ledger": {
-        "get": bearer_op("Ledger entries", params=LICENCE, ok_schema={"type": "array", "items": {"type": "object"}})
+        "get": bearer_op("Ledger entries, oldest first", params=LICENCE, ok_schema=page_schema(), query=PAGE_PARAMETERS)
     },
     "/v1/licences/{licence_id}/confirmations": {
         "get": bearer_op(

@@ -9,6 +9,7 @@ from aiohttp import web
 from server.api.auth import now, only_query, principal, query_choice, run
 from server.api.context import SERVICES, client_address
 from server.api.openapi import bearer_op
+from server.api.paging import AT, ID, PAGE_PARAMETERS, PAGE_QUERY, page_response, page_schema, read_page
 from server.api.problems import json_response, read_model
 from server.services import transfers
 from server.services.requests import DecisionBody, DenyBody, TransferRequestBody
@@ -19,10 +20,10 @@ STATES = ("pending", "approved", "denied")
 
 @routes.get("/v1/transfers")
 async def list_transfers(request: web.Request) -> web.Response:
-    only_query(request, "state")
-    return json_response(
-        await run(request, transfers.list_transfers, query_choice(request, "state", STATES), now())
-    )
+    only_query(request, "state", *PAGE_QUERY)
+    page = read_page(request, "transfers", AT + ID)
+    state = query_choice(request, "state", STATES)
+    return page_response(request, "transfers", page, await run(request, transfers.transfers_page, state, now(), page))
 
 
 @routes.post("/v1/transfers")
@@ -52,9 +53,9 @@ TRANSFER = ("transfer_id",)
 PATHS = {
     "/v1/transfers": {
         "get": bearer_op(
-            "Transfer requests the caller may see",
-            ok_schema={"type": "array", "items": {"type": "object"}},
-            query={"state": {"type": "string", "enum": list(STATES)}},
+            "Transfer requests the caller may see, oldest first",
+            ok_schema=page_schema(),
+            query={"state": {"type": "string", "enum": list(STATES)}, **PAGE_PARAMETERS},
         ),
         "post": bearer_op("Request a host-ID transfer (a named contact)", body="TransferRequestBody", ok="201"),
     },

@@ -8,9 +8,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.auth import now, only_query, query_choice, query_int, run
+from server.api.auth import now, only_query, query_choice, run
 from server.api.context import SETTINGS
 from server.api.openapi import bearer_op
+from server.api.paging import AT, ID, PAGE_PARAMETERS, PAGE_QUERY, page_response, page_schema, read_page
 from server.api.problems import json_response, read_model
 from server.notify.events import EVENTS
 from server.services import webhooks
@@ -48,8 +49,9 @@ async def add_endpoint(request: web.Request) -> web.Response:
 
 @routes.get("/v1/webhooks")
 async def list_endpoints(request: web.Request) -> web.Response:
-    only_query(request)
-    return json_response(await run(request, webhooks.list_endpoints, now()))
+    only_query(request, *PAGE_QUERY)
+    page = read_page(request, "webhooks", AT + ID)
+    return page_response(request, "webhooks", page, await run(request, webhooks.endpoints_page, now(), page))
 
 
 @routes.delete("/v1/webhooks/{endpoint_id}")
@@ -66,19 +68,20 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 @routes.get("/v1/webhooks/{endpoint_id}/deliveries")
 async def endpoint_deliveries(request: web.Request) -> web.Response:
-    only_query(request, "state", "limit")
+    only_query(request, "state", *PAGE_QUERY)
     state = query_choice(request, "state", DELIVERY_STATES)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    result = await run(request, webhooks.list_deliveries, request.match_info["endpoint_id"], state, limit)
-    return json_response(result)
+    listing = f"deliveries:{request.match_info['endpoint_id']}"
+    page = read_page(request, listing, AT + ID)
+    shown = await run(request, webhooks.deliveries_page, request.match_info["endpoint_id"], state, page)
+    return page_response(request, listing, page, shown)
 
 
 @routes.get("/v1/deliveries")
 async def deliveries(request: web.Request) -> web.Response:
-    only_query(request, "state", "limit")
+    only_query(request, "state", *PAGE_QUERY)
     state = query_choice(request, "state", DELIVERY_STATES)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    return json_response(await run(request, webhooks.list_deliveries, None, state, limit))
+    page = read_page(request, "deliveries", AT + ID)
+    return page_response(request, "deliveries", page, await run(request, webhooks.deliveries_page, None, state, page))
 
 
 @routes.get("/v1/deliveries/{delivery_id}")
@@ -106,12 +109,12 @@ ENDPOINT = ("endpoint_id",)
 DELIVERY = ("delivery_id",)
 _STATE: dict[str, dict[str, Any]] = {
     "state": {"type": "string", "enum": list(DELIVERY_STATES)},
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    **PAGE_PARAMETERS,
 }
 PATHS = {
     "/v1/webhooks": {
-        "get": bearer_op("Webhook endpoints (admins: all; resellers: their own)",
-                         ok_schema={"type": "array", "items": {"type": "object"}}),
+        "get": bearer_op("Webhook endpoints, oldest first (admins: all; resellers: their own)",
+                         ok_schema=page_schema(), query=PAGE_PARAMETERS),
         "post": bearer_op("Register an endpoint; the whsec_ secret is shown once", body="EndpointBody", ok="201"),
     },
     "/v1/webhooks/{endpoint_id}": {"delete": bearer_op("Remove an endpoint", params=ENDPOINT)},
@@ -119,12 +122,12 @@ PATHS = {
         "post": bearer_op("New secret; the previous one keeps signing for the overlap", params=ENDPOINT)
     },
     "/v1/webhooks/{endpoint_id}/deliveries": {
-        "get": bearer_op("An endpoint's delivery log", params=ENDPOINT, query=_STATE,
-                         ok_schema={"type": "array", "items": {"type": "object"}})
+        "get": bearer_op("An endpoint's delivery log, newest first", params=ENDPOINT, query=_STATE,
+                         ok_schema=page_schema())
     },
     "/v1/deliveries": {
-        "get": bearer_op("Every delivery, e-mail included (admins); dead letters with state=dead", query=_STATE,
-                         ok_schema={"type": "array", "items": {"type": "object"}})
+        "get": bearer_op("Every delivery, newest first, e-mail included (admins); dead letters with state=dead",
+                         query=_STATE, ok_schema=page_schema())
     },
     "/v1/deliveries/{delivery_id}": {"get": bearer_op("One delivery and its attempts", params=DELIVERY)},
     "/v1/deliveries/{delivery_id}/redeliver": {"post": bearer_op("Send again, same event id", params=DELIVERY)},

@@ -32,6 +32,11 @@ class UnsupportedMediaType(ValidationFailed):
     title = "Unsupported media type"
 
 
+class InvalidCursor(ValidationFailed):
+    code = "invalid-cursor"
+    title = "Invalid cursor"
+
+
 class NotFound(DomainError):
     code = "not-found"
     title = "Not found"
@@ -237,6 +242,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidAgentKey: 422,
+    InvalidCursor: 422,
     NotFound: 404,
     LicenceNotFound: 404,
     ActivationNotFound: 404,

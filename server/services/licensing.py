@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.db.database import Database
@@ -35,6 +35,7 @@ from server.domain.hosts import fingerprint_salt, key_hash
 from server.notify import outbox
 from server.services import audit, changes, prices
 from server.services.access import OPERATOR, Principal, customer_in_scope, licence_in_scope, plan_values
+from server.services.listing import Page, Slice, cut, keyset
 from server.services.moves import quota_report
 from server.services.requests import PRODUCT_CODE, has_control_characters
 from server.services.terms import add_term, business_calendar, first_term_end, load_terms, write_ledger
@@ -152,8 +153,13 @@ def add_plan(
         if numeric in fields and fields[numeric] < 1:
             raise ValidationFailed(f"{numeric} must be at least 1")
     # Prices, notice, grace and processing days are checked against each other by rules.check_plan.
-    for numeric in ("tolerance", "grace_days", "free_host_changes_per_term", "deactivations_per_term",
-                    "rebinds_per_term"):
+    for numeric in (
+        "tolerance",
+        "grace_days",
+        "free_host_changes_per_term",
+        "deactivations_per_term",
+        "rebinds_per_term",
+    ):
         if fields.get(numeric) is not None and fields[numeric] < 0:
             raise ValidationFailed(f"{numeric} cannot be negative")
     if not isinstance(fields.get("maintenance_mandatory", False), bool):
@@ -314,11 +320,11 @@ def show_licence(conn: Connection, who: Principal, licence_id: str, now: datetim
     }
 
 
-def list_licences(conn: Connection, who: Principal) -> list[dict[str, Any]]:
+def _licences_statement(who: Principal) -> Select[Any]:
     who.may("licence:read")
     statement = (
-        select(Licence.id, Licence.seats, Licence.seats_in_use, Licence.status, Product.code, Customer.name,
-               Customer.id.label("customer_id"))
+        select(Licence.id, Licence.seats, Licence.seats_in_use, Licence.status, Licence.created_at, Product.code,
+               Customer.name, Customer.id.label("customer_id"))
         .join(Product, Product.id == Licence.product_id)
         .join(Customer, Customer.id == Licence.customer_id)
         .order_by(Customer.name, Licence.created_at)
@@ -327,18 +333,31 @@ def list_licences(conn: Connection, who: Principal) -> list[dict[str, Any]]:
         statement = statement.where(Customer.reseller_id == who.owner_id)
     elif who.role in CUSTOMER_ROLES:
         statement = statement.where(Customer.id == who.owner_id)
-    return [
-        {
-            "id": str(r.id),
-            "customer": r.name,
-            "customer_id": str(r.customer_id),
-            "product": r.code,
-            "seats": r.seats,
-            "seats_in_use": r.seats_in_use,
-            "status": r.status,
-        }
-        for r in conn.execute(statement)
-    ]
+    return statement
+
+
+def _licence_item(r: Any) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "customer": r.name,
+        "customer_id": str(r.customer_id),
+        "product": r.code,
+        "seats": r.seats,
+        "seats_in_use": r.seats_in_use,
+        "status": r.status,
+        "created_at": r.created_at.isoformat(),
+    }
+
+
+def list_licences(conn: Connection, who: Principal) -> list[dict[str, Any]]:
+    """Every licence the caller may see, by customer (the portal's and the CLI's view)."""
+    return [_licence_item(r) for r in conn.execute(_licences_statement(who))]
+
+
+def licences_page(conn: Connection, who: Principal, page: Page) -> Slice:
+    """One page of the same, oldest first by (created_at, id)."""
+    rows = conn.execute(keyset(_licences_statement(who), (Licence.created_at, Licence.id), page)).all()
+    return cut(rows, page, lambda r: (r.created_at, r.id), _licence_item)
 
 
 def set_licence_status(conn: Connection, who: Principal, licence_id: str, status: str, now: datetime) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from server.domain.errors import Conflict, NotFound, ValidationFailed
 from server.services import audit
 from server.services.access import Principal, customer_in_scope, parse_id
 from server.services.licensing import create_token_row
+from server.services.listing import Page, Slice, cut, keyset
 
 CONTACTS = ("system-administrator", "deputy")
 
@@ -36,6 +37,15 @@ def list_users(conn: Connection, who: Principal, customer: str) -> dict[str, Any
     row = customer_in_scope(conn, who, customer)
     users = conn.execute(select(User.__table__).where(User.customer_id == row.id).order_by(User.created_at))
     return {"customer": {"id": str(row.id), "name": row.name}, "users": [user_json(u) for u in users]}
+
+
+def users_page(conn: Connection, who: Principal, customer: str, page: Page) -> tuple[dict[str, Any], Slice]:
+    """The customer, and one page of its users, oldest first by (created_at, id)."""
+    who.may("users:read")
+    row = customer_in_scope(conn, who, customer)
+    statement = select(User.__table__).where(User.customer_id == row.id)
+    users = conn.execute(keyset(statement, (User.created_at, User.id), page)).all()
+    return {"id": str(row.id), "name": row.name}, cut(users, page, lambda u: (u.created_at, u.id), user_json)
 
 
 def add_user(

@@ -39,6 +39,7 @@ from server.services.access import (
     parse_id,
     plan_values,
 )
+from server.services.listing import Page, Slice, cut, keyset
 
 MAX_YEARS = 10
 
@@ -562,6 +563,15 @@ def licence_ledger(conn: Connection, who: Principal, licence_id: str) -> list[di
         select(LedgerEntry.__table__).where(LedgerEntry.licence_id == licence.id).order_by(LedgerEntry.created_at)
     )
     return [ledger_json(r) for r in rows]
+
+
+def ledger_page(conn: Connection, who: Principal, licence_id: str, page: Page) -> Slice:
+    """One page of a licence's ledger, oldest entry first by (created_at, id)."""
+    who.may("ledger:read")
+    licence = licence_in_scope(conn, who, licence_id)
+    statement = select(LedgerEntry.__table__).where(LedgerEntry.licence_id == licence.id)
+    rows = conn.execute(keyset(statement, (LedgerEntry.created_at, LedgerEntry.id), page)).all()
+    return cut(rows, page, lambda r: (r.created_at, r.id), ledger_json)
 
 
 CONFIRMED_KINDS = ("licence", "renewal", "extension", "reinstatement")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Select, insert, select, update
 
 from keys.keyring import b64u_decode
 from keys.points import is_acceptable_public_key
@@ -34,6 +35,7 @@ from server.notify import outbox
 from server.services import audit, moves, prices
 from server.services.access import Principal, licence_in_scope, parse_id, plan_values
 from server.services.activation import check_throttle, insert_seat, record_failure
+from server.services.listing import Page, Slice, cut, keyset
 from server.services.requests import ActivationRequest, TransferRequestBody
 from server.services.terms import business_calendar, write_ledger
 
@@ -188,9 +190,7 @@ def _one_transfer(conn: Connection, transfer_id: uuid.UUID) -> dict[str, Any]:
     return transfer_json(conn.execute(select(TransferRequest.__table__).where(TransferRequest.id == transfer_id)).one())
 
 
-def list_transfers(conn: Connection, who: Principal, state: str | None, now: datetime) -> list[dict[str, Any]]:
-    """The queue: each pending request says what approving it now would cost (free, an amount, or refused with
-    `quota-exhausted`), counted as if it were the next one approved on its licence."""
+def _transfers_statement(who: Principal, state: str | None) -> Select[Any]:
     who.may("transfer:read")
     statement = (
         select(TransferRequest.__table__)
@@ -204,12 +204,29 @@ def list_transfers(conn: Connection, who: Principal, state: str | None, now: dat
         statement = statement.where(Customer.reseller_id == who.owner_id)
     elif who.role in CUSTOMER_ROLES:
         statement = statement.where(Customer.id == who.owner_id)
-    rows = conn.execute(statement).all()
+    return statement
+
+
+def _with_costs(conn: Connection, rows: Sequence[Any], now: datetime) -> list[dict[str, Any]]:
     costs: dict[uuid.UUID, dict[str, Any]] = {}
     for r in rows:
         if r.state == "pending" and r.licence_id not in costs:
             costs[r.licence_id] = approval_cost(conn, r.licence_id, now)
     return [transfer_json(r) | ({"cost": costs[r.licence_id]} if r.state == "pending" else {}) for r in rows]
+
+
+def list_transfers(conn: Connection, who: Principal, state: str | None, now: datetime) -> list[dict[str, Any]]:
+    """The queue: each pending request says what approving it now would cost (free, an amount, or refused with
+    `quota-exhausted`), counted as if it were the next one approved on its licence."""
+    return _with_costs(conn, conn.execute(_transfers_statement(who, state)).all(), now)
+
+
+def transfers_page(conn: Connection, who: Principal, state: str | None, now: datetime, page: Page) -> Slice:
+    """One page of the queue, oldest request first by (requested_at, id)."""
+    columns = (TransferRequest.requested_at, TransferRequest.id)
+    rows = conn.execute(keyset(_transfers_statement(who, state), columns, page)).all()
+    shown = cut(rows, page, lambda r: (r.requested_at, r.id), lambda r: r)
+    return Slice(_with_costs(conn, shown.items, now), shown.next)
 
 
 def _host_change_charge(conn: Connection, licence: Any, plan: Any, now: datetime) -> quotas.Charge:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, insert, select, update
 
 from server.db.ids import new_id
 from server.db.models import Delivery, DeliveryAttempt, NotificationOptOut, OutboxEvent, User, WebhookEndpoint
@@ -22,6 +22,7 @@ from server.notify import signing
 from server.notify.events import EVENT_TYPES, EVENTS, OPT_OUT_ALL
 from server.services import audit
 from server.services.access import Principal, parse_id
+from server.services.listing import Page, Slice, cut, keyset
 
 MAX_ENDPOINTS_PER_OWNER = 20
 DELIVERY_STATES = ("pending", "delivered", "dead")
@@ -114,12 +115,24 @@ def _endpoint(conn: Connection, who: Principal, endpoint_id: uuid.UUID, now: dat
     return endpoint_json(_endpoint_row(conn, who, endpoint_id), now)
 
 
-def list_endpoints(conn: Connection, who: Principal, now: datetime) -> list[dict[str, Any]]:
+def _endpoints_statement(who: Principal) -> Select[Any]:
     _manager(who)
     statement = select(WebhookEndpoint.__table__).where(WebhookEndpoint.removed_at.is_(None))
     if who.role == RESELLER:
         statement = statement.where(WebhookEndpoint.reseller_id == who.owner_id)
-    return [endpoint_json(r, now) for r in conn.execute(statement.order_by(WebhookEndpoint.created_at))]
+    return statement
+
+
+def list_endpoints(conn: Connection, who: Principal, now: datetime) -> list[dict[str, Any]]:
+    statement = _endpoints_statement(who).order_by(WebhookEndpoint.created_at)
+    return [endpoint_json(r, now) for r in conn.execute(statement)]
+
+
+def endpoints_page(conn: Connection, who: Principal, now: datetime, page: Page) -> Slice:
+    """One page of the endpoints, oldest first by (created_at, id)."""
+    columns = (WebhookEndpoint.created_at, WebhookEndpoint.id)
+    rows = conn.execute(keyset(_endpoints_statement(who), columns, page)).all()
+    return cut(rows, page, lambda r: (r.created_at, r.id), lambda r: endpoint_json(r, now))
 
 
 def remove_endpoint(conn: Connection, who: Principal, endpoint_id: str, now: datetime) -> dict[str, Any]:
@@ -178,9 +191,7 @@ _DELIVERIES = select(Delivery.__table__, OutboxEvent.type.label("event_type")).j
 )
 
 
-def list_deliveries(conn: Connection, who: Principal, endpoint_id: str | None, state: str | None,
-                    limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
-    """The delivery log: an endpoint's (its owner), or every channel's, e-mail included (admins)."""
+def _deliveries_statement(conn: Connection, who: Principal, endpoint_id: str | None, state: str | None) -> Select[Any]:
     _manager(who)
     statement = _DELIVERIES
     if endpoint_id is not None:
@@ -192,8 +203,23 @@ def list_deliveries(conn: Connection, who: Principal, endpoint_id: str | None, s
         if state not in DELIVERY_STATES:
             raise ValidationFailed(f"state must be one of {', '.join(DELIVERY_STATES)}")
         statement = statement.where(Delivery.state == state)
+    return statement
+
+
+def list_deliveries(conn: Connection, who: Principal, endpoint_id: str | None, state: str | None,
+                    limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    """The delivery log: an endpoint's (its owner), or every channel's, e-mail included (admins)."""
+    statement = _deliveries_statement(conn, who, endpoint_id, state)
     rows = conn.execute(statement.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit))
     return [delivery_json(r) for r in rows]
+
+
+def deliveries_page(conn: Connection, who: Principal, endpoint_id: str | None, state: str | None,
+                    page: Page) -> Slice:  # fmt: skip
+    """One page of the delivery log, newest first by (created_at, id), as the log is read."""
+    statement = _deliveries_statement(conn, who, endpoint_id, state)
+    rows = conn.execute(keyset(statement, (Delivery.created_at, Delivery.id), page, newest_first=True)).all()
+    return cut(rows, page, lambda r: (r.created_at, r.id), delivery_json)
 
 
 def show_delivery(conn: Connection, who: Principal, delivery_id: str) -> dict[str, Any]:
@@ -263,8 +289,11 @@ def discard_delivery(conn: Connection, who: Principal, delivery_id: str, now: da
 
 def _person(conn: Connection, who: Principal) -> Any:
     if who.user_id is None:
-        raise RoleForbidden("notification settings belong to a person: use a token created for a user (--user)",
-                            action="notifications:opt-out", role=who.role)
+        raise RoleForbidden(
+            "notification settings belong to a person: use a token created for a user (--user)",
+            action="notifications:opt-out",
+            role=who.role,
+        )
     user = conn.execute(select(User.__table__).where(User.id == who.user_id)).first()
     if user is None or (who.role in CUSTOMER_ROLES and user.customer_id != who.owner_id):
         raise NotFound("no such user")

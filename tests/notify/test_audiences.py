@@ -147,7 +147,7 @@ def test_resellers_hear_only_of_their_own_customers(rig: Rig) -> None:
     add_reseller_user(server.db_url, uuid.UUID(probe["id"]), f"rita-{tag}@reseller.test")
     status, endpoint = call(server, r1, "POST", "/v1/webhooks", {"url": receiver.url, "events": ["licence.issued"]})
     assert status == 201 and endpoint["secret"].startswith("whsec_")  # type: ignore[index]
-    assert call(server, r2, "GET", "/v1/webhooks") == (200, [])
+    assert call(server, r2, "GET", "/v1/webhooks") == (200, {"items": [], "next": None})
     assert call(server, r2, "DELETE", f"/v1/webhooks/{endpoint['id']}")[0] == 404  # type: ignore[index]
     status, problem = call(server, customer_token(ours), "POST", "/v1/webhooks", {"url": receiver.url})
     assert (status, problem["code"]) == (403, "role-forbidden")  # type: ignore[index]
@@ -160,9 +160,9 @@ def test_resellers_hear_only_of_their_own_customers(rig: Rig) -> None:
     assert [b["data"]["licence"]["id"] for _, b in receiver.events("licence.issued")] == [mine["id"]]
     assert len(smtp.to(f"rita-{tag}@reseller.test")) == 1
     status, log = call(server, r1, "GET", f"/v1/webhooks/{endpoint['id']}/deliveries")  # type: ignore[index]
-    assert status == 200 and [d["state"] for d in log] == ["delivered"]  # type: ignore[union-attr, index]
-    assert call(server, r2, "GET", "/v1/deliveries") == (200, [])
-    status, problem = call(server, r2, "POST", f"/v1/deliveries/{log[0]['id']}/redeliver")  # type: ignore[index]
+    assert status == 200 and [d["state"] for d in log["items"]] == ["delivered"]  # type: ignore[union-attr, index]
+    assert call(server, r2, "GET", "/v1/deliveries") == (200, {"items": [], "next": None})
+    status, problem = call(server, r2, "POST", f"/v1/deliveries/{log['items'][0]['id']}/redeliver")  # type: ignore[index]
     assert status == 404
 
 

@@ -1,0 +1,82 @@
+"""Paged lists: a keyset page (the rows after a key, in a stable order), and the audit trail's page.
+
+A key is the sort columns of the last row shown (`created_at` and `id`, or the audit trail's `at`, chain and
+sequence). Reading on from a key, not from an offset, is what keeps the walk exact while rows are added: a new
+row sorts after every row already shown, so none is skipped or shown twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, false, or_, select
+
+from server.db.models import AuditEvent
+from server.services.access import Principal
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    after: Key | None = None
+
+
+@dataclass(frozen=True)
+class Slice:
+    items: list[Any]
+    next: Key | None  # the key to read on from; None on the last page
+
+
+def keyset(statement: Select[Any], columns: Sequence[ColumnElement[Any]], page: Page, *,
+           newest_first: bool = False) -> Select[Any]:  # fmt: skip
+    """The statement's rows after the page's key, ordered by `columns`, one more than the limit (to know whether
+    another page follows)."""
+    if page.after is not None:
+        statement = statement.where(_beyond(columns, page.after, newest_first))
+    order = [column.desc() if newest_first else column.asc() for column in columns]
+    return statement.order_by(None).order_by(*order).limit(page.limit + 1)
+
+
+def _beyond(columns: Sequence[ColumnElement[Any]], key: Key, newest_first: bool) -> ColumnElement[bool]:
+    # (a, b) > (x, y) spelt out: row values compare the same on SQLite and PostgreSQL this way.
+    if len(key) != len(columns):
+        return false()
+    clauses = []
+    for i, (column, value) in enumerate(zip(columns, key, strict=True)):
+        equal = [c == v for c, v in zip(columns[:i], key[:i], strict=True)]
+        clauses.append(and_(*equal, column < value if newest_first else column > value))
+    return or_(*clauses)
+
+
+def cut(rows: Sequence[Any], page: Page, key: Callable[[Any], Key], render: Callable[[Any], Any]) -> Slice:
+    shown = rows[: page.limit]
+    more = len(rows) > page.limit
+    return Slice([render(r) for r in shown], key(shown[-1]) if more and shown else None)
+
+
+def audit_page(conn: Connection, who: Principal, subject: str | None, page: Page) -> Slice:
+    """The audit trail, newest first (as `tessera-admin audit` shows it), read on by (at, chain, seq)."""
+    who.may("audit:read")
+    columns = (AuditEvent.at, AuditEvent.chain, AuditEvent.seq)
+    statement = select(AuditEvent.__table__)
+    if subject:
+        statement = statement.where(AuditEvent.subject == subject)
+    rows = conn.execute(keyset(statement, columns, page, newest_first=True)).all()
+    return cut(rows, page, lambda r: (r.at, r.chain, r.seq), _event_json)
+
+
+def _event_json(r: Any) -> dict[str, Any]:
+    return {
+        "chain": r.chain,
+        "seq": r.seq,
+        "at": r.at.isoformat(),
+        "actor": r.actor,
+        "action": r.action,
+        "subject": r.subject,
+        "details": r.details,
+        "hash": r.hash,
+    }
