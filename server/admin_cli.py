@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
-from server import admin_commerce, admin_data
+from server import admin_catalogue, admin_commerce, admin_data
 from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="a name to tell tokens apart (default: the role)")
     p.add_argument("--user", help="the user's e-mail, for a person's token (named contacts need one)")
     p.set_defaults(func=token_cmd)
+    groups = {"product": product, "release": release, "plan": plan, "reseller": reseller, "customer": customer}
+    admin_catalogue.add_actions(groups | {"token": token}, run_unit)
 
     demo = sub.add_parser("demo", help="seed the demo licence (make run)")
     demo.add_argument("--out", default="var/demo-licence.json",

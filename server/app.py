@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
-from server.api import agent, customers, docs, licences, ops, transfers, webhooks
+from server.api import agent, catalogue, customers, docs, licences, ops, transfers, webhooks
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.problems import problems_middleware
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops.routes)
     app.add_routes(docs.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(catalogue.routes)
     if settings.bench_echo:
         app.router.add_post("/bench/echo", ops.bench_echo)
     app.cleanup_ctx.append(ops.openapi_cache)

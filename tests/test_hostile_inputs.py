@@ -551,9 +551,12 @@ VALID: dict[str, dict[str, Any]] = {
     "PriceBody": {"effective_from": "2027-01-01", "price_cents": 120000},
     "ProofClaims": {"sub": UUID, "nonce": b64u(b"n" * 16), "iat": 1_800_000_000},
     "RebindClaims": {"sub": UUID, "new_key": b64u(b"\x02" * 32), "iat": 1_800_000_000},
+    "ReleaseUpdateBody": {"released": "2026-03-01", "end_of_support": "2029-03-01"},
+    "RenameBody": {"name": "CAD Pro 2"},
     "RenewalBody": {"years": 1},
     "SignedProof": {"proof": _JWS},
     "SignedRequest": {"request": _JWS},
+    "TokenUpdateBody": {"label": "build server"},
     "TransferRequestBody": {"reason": "defect", "activation_id": UUID, "new_host": _ACTIVATION},
 }
 

@@ -291,14 +291,16 @@ def test_customers_see_their_ledger_and_each_renewal_has_a_confirmation(live_ser
     licence = _issue(live_server, product, plans, "package", 1)
     assert who["reseller"].post(f"/v1/licences/{licence['id']}/renewals", {"years": 1})[0] == 201
     customer_id = who["customer"].get(f"/v1/licences/{licence['id']}")[1]["customer_id"]
-    status, ledger = who["customer"].get(f"/v1/licences/{licence['id']}/ledger")
-    assert status == 200 and [e["kind"] for e in ledger["items"]] == ["licence", "renewal"]
+    status, page = who["customer"].get(f"/v1/licences/{licence['id']}/ledger")
+    ledger = page["items"]
+    assert status == 200 and [e["kind"] for e in ledger] == ["licence", "renewal"]
 
     contact = _named_contact(live_server, who["customer"], customer_id, tag)
     cy = {"name": "Cy", "email": f"cy-{tag}@c.test", "role": "customer-user"}
     status, user = who["customer"].post(f"/v1/customers/{customer_id}/users", cy)
     plain_user = Caller(live_server, user["token"])
-    status, confirmations = contact.get(f"/v1/licences/{licence['id']}/confirmations")
+    status, page = contact.get(f"/v1/licences/{licence['id']}/confirmations")
+    confirmations = page["items"]
     assert status == 200 and [(c["kind"], c["amount_cents"]) for c in confirmations] == [
         ("licence", 90_000), ("renewal", 18_000),
     ]  # fmt: skip

@@ -162,8 +162,12 @@ def test_a_malformed_or_foreign_cursor_is_a_422(live_server: LiveServer) -> None
         assert (status, problem["code"]) == (422, "invalid-cursor"), path
     assert _page(admin, f"/v1/licences/{first}/ledger?cursor={ledger_cursor}")[0] == 200
     # The audit trail's key has its own shape: a number where it wants a sequence is refused, not a 500.
-    for key in (["2026-01-01T00:00:00+00:00", "vendor", "3"], ["2026-01-01T00:00:00+00:00", "ven\u0000dor", 3],
-                ["2026-01-01T00:00:00+00:00", "vendor", 2**70], ["2026-01-01T00:00:00+00:00", "vendor", True]):
+    for key in (
+        ["2026-01-01T00:00:00+00:00", "vendor", "3"],
+        ["2026-01-01T00:00:00+00:00", "ven\u0000dor", 3],
+        ["2026-01-01T00:00:00+00:00", "vendor", 2**70],
+        ["2026-01-01T00:00:00+00:00", "vendor", True],
+    ):
         status, _, problem = _page(admin, f"/v1/audit?cursor={_cursor('audit', key)}")
         assert (status, problem["code"]) == (422, "invalid-cursor"), key
 

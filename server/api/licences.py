@@ -119,7 +119,11 @@ async def ledger(request: web.Request) -> web.Response:
 
 @routes.get("/v1/licences/{licence_id}/confirmations")
 async def confirmations(request: web.Request) -> web.Response:
-    return json_response(await run(request, terms.confirmations, request.match_info["licence_id"]))
+    only_query(request, *PAGE_QUERY)
+    listing = f"confirmations:{request.match_info['licence_id']}"
+    page = read_page(request, listing, AT + ID)
+    shown = await run(request, terms.confirmations_page, request.match_info["licence_id"], page)
+    return page_response(request, listing, page, shown)
 
 
 @routes.get("/v1/licences/{licence_id}/confirmations/{number}")
@@ -231,7 +235,8 @@ PATHS = {
         "get": bearer_op(
             "Proof of each purchase and renewal (staff, reseller, the customer's administrators and named contacts)",
             params=LICENCE,
-            ok_schema={"type": "array", "items": {"type": "object"}},
+            ok_schema=page_schema(),
+            query=PAGE_PARAMETERS,
         )
     },
     "/v1/licences/{licence_id}/confirmations/{number}": {

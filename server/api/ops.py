@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api import customers, licences, transfers, webhooks
+from server.api import catalogue, customers, licences, transfers, webhooks
 from server.api.auth import principal
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight
@@ -45,16 +45,20 @@ from server.services.requests import (
     NewUserBody,
     PlanUpdateBody,
     PriceBody,
+    ReleaseUpdateBody,
+    RenameBody,
     RenewalBody,
     SignedProof,
     SignedRequest,
+    TokenUpdateBody,
     TransferRequestBody,
 )
 
 BEARER_BODIES = (
     CancellationBody, ContactsBody, DecisionBody, DenyBody, DongleReplacementBody, IssueLicenceBody,
     LicenceChangeBody, LicenceEndBody, LicenceStatusBody, MachineLabelBody, NewUserBody, PlanUpdateBody, PriceBody,
-    RenewalBody, TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody,
+    RenewalBody, TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody, RenameBody, ReleaseUpdateBody,
+    TokenUpdateBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()
@@ -279,6 +283,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 **customers.PATHS,
                 **customers.PUBLIC_PATHS,
                 **webhooks.PATHS,
+                **catalogue.PATHS,
+                "/v1/plans/{plan}": licences.PATHS["/v1/plans/{plan}"] | catalogue.PLAN_SHOW,
             }
         ),
         "components": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -24,8 +24,9 @@ from server.services.listing import Key, Page, Slice
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 PAGE_QUERY = ("cursor", "limit")
 MAX_CURSOR = 400
-# The type of each part of a key: a moment, a row id, a name (an audit chain), a whole number (its sequence).
-AT, ID, TEXT, NUMBER = "t", "u", "s", "i"
+# The type of each part of a key: a moment, a day (a release date), a row id, a name (an audit chain), a whole
+# number (its sequence).
+AT, DAY, ID, TEXT, NUMBER = "t", "d", "u", "s", "i"
 
 
 def read_page(request: web.Request, listing: str, shape: str) -> Page:
@@ -35,7 +36,7 @@ def read_page(request: web.Request, listing: str, shape: str) -> Page:
 
 
 def encode(listing: str, key: Key) -> str:
-    parts = [part.isoformat() if isinstance(part, datetime) else part for part in key]
+    parts = [part.isoformat() if isinstance(part, date) else part for part in key]
     parts = [str(part) if isinstance(part, uuid.UUID) else part for part in parts]
     return base64.urlsafe_b64encode(orjson.dumps([listing, parts])).rstrip(b"=").decode()
 
@@ -59,8 +60,10 @@ def decode(raw: str, listing: str, shape: str) -> Key:
 
 
 def _part(kind: str, value: Any) -> Any:
-    if kind in (AT, ID) and not isinstance(value, str):
+    if kind in (AT, DAY, ID) and not isinstance(value, str):
         raise ValueError("not a cursor part")
+    if kind == DAY:
+        return date.fromisoformat(value)
     if kind == AT:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:

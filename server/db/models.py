@@ -65,6 +65,7 @@ class Product(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]  # no new licences; existing ones run on
 
 
 class Release(Base):
@@ -152,6 +153,7 @@ class Reseller(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]  # issues no new licences, for none of its customers
 
 
 class Customer(Base):
@@ -160,6 +162,7 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     reseller_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("resellers.id"))
     created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]  # gets no new licences; existing ones run on
 
 
 class Licence(Base):

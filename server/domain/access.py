@@ -40,6 +40,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "support:check": frozenset({ADMIN, SUPPORT, RESELLER}),
     "plan:price": frozenset({ADMIN}),
     "plan:manage": frozenset({ADMIN}),
+    # The catalogue (products, releases, plans, resellers) is the vendor's: its staff read it, admins change it.
+    "catalogue:read": frozenset({ADMIN, SUPPORT}),
+    "catalogue:manage": frozenset({ADMIN}),
+    # Customers: staff see every one, a reseller its own (the services check whose).
+    "customers:read": frozenset({ADMIN, SUPPORT, RESELLER}),
+    "customers:manage": frozenset({ADMIN}),
+    "tokens:manage": frozenset({ADMIN}),
 }
 
 

@@ -227,6 +227,21 @@ class LicenceEnded(DomainError):
     title = "Licence ended"
 
 
+class ProductDisabled(DomainError):
+    code = "product-disabled"
+    title = "Product disabled"
+
+
+class CustomerDisabled(DomainError):
+    code = "customer-disabled"
+    title = "Customer disabled"
+
+
+class ResellerDisabled(DomainError):
+    code = "reseller-disabled"
+    title = "Reseller disabled"
+
+
 class PlanInconsistent(ValidationFailed):
     """A plan whose settings contradict each other; `setting` names the one to change."""
 
@@ -279,6 +294,9 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     SeatsInUse: 409,
     PlanIncompatible: 409,
     PlanRetired: 409,
+    ProductDisabled: 409,
+    CustomerDisabled: 409,
+    ResellerDisabled: 409,
     MaintenanceMandatory: 409,
     LicenceEnded: 403,
 }

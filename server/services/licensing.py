@@ -30,7 +30,16 @@ from server.db.models import (
 from server.domain import prices as price_rules
 from server.domain import terms as rules
 from server.domain.access import CUSTOMER_ROLES, RESELLER, ROLES
-from server.domain.errors import Conflict, NotFound, PlanRetired, Unauthorised, ValidationFailed
+from server.domain.errors import (
+    Conflict,
+    CustomerDisabled,
+    NotFound,
+    PlanRetired,
+    ProductDisabled,
+    ResellerDisabled,
+    Unauthorised,
+    ValidationFailed,
+)
 from server.domain.hosts import fingerprint_salt, key_hash
 from server.notify import outbox
 from server.services import audit, changes, prices
@@ -214,6 +223,7 @@ def issue_licence(
     plan_row = _one(conn, Plan, Plan.name, plan, "plan")
     if plan_row.retired_at is not None:
         raise PlanRetired(f"plan {plan!r} is retired: it takes no new licences")
+    _refuse_disabled(conn, product_row, customer_row)
     key = new_licence_key()
     licence_id = new_id()
     conn.execute(
@@ -251,6 +261,20 @@ def issue_licence(
                  "plan": plan, "seats": seats, "ledger": entry["id"]}, now=now)  # fmt: skip
     outbox.emit(conn, "licence.issued", licence_id, {"plan": plan, "seats": seats, "ledger": entry["id"]}, now)
     return IssuedLicence(str(licence_id), key, product, plan, seats, customer_row.name, term_end.isoformat())
+
+
+def _refuse_disabled(conn: Connection, product: Any, customer: Any) -> None:
+    """A disabled product, customer or reseller takes no new licence; the licences it has run on."""
+    if product.disabled_at is not None:
+        raise ProductDisabled(f"product {product.code!r} is disabled: it takes no new licences")
+    if customer.disabled_at is not None:
+        raise CustomerDisabled(f"customer {customer.name!r} is disabled: it takes no new licences")
+    if customer.reseller_id is not None:
+        reseller = conn.execute(
+            select(Reseller.name, Reseller.disabled_at).where(Reseller.id == customer.reseller_id)
+        ).one()
+        if reseller.disabled_at is not None:
+            raise ResellerDisabled(f"reseller {reseller.name!r} is disabled: it sells no new licences")
 
 
 def _iso(moment: datetime | None) -> str | None:

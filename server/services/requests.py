@@ -11,7 +11,16 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
 # column (the insert failed: a 500) while SQLite stored it silently; the others forge log lines, audit
@@ -290,3 +299,33 @@ class MachineLabelBody(Strict):
     """The customer's own name for a machine; empty removes it."""
 
     label: Annotated[str, StringConstraints(max_length=100, pattern=f"^[^{CONTROL_RANGES}]*$"), NO_CONTROL]
+
+
+# -- the catalogue and accounts (admins) ------------------------------------
+
+
+class RenameBody(Strict):
+    """A product's display name, or a reseller's or customer's name."""
+
+    name: Name
+
+
+class ReleaseUpdateBody(Strict):
+    """A release's dates (at least one); `"end_of_support": null` means support does not end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    released: Annotated[date, Field(strict=True)] | None = None
+    end_of_support: Annotated[date, Field(strict=True)] | None = None
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> ReleaseUpdateBody:
+        if not self.model_fields_set:
+            raise ValueError("give released, end_of_support or both")
+        if "released" in self.model_fields_set and self.released is None:
+            raise ValueError("a release keeps a release date: give one, or leave released out")
+        return self
+
+
+class TokenUpdateBody(Strict):
+    label: Name

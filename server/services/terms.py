@@ -598,6 +598,17 @@ def confirmations(conn: Connection, who: Principal, licence_id: str) -> list[dic
     return [_confirmation_json(licence, r) for r in rows]
 
 
+def confirmations_page(conn: Connection, who: Principal, licence_id: str, page: Page) -> Slice:
+    """One page of the same, oldest first by (created_at, id)."""
+    _may_read_confirmations(conn, who)
+    licence = licence_in_scope(conn, who, licence_id)
+    statement = select(LedgerEntry.__table__).where(
+        LedgerEntry.licence_id == licence.id, LedgerEntry.kind.in_(CONFIRMED_KINDS)
+    )
+    rows = conn.execute(keyset(statement, (LedgerEntry.created_at, LedgerEntry.id), page)).all()
+    return cut(rows, page, lambda r: (r.created_at, r.id), lambda r: _confirmation_json(licence, r))
+
+
 def confirmation(conn: Connection, who: Principal, licence_id: str, number: str) -> dict[str, Any]:
     _may_read_confirmations(conn, who)
     licence = licence_in_scope(conn, who, licence_id)

@@ -1,0 +1,207 @@
+"""The vendor's catalogue and accounts over HTTP: products and their releases, plans, resellers, customers and
+API tokens, each listed (a page), shown, updated and disabled. Staff read the catalogue, admins change it; a
+reseller lists and reads its own customers (another reseller's is a 404) and itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.api.auth import now, only_query, run
+from server.api.openapi import bearer_op
+from server.api.paging import AT, DAY, ID, PAGE_PARAMETERS, PAGE_QUERY, page_response, page_schema, read_page
+from server.api.problems import json_response, read_model
+from server.services import catalogue
+from server.services.requests import ReleaseUpdateBody, RenameBody, TokenUpdateBody
+
+routes = web.RouteTableDef()
+
+
+async def _page(request: web.Request, listing: str, unit: Any, *args: Any, shape: str = AT + ID) -> web.Response:
+    only_query(request, *PAGE_QUERY)
+    page = read_page(request, listing, shape)
+    return page_response(request, listing, page, await run(request, unit, *args, page))
+
+
+def _switch(unit: Any, key: str, disabled: bool) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return json_response(await run(request, unit, request.match_info[key], disabled, now()))
+
+    return handler
+
+
+async def _renamed(request: web.Request, unit: Any, key: str) -> web.Response:
+    body = await read_model(request, RenameBody)
+    return json_response(await run(request, unit, request.match_info[key], body.name, now()))
+
+
+# -- products and releases
+
+
+@routes.get("/v1/products")
+async def list_products(request: web.Request) -> web.Response:
+    return await _page(request, "products", catalogue.products_page)
+
+
+@routes.get("/v1/products/{product}")
+async def show_product(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.show_product, request.match_info["product"]))
+
+
+@routes.patch("/v1/products/{product}")
+async def update_product(request: web.Request) -> web.Response:
+    return await _renamed(request, catalogue.update_product, "product")
+
+
+routes.post("/v1/products/{product}/disable")(_switch(catalogue.disable_product, "product", True))
+routes.post("/v1/products/{product}/enable")(_switch(catalogue.disable_product, "product", False))
+
+
+@routes.get("/v1/products/{product}/releases")
+async def list_releases(request: web.Request) -> web.Response:
+    product = request.match_info["product"]
+    return await _page(request, f"releases:{product}", catalogue.releases_page, product, shape=DAY + ID)
+
+
+@routes.get("/v1/products/{product}/releases/{version}")
+async def show_release(request: web.Request) -> web.Response:
+    product, version = request.match_info["product"], request.match_info["version"]
+    return json_response(await run(request, catalogue.show_release, product, version))
+
+
+@routes.patch("/v1/products/{product}/releases/{version}")
+async def update_release(request: web.Request) -> web.Response:
+    body = await read_model(request, ReleaseUpdateBody)
+    changes = body.model_dump(exclude_unset=True)
+    product, version = request.match_info["product"], request.match_info["version"]
+    return json_response(await run(request, catalogue.update_release, product, version, changes, now()))
+
+
+# -- plans (updated by PATCH /v1/plans/{plan}, disabled by POST /v1/plans/{plan}/retirement: server.api.licences)
+
+
+@routes.get("/v1/plans")
+async def list_plans(request: web.Request) -> web.Response:
+    return await _page(request, "plans", catalogue.plans_page)
+
+
+@routes.get("/v1/plans/{plan}")
+async def show_plan(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.show_plan, request.match_info["plan"]))
+
+
+# -- resellers and customers
+
+
+@routes.get("/v1/resellers")
+async def list_resellers(request: web.Request) -> web.Response:
+    return await _page(request, "resellers", catalogue.resellers_page)
+
+
+@routes.get("/v1/resellers/{reseller_id}")
+async def show_reseller(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.show_reseller, request.match_info["reseller_id"]))
+
+
+@routes.patch("/v1/resellers/{reseller_id}")
+async def update_reseller(request: web.Request) -> web.Response:
+    return await _renamed(request, catalogue.update_reseller, "reseller_id")
+
+
+routes.post("/v1/resellers/{reseller_id}/disable")(_switch(catalogue.disable_reseller, "reseller_id", True))
+routes.post("/v1/resellers/{reseller_id}/enable")(_switch(catalogue.disable_reseller, "reseller_id", False))
+
+
+@routes.get("/v1/customers")
+async def list_customers(request: web.Request) -> web.Response:
+    return await _page(request, "customers", catalogue.customers_page)
+
+
+@routes.get("/v1/customers/{customer_id}")
+async def show_customer(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.show_customer, request.match_info["customer_id"]))
+
+
+@routes.patch("/v1/customers/{customer_id}")
+async def update_customer(request: web.Request) -> web.Response:
+    return await _renamed(request, catalogue.update_customer, "customer_id")
+
+
+routes.post("/v1/customers/{customer_id}/disable")(_switch(catalogue.disable_customer, "customer_id", True))
+routes.post("/v1/customers/{customer_id}/enable")(_switch(catalogue.disable_customer, "customer_id", False))
+
+
+# -- API tokens
+
+
+@routes.get("/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    return await _page(request, "tokens", catalogue.tokens_page)
+
+
+@routes.get("/v1/tokens/{token_id}")
+async def show_token(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.show_token, request.match_info["token_id"]))
+
+
+@routes.patch("/v1/tokens/{token_id}")
+async def update_token(request: web.Request) -> web.Response:
+    body = await read_model(request, TokenUpdateBody)
+    return json_response(await run(request, catalogue.update_token, request.match_info["token_id"], body.label, now()))
+
+
+@routes.delete("/v1/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    return json_response(await run(request, catalogue.revoke_token, request.match_info["token_id"], now()))
+
+
+def _listed(summary: str, **extra: Any) -> dict[str, Any]:
+    return bearer_op(summary, ok_schema=page_schema(), query=PAGE_PARAMETERS, **extra)
+
+
+def _switches(path: str, what: str, params: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {
+        f"{path}/disable": {"post": bearer_op(f"Disable the {what}: no new licences, existing ones run on (admin)",
+                                              params=params)},
+        f"{path}/enable": {"post": bearer_op(f"Enable the {what} again (admin)", params=params)},
+    }  # fmt: skip
+
+
+PRODUCT, RELEASE, PLAN = ("product",), ("product", "version"), ("plan",)
+RESELLER, CUSTOMER, TOKEN = ("reseller_id",), ("customer_id",), ("token_id",)
+PATHS = {
+    "/v1/products": {"get": _listed("Products, oldest first (admin, support)")},
+    "/v1/products/{product}": {
+        "get": bearer_op("A product, its releases and how many licences it has (admin, support)", params=PRODUCT),
+        "patch": bearer_op("Rename a product; its code never changes (admin)", body="RenameBody", params=PRODUCT),
+    },
+    **_switches("/v1/products/{product}", "product", PRODUCT),
+    "/v1/products/{product}/releases": {"get": _listed("A product's releases, oldest first (admin, support)",
+                                                       params=PRODUCT)},
+    "/v1/products/{product}/releases/{version}": {
+        "get": bearer_op("A release (admin, support)", params=RELEASE),
+        "patch": bearer_op("A release's dates (admin)", body="ReleaseUpdateBody", params=RELEASE),
+    },
+    "/v1/plans": {"get": _listed("Plans, oldest first, retired ones included (admin, support)")},
+    "/v1/resellers": {"get": _listed("Resellers, oldest first (admin, support)")},
+    "/v1/resellers/{reseller_id}": {
+        "get": bearer_op("A reseller (admin, support, the reseller itself)", params=RESELLER),
+        "patch": bearer_op("Rename a reseller (admin)", body="RenameBody", params=RESELLER),
+    },
+    **_switches("/v1/resellers/{reseller_id}", "reseller", RESELLER),
+    "/v1/customers": {"get": _listed("Customers, oldest first (admin, support; a reseller: its own)")},
+    "/v1/customers/{customer_id}": {
+        "get": bearer_op("A customer (admin, support, its reseller)", params=CUSTOMER),
+        "patch": bearer_op("Rename a customer (admin)", body="RenameBody", params=CUSTOMER),
+    },
+    **_switches("/v1/customers/{customer_id}", "customer", CUSTOMER),
+    "/v1/tokens": {"get": _listed("API tokens, oldest first, revoked ones included; never the token (admin)")},
+    "/v1/tokens/{token_id}": {
+        "get": bearer_op("An API token's role, owner, label and state (admin)", params=TOKEN),
+        "patch": bearer_op("Relabel an API token (admin)", body="TokenUpdateBody", params=TOKEN),
+        "delete": bearer_op("Revoke an API token: it authenticates no more (admin)", params=TOKEN),
+    },
+}  # fmt: skip
+# GET /v1/plans/{plan} joins the PATCH of server.api.licences under one path.
+PLAN_SHOW = {"get": bearer_op("A plan's settings (admin, support)", params=PLAN)}
