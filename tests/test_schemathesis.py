@@ -107,6 +107,10 @@ def test_integer_fields_accept_what_json_schema_calls_an_integer(api: Api, years
 def _semantically_valid(case: Any, api: Api) -> None:
     """Valid data, beyond what JSON Schema can say: then one case in three gets the real licence, activation
     and signed proof in whichever fields it has, so it reaches past the "unknown key" refusals."""
+    if isinstance(case.query, dict):
+        # A cursor is opaque: only one a list gave out is valid (any other is a 422 invalid-cursor). Start at
+        # the first page; tests/test_pagination.py walks real cursors.
+        case.query.pop("cursor", None)
     if isinstance(case.body, dict):
         if isinstance(case.body.get("agent_key"), dict):
             # 43 base64url characters are not always a point on the curve: the server refuses those (422).

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 # C0, DEL and C1 controls, and the surrogates no UTF-8 encoder accepts. PostgreSQL cannot store NUL in a text
 # column (the insert failed: a 500) while SQLite stored it silently; the others forge log lines, audit
@@ -315,7 +316,11 @@ class ReleaseUpdateBody(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
-    released: Annotated[date, Field(strict=True)] | None = None
+    # Never null (a release keeps its date): null is left out of the schema (and so is the default that stands
+    # for "not sent"), and refused below when sent.
+    released: Annotated[date, Field(strict=True)] | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=lambda schema: schema.pop("default", None)
+    )
     end_of_support: Annotated[date, Field(strict=True)] | None = None
 
     @model_validator(mode="after")
