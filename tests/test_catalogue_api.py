@@ -115,6 +115,46 @@ def test_products_and_releases(live_server: LiveServer) -> None:
     assert _actions(w, f"release:{changed['id']}") == ["release.update", "release.update", "release.add"]
 
 
+def test_the_catalogue_is_made_over_http(live_server: LiveServer) -> None:
+    """Products, releases, resellers and customers are added over HTTP too (admin), audited as the caller."""
+    w = _world(live_server)
+    admin, support, tag = w["admin"], w["support"], w["tag"]
+    code = f"new-{tag}"
+    assert support.post("/v1/products", {"code": code})[1]["code"] == "role-forbidden"
+    assert admin.post("/v1/products", {"code": "Not A Code"})[1]["code"] == "validation-error"
+    status, product = admin.post("/v1/products", {"code": code, "name": "New"})
+    assert status == 201 and (product["code"], product["name"], product["disabled_at"]) == (code, "New", None)
+    assert admin.post("/v1/products", {"code": code})[1]["code"] == "conflict"
+    assert admin.post("/v1/products", {"code": f"plain-{tag}"})[1]["name"] == f"plain-{tag}"
+
+    release = {"version": "1.0", "released": "2026-02-01"}
+    status, made = admin.post(f"/v1/products/{code}/releases", release)
+    assert status == 201 and made == {"id": made["id"], "product": code, "version": "1.0", "released": "2026-02-01",
+                                      "end_of_support": None}  # fmt: skip
+    assert admin.post(f"/v1/products/{code}/releases", release)[1]["code"] == "conflict"
+    assert admin.post("/v1/products/no-such/releases", release)[1]["code"] == "not-found"
+    late = {"version": "2.0", "released": "2026-02-01", "end_of_support": "2025-01-01"}
+    assert admin.post(f"/v1/products/{code}/releases", late)[1]["code"] == "validation-error"
+
+    status, reseller = admin.post("/v1/resellers", {"name": f"R3-{tag}"})
+    assert status == 201 and reseller["name"] == f"R3-{tag}"
+    assert admin.post("/v1/resellers", {"name": f"R3-{tag}"})[1]["code"] == "conflict"
+    assert w["r1"].post("/v1/resellers", {"name": "mine"})[1]["code"] == "role-forbidden"
+    status, customer = admin.post("/v1/customers", {"name": f"C3-{tag}", "reseller_id": reseller["id"]})
+    assert status == 201 and (customer["reseller_id"], customer["reseller"]) == (reseller["id"], f"R3-{tag}")
+    status, direct = admin.post("/v1/customers", {"name": f"C4-{tag}"})
+    assert status == 201 and direct["reseller_id"] is None
+    unknown = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    assert admin.post("/v1/customers", {"name": f"C5-{tag}", "reseller_id": unknown})[1]["code"] == "not-found"
+    assert w["r1"].post("/v1/customers", {"name": f"C6-{tag}"})[1]["code"] == "role-forbidden"
+    r3 = token(live_server, "reseller", f"R3-{tag}")
+    assert [c["id"] for c in _all(r3, "/v1/customers")] == [customer["id"]]
+
+    actor = f"token:{next(t['id'] for t in _all(admin, '/v1/tokens') if t['role'] == 'admin')}"
+    events = w["support"].get(f"/v1/audit?subject=product:{product['id']}")[1]["items"]
+    assert [(e["action"], e["actor"]) for e in events] == [("product.add", actor)]
+
+
 def test_plans_are_listed_and_shown(live_server: LiveServer) -> None:
     w = _world(live_server)
     support = w["support"]

@@ -13,7 +13,14 @@ from server.api.openapi import bearer_op
 from server.api.paging import AT, DAY, ID, PAGE_PARAMETERS, PAGE_QUERY, page_response, page_schema, read_page
 from server.api.problems import json_response, read_model
 from server.services import catalogue
-from server.services.requests import ReleaseUpdateBody, RenameBody, TokenUpdateBody
+from server.services.requests import (
+    CustomerBody,
+    ProductBody,
+    ReleaseBody,
+    ReleaseUpdateBody,
+    RenameBody,
+    TokenUpdateBody,
+)
 
 routes = web.RouteTableDef()
 
@@ -44,6 +51,12 @@ async def list_products(request: web.Request) -> web.Response:
     return await _page(request, "products", catalogue.products_page)
 
 
+@routes.post("/v1/products")
+async def add_product(request: web.Request) -> web.Response:
+    body = await read_model(request, ProductBody)
+    return json_response(await run(request, catalogue.add_product, body.code, body.name, now()), status=201)
+
+
 @routes.get("/v1/products/{product}")
 async def show_product(request: web.Request) -> web.Response:
     return json_response(await run(request, catalogue.show_product, request.match_info["product"]))
@@ -62,6 +75,14 @@ routes.post("/v1/products/{product}/enable")(_switch(catalogue.disable_product, 
 async def list_releases(request: web.Request) -> web.Response:
     product = request.match_info["product"]
     return await _page(request, f"releases:{product}", catalogue.releases_page, product, shape=DAY + ID)
+
+
+@routes.post("/v1/products/{product}/releases")
+async def add_release(request: web.Request) -> web.Response:
+    body = await read_model(request, ReleaseBody)
+    product = request.match_info["product"]
+    made = await run(request, catalogue.add_release, product, body.version, body.released, body.end_of_support, now())
+    return json_response(made, status=201)
 
 
 @routes.get("/v1/products/{product}/releases/{version}")
@@ -99,6 +120,12 @@ async def list_resellers(request: web.Request) -> web.Response:
     return await _page(request, "resellers", catalogue.resellers_page)
 
 
+@routes.post("/v1/resellers")
+async def add_reseller(request: web.Request) -> web.Response:
+    body = await read_model(request, RenameBody)
+    return json_response(await run(request, catalogue.add_reseller, body.name, now()), status=201)
+
+
 @routes.get("/v1/resellers/{reseller_id}")
 async def show_reseller(request: web.Request) -> web.Response:
     return json_response(await run(request, catalogue.show_reseller, request.match_info["reseller_id"]))
@@ -116,6 +143,12 @@ routes.post("/v1/resellers/{reseller_id}/enable")(_switch(catalogue.disable_rese
 @routes.get("/v1/customers")
 async def list_customers(request: web.Request) -> web.Response:
     return await _page(request, "customers", catalogue.customers_page)
+
+
+@routes.post("/v1/customers")
+async def add_customer(request: web.Request) -> web.Response:
+    body = await read_model(request, CustomerBody)
+    return json_response(await run(request, catalogue.add_customer, body.name, body.reseller_id, now()), status=201)
 
 
 @routes.get("/v1/customers/{customer_id}")
@@ -171,26 +204,38 @@ def _switches(path: str, what: str, params: tuple[str, ...]) -> dict[str, dict[s
 PRODUCT, RELEASE, PLAN = ("product",), ("product", "version"), ("plan",)
 RESELLER, CUSTOMER, TOKEN = ("reseller_id",), ("customer_id",), ("token_id",)
 PATHS = {
-    "/v1/products": {"get": _listed("Products, oldest first (admin, support)")},
+    "/v1/products": {
+        "get": _listed("Products, oldest first (admin, support)"),
+        "post": bearer_op("Add a product (admin)", body="ProductBody", ok="201"),
+    },
     "/v1/products/{product}": {
         "get": bearer_op("A product, its releases and how many licences it has (admin, support)", params=PRODUCT),
         "patch": bearer_op("Rename a product; its code never changes (admin)", body="RenameBody", params=PRODUCT),
     },
     **_switches("/v1/products/{product}", "product", PRODUCT),
-    "/v1/products/{product}/releases": {"get": _listed("A product's releases, oldest first (admin, support)",
-                                                       params=PRODUCT)},
+    "/v1/products/{product}/releases": {
+        "get": _listed("A product's releases, oldest first (admin, support)", params=PRODUCT),
+        "post": bearer_op("Add a release of the product (admin)", body="ReleaseBody", ok="201", params=PRODUCT),
+    },
     "/v1/products/{product}/releases/{version}": {
         "get": bearer_op("A release (admin, support)", params=RELEASE),
         "patch": bearer_op("A release's dates (admin)", body="ReleaseUpdateBody", params=RELEASE),
     },
     "/v1/plans": {"get": _listed("Plans, oldest first, retired ones included (admin, support)")},
-    "/v1/resellers": {"get": _listed("Resellers, oldest first (admin, support)")},
+    "/v1/resellers": {
+        "get": _listed("Resellers, oldest first (admin, support)"),
+        "post": bearer_op("Add a reseller (admin)", body="RenameBody", ok="201"),
+    },
     "/v1/resellers/{reseller_id}": {
         "get": bearer_op("A reseller (admin, support, the reseller itself)", params=RESELLER),
         "patch": bearer_op("Rename a reseller (admin)", body="RenameBody", params=RESELLER),
     },
     **_switches("/v1/resellers/{reseller_id}", "reseller", RESELLER),
-    "/v1/customers": {"get": _listed("Customers, oldest first (admin, support; a reseller: its own)")},
+    "/v1/customers": {
+        "get": _listed("Customers, oldest first (admin, support; a reseller: its own)"),
+        "post": bearer_op("Add a customer, sold to by a reseller or the vendor (admin)", body="CustomerBody",
+                          ok="201"),
+    },
     "/v1/customers/{customer_id}": {
         "get": bearer_op("A customer (admin, support, its reseller)", params=CUSTOMER),
         "patch": bearer_op("Rename a customer (admin)", body="RenameBody", params=CUSTOMER),

@@ -34,6 +34,7 @@ from server.services.requests import (
     ActivationRequest,
     CancellationBody,
     ContactsBody,
+    CustomerBody,
     DecisionBody,
     DenyBody,
     DongleReplacementBody,
@@ -45,6 +46,8 @@ from server.services.requests import (
     NewUserBody,
     PlanUpdateBody,
     PriceBody,
+    ProductBody,
+    ReleaseBody,
     ReleaseUpdateBody,
     RenameBody,
     RenewalBody,
@@ -59,6 +62,7 @@ BEARER_BODIES = (
     LicenceChangeBody, LicenceEndBody, LicenceStatusBody, MachineLabelBody, NewUserBody, PlanUpdateBody, PriceBody,
     RenewalBody, TransferRequestBody, webhooks.EndpointBody, webhooks.OptOutBody, RenameBody, ReleaseUpdateBody,
     TokenUpdateBody,
+    ProductBody, ReleaseBody, CustomerBody,
 )  # fmt: skip
 
 routes = web.RouteTableDef()

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from server.db.models import ApiToken, Customer, Licence, Plan, Product, Release, Reseller
 from server.domain.access import RESELLER
 from server.domain.errors import Conflict, NotFound, ValidationFailed
-from server.services import audit
+from server.services import audit, licensing
 from server.services.access import Principal, by_id_or_name, customer_in_scope, parse_id
 from server.services.licensing import PLAN_FIELDS
 from server.services.listing import Page, Slice, cut, keyset
@@ -89,6 +89,12 @@ def show_product(conn: Connection, who: Principal, code: str) -> dict[str, Any]:
     return product_json(row) | {"releases": [release_json(r, code) for r in releases], "licences": len(licences)}
 
 
+def add_product(conn: Connection, who: Principal, code: str, name: str | None, now: datetime) -> dict[str, Any]:
+    who.may("catalogue:manage")
+    licensing.add_product(conn, code, name or code, now, who.actor)
+    return product_json(_product(conn, code))
+
+
 def update_product(conn: Connection, who: Principal, code: str, name: str, now: datetime) -> dict[str, Any]:
     """A product's display name; its code is what agents ask for and never changes."""
     who.may("catalogue:manage")
@@ -115,6 +121,13 @@ def _release(conn: Connection, product: Any, version: str) -> Any:
     if row is None:
         raise NotFound(f"no release {version[:64]!r} of {product.code!r}")
     return row
+
+
+def add_release(conn: Connection, who: Principal, code: str, version: str, released: date, end: date | None,
+                now: datetime) -> dict[str, Any]:  # fmt: skip
+    who.may("catalogue:manage")
+    licensing.add_release(conn, code, version, released, end, now, who.actor)
+    return release_json(_release(conn, _product(conn, code), version), code)
 
 
 def releases_page(conn: Connection, who: Principal, code: str, page: Page) -> Slice:
@@ -185,6 +198,12 @@ def _reseller(conn: Connection, who: Principal, reseller: str) -> Any:
     return row
 
 
+def add_reseller(conn: Connection, who: Principal, name: str, now: datetime) -> dict[str, Any]:
+    who.may("catalogue:manage")
+    made = licensing.add_reseller(conn, name, now, who.actor)
+    return reseller_json(_reseller(conn, who, made["id"]))
+
+
 def resellers_page(conn: Connection, who: Principal, page: Page) -> Slice:
     who.may("catalogue:read")
     rows = conn.execute(keyset(select(Reseller.__table__), (Reseller.created_at, Reseller.id), page)).all()
@@ -221,6 +240,14 @@ def customer_json(r: Any) -> dict[str, Any]:
     return {"id": str(r.id), "name": r.name, "reseller_id": str(r.reseller_id) if r.reseller_id else None,
             "reseller": r.reseller, "created_at": r.created_at.isoformat(),
             "disabled_at": _iso(r.disabled_at)}  # fmt: skip
+
+
+def add_customer(conn: Connection, who: Principal, name: str, reseller_id: str | None, now: datetime) -> dict[str, Any]:
+    """A new customer, sold to by a reseller (by id) or by the vendor directly."""
+    who.may("customers:manage")
+    reseller = _reseller(conn, who, reseller_id).name if reseller_id is not None else None
+    made = licensing.add_customer(conn, name, reseller, now, who.actor)
+    return customer_json(_customer(conn, uuid.UUID(made["id"])))
 
 
 def customers_page(conn: Connection, who: Principal, page: Page) -> Slice:

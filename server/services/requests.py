@@ -305,6 +305,22 @@ class MachineLabelBody(Strict):
 # -- the catalogue and accounts (admins) ------------------------------------
 
 
+class ProductBody(Strict):
+    code: ProductCode  # what agents ask for; never changes
+    name: Name | None = None  # the display name (default: the code)
+
+
+class ReleaseBody(Strict):
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=Printable), NO_CONTROL]
+    released: Annotated[date, Field(strict=True)]
+    end_of_support: Annotated[date, Field(strict=True)] | None = None
+
+
+class CustomerBody(Strict):
+    name: Name
+    reseller_id: Identifier | None = None  # the reseller who sells to it; none: the vendor directly
+
+
 class RenameBody(Strict):
     """A product's display name, or a reseller's or customer's name."""
 
