@@ -239,9 +239,8 @@ def test_the_transfer_queue_shows_the_cost_and_support_may_waive_it(live_server:
         return pending["id"], queued[pending["id"]]["cost"]
 
     def ledger(licence: dict[str, Any]) -> list[tuple[str, int, str]]:
-        return [
-            (e["kind"], e["amount_cents"], e["note"]) for e in support.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]
-        ]
+        entries = support.get(f"/v1/licences/{licence['id']}/ledger")[1]["items"]
+        return [(e["kind"], e["amount_cents"], e["note"]) for e in entries]
 
     priced = live_server.admin("licence", "issue", "--customer", f"HC-{tag}", "--product", product,
                                "--plan", f"priced-{tag}", "--seats", "1")  # fmt: skip

@@ -136,7 +136,8 @@ def test_three_years_through_the_real_server(live_server: LiveServer, clock: Clo
         ("change", 100_000 + 30_000 * 35 // 12),
         ("renewal", 3 * 30_000),
     ]
-    second = [(e["kind"], e["amount_cents"]) for e in admin.get(f"/v1/licences/{second_licence['id']}/ledger")[1]["items"]]
+    entries = admin.get(f"/v1/licences/{second_licence['id']}/ledger")[1]["items"]
+    second = [(e["kind"], e["amount_cents"]) for e in entries]
     assert second == [("licence", 100_000), ("host-change", 25_000), ("renewal", 30_000), ("host-change", 40_000),
                       ("renewal", 30_000), ("renewal", 30_000), ("renewal", 30_000)]  # fmt: skip
     settlement = admin.get(f"/v1/resellers/{w['reseller_id']}/settlement?year=2028")

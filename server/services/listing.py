@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, false, or_, select
 
@@ -31,8 +31,11 @@ class Slice:
     next: Key | None  # the key to read on from; None on the last page
 
 
-def keyset(statement: Select[Any], columns: Sequence[ColumnElement[Any]], page: Page, *,
-           newest_first: bool = False) -> Select[Any]:  # fmt: skip
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+Columns = Sequence[Any]  # mapped attributes or column expressions
+
+
+def keyset(statement: S, columns: Columns, page: Page, *, newest_first: bool = False) -> S:
     """The statement's rows after the page's key, ordered by `columns`, one more than the limit (to know whether
     another page follows)."""
     if page.after is not None:
@@ -41,7 +44,7 @@ def keyset(statement: Select[Any], columns: Sequence[ColumnElement[Any]], page: 
     return statement.order_by(None).order_by(*order).limit(page.limit + 1)
 
 
-def _beyond(columns: Sequence[ColumnElement[Any]], key: Key, newest_first: bool) -> ColumnElement[bool]:
+def _beyond(columns: Columns, key: Key, newest_first: bool) -> ColumnElement[bool]:
     # (a, b) > (x, y) spelt out: row values compare the same on SQLite and PostgreSQL this way.
     if len(key) != len(columns):
         return false()
