@@ -1,8 +1,10 @@
 """Paged lists: a keyset page (the rows after a key, in a stable order), and the audit trail's page.
 
 A key is the sort columns of the last row shown (`created_at` and `id`, or the audit trail's `at`, chain and
-sequence). Reading on from a key, not from an offset, is what keeps the walk exact while rows are added: a new
-row sorts after every row already shown, so none is skipped or shown twice.
+sequence). Reading on from a key, not from an offset, is what keeps the walk exact while rows are added: every
+row that was there is shown once, in order, and none twice. A row added during the walk sorts after those shown
+(oldest-first lists, where the walk reaches it) or before them (newest-first logs, where the next walk does);
+one whose transaction commits after a later row was shown may fall behind the cursor, but never twice in a walk.
 """
 
 from __future__ import annotations
