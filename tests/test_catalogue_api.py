@@ -84,7 +84,12 @@ def test_products_and_releases(live_server: LiveServer) -> None:
     assert support.get(release)[1] == {"id": support.get(release)[1]["id"], "product": product, "version": "2.0",
                                        "released": "2026-01-15", "end_of_support": None}  # fmt: skip
     assert support.get(f"/v1/products/{product}/releases/9.9")[0] == 404
-    assert _patch(admin, release, {"end_of_support": "2020-01-01"})[1]["code"] == "validation-error"
+    # Both dates sent at odds: a bad request; one sent at odds with the other as it stands: a conflict.
+    assert _patch(admin, release, {"released": "2026-01-15", "end_of_support": "2020-01-01"})[1]["code"] == (
+        "validation-error")  # fmt: skip
+    assert _patch(admin, release, {"end_of_support": "2020-01-01"})[1]["code"] == "conflict"
+    assert _patch(admin, release, {"released": "2099-01-01", "end_of_support": None})[1]["released"] == "2099-01-01"
+    assert _patch(admin, release, {"released": "2026-01-15"})[1]["released"] == "2026-01-15"
     assert _patch(admin, release, {})[1]["code"] == "validation-error"
     assert _patch(admin, release, {"released": None})[1]["code"] == "validation-error"
     assert _patch(support, release, {"end_of_support": "2030-01-01"})[1]["code"] == "role-forbidden"
@@ -112,7 +117,7 @@ def test_products_and_releases(live_server: LiveServer) -> None:
     product_id = renamed["id"]
     assert _actions(w, f"product:{product_id}") == ["product.enable", "product.disable", "product.update",
                                                     "product.add"]  # fmt: skip
-    assert _actions(w, f"release:{changed['id']}") == ["release.update", "release.update", "release.add"]
+    assert _actions(w, f"release:{changed['id']}") == ["release.update"] * 4 + ["release.add"]
 
 
 def test_the_catalogue_is_made_over_http(live_server: LiveServer) -> None:

@@ -153,7 +153,11 @@ def update_release(conn: Connection, who: Principal, code: str, version: str, ch
     released = changes.get("released", row.released_on)
     end = changes.get("end_of_support", row.end_of_support)
     if end is not None and end < released:
-        raise ValidationFailed("end of support cannot come before the release date")
+        if {"released", "end_of_support"} <= set(changes):
+            raise ValidationFailed("end of support cannot come before the release date")
+        # One date sent, at odds with the other as it stands: the request is fine, the release's state is not.
+        raise Conflict(f"release {version!r} of {code!r} came out on {released.isoformat()}, "
+                       f"after an end of support on {end.isoformat()}")  # fmt: skip
     conn.execute(update(Release).where(Release.id == row.id).values(released_on=released, end_of_support=end))
     shown = {k: _iso(v) for k, v in changes.items()}
     _event(conn, who, "release.update", f"release:{row.id}", {"product": code, "version": version, **shown}, now)
