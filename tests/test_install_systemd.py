@@ -3,6 +3,7 @@ ExecStart pointing into it, and `systemd-analyze verify` content with every inst
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "install-systemd.sh"
+# Not the Makefile's development settings (`make test` exports them): an installed program stands alone.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
 ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -21,7 +24,7 @@ def _install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         ["sh", str(SCRIPT), "--prefix", str(root / "opt/tessera"), "--unit-dir", str(root / "etc/systemd/system"),
          "--config-dir", str(root / "etc/tessera"), "--sysusers-dir", str(root / "usr/lib/sysusers.d"),
          "--python", sys.executable, *extra],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=900, check=False, env=CLEAN_ENV,
     )  # fmt: skip
 
 
@@ -39,12 +42,12 @@ def test_the_install_script_puts_a_venv_and_its_units_in_place(
     prefix = tmp_path / "opt/tessera"
     for program in programs:
         version = subprocess.run([str(prefix / "bin" / program), "--version"], capture_output=True, text=True,
-                                 timeout=60, check=False)  # fmt: skip
+                                 timeout=60, check=False, env=CLEAN_ENV)  # fmt: skip
         assert version.returncode == 0 and version.stdout.strip(), (program, version.stderr)
     if what == "--server":  # the installed package carries its migrations
         migrated = subprocess.run([str(prefix / "bin/tessera-server"), "migrate", "--db",
                                    f"sqlite:///{tmp_path / 'tessera.db'}"], capture_output=True, text=True,
-                                  timeout=120, check=False)  # fmt: skip
+                                  timeout=120, check=False, env=CLEAN_ENV)  # fmt: skip
         assert migrated.returncode == 0, migrated.stderr
     unit_dir = tmp_path / "etc/systemd/system"
     assert sorted(p.name for p in unit_dir.iterdir()) == sorted(units)
