@@ -3,57 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from typing import Any
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
-from server import admin_catalogue, admin_commerce, admin_data
+from server import admin_catalogue, admin_commerce, admin_data, admin_notify
+from server.admin_units import DEFAULT_DB, now, run_unit
 from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
-from server.db.database import DatabaseUnavailable, open_database
-from server.domain.errors import DomainError
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
-from server.notify import admin as admin_notify
 from server.services import licensing
 from server.services.access import OPERATOR
-
-T = TypeVar("T")
-DEFAULT_DB = "sqlite:///var/tessera.db"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def run_unit(args: argparse.Namespace, fn: Callable[..., T], *fn_args: Any) -> T:
-    url = args.db or os.environ.get("TESSERA_DB") or DEFAULT_DB
-    admin_commerce.configure_business_calendar()
-
-    async def go() -> T:
-        db = open_database(url, pool_size=1)
-        try:
-            return await db.run(fn, *fn_args)
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(go())
-    except DomainError as exc:
-        raise CliError.from_domain(exc) from exc
-    except (OperationalError, ProgrammingError) as exc:
-        text = str(exc.orig)
-        if "no such table" in text or "does not exist" in text:
-            raise CliError("schema-missing", f"{url} has no schema: run `tessera-server migrate`") from exc
-        raise CliError("database-error", f"{url}: {text}") from exc
-    except (DatabaseUnavailable, DBAPIError, OSError, ValueError) as exc:
-        raise CliError("database-unavailable", f"{url}: {exc}") from exc
 
 
 def keyring(args: argparse.Namespace) -> Keyring:

@@ -9,32 +9,18 @@ import os
 from datetime import date
 from typing import Any
 
+from server.admin_units import now, run_unit
 from server.clikit import CliError
 from server.services import accounts, audit, changes, moves, people, terms, transfers
 from server.services.access import OPERATOR
-from server.settings import SettingsError, load_settings
 
 
 def _run(args: argparse.Namespace, fn: Any, *fn_args: Any) -> Any:
-    from server.admin_cli import run_unit
-
     return run_unit(args, fn, *fn_args)
 
 
 def _now() -> Any:
-    from server.admin_cli import now
-
     return now()
-
-
-def configure_business_calendar() -> None:
-    """The CLI counts deadlines on the server's calendar: the same settings (TESSERA_CONFIG's file, then
-    TESSERA_BUSINESS_TIME_ZONE and TESSERA_HOLIDAYS)."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise CliError(exc.code, str(exc)) from exc
-    terms.configure_calendar(settings.business_time_zone, settings.holidays)
 
 
 LICENCE_ID = "the licence's id"

@@ -15,10 +15,10 @@ from keys.keyring import Keyring
 from server.api import agent, catalogue, customers, docs, licences, ops, transfers, webhooks
 from server.api.connections import CONNECTIONS, Connections, connections_middleware
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
+from server.api.notifications import notifications, run_daily_notices
 from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, PortalLink, RequestNonce
-from server.notify.startup import notifications, run_daily_notices
 from server.portal import add_portal
 from server.services import accounts, portal_sessions
 from server.services.activation import THROTTLE_WINDOW, ActivationService

@@ -92,3 +92,22 @@ def months_left(now: datetime, until: datetime, zone: tzinfo = UTC) -> tuple[int
     whole = whole_months_between(now, until, zone)
     started = whole + (1 if add_months(now, whole, zone) < until else 0)
     return whole, started
+
+
+# The vendor's business time zone and holidays (settings `business_time_zone`, `holidays`). One value per
+# process, set at start-up by the server and the admin CLI from the same settings, so every unit of work —
+# HTTP, the renewal job, the notices, the CLI — counts months and deadlines on the same calendar.
+_configured: BusinessCalendar = UTC_CALENDAR
+
+
+def configure_calendar(business_time_zone: str = "UTC", holidays: tuple[date, ...] = ()) -> BusinessCalendar:
+    global _configured
+    from zoneinfo import ZoneInfo
+
+    zone = UTC if business_time_zone == "UTC" else ZoneInfo(business_time_zone)
+    _configured = calendar_of(zone, holidays)
+    return _configured
+
+
+def business_calendar() -> BusinessCalendar:
+    return _configured

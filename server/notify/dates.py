@@ -20,9 +20,8 @@ from sqlalchemy import Connection, and_, func, select
 from server.db.database import Database
 from server.db.models import Licence, MaintenanceTerm, Plan
 from server.domain import terms as rules
-from server.domain.calendar import BusinessCalendar, calendar_of
+from server.domain.calendar import BusinessCalendar, business_calendar, calendar_of
 from server.notify import outbox
-from server.services.terms import business_calendar
 
 MONTHLY_AFTER_FIRST_YEAR = "monthly-after-first-year"
 LAPSED_LOOKBACK_DAYS = 31  # a licence that lapsed long before notifications existed is not announced now

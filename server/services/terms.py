@@ -8,7 +8,6 @@ import io
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
@@ -18,7 +17,10 @@ from server.db.models import Customer, LedgerEntry, Licence, MaintenanceTerm, Pl
 from server.domain import prices as price_rules
 from server.domain import support
 from server.domain import terms as rules
-from server.domain.calendar import UTC_CALENDAR, BusinessCalendar, add_months, calendar_of, whole_months_between
+from server.domain.calendar import add_months, business_calendar, whole_months_between
+
+# Re-exported: the process's business calendar is the terms' (server.domain.calendar holds it).
+from server.domain.calendar import configure_calendar as configure_calendar
 from server.domain.errors import (
     Conflict,
     LicenceEnded,
@@ -43,26 +45,10 @@ from server.services.listing import Page, Slice, cut, keyset
 
 MAX_YEARS = 10
 
-# The vendor's business time zone and holidays (settings `business_time_zone`, `holidays`). One value per
-# process, set at start-up by the server and the admin CLI from the same settings, so every unit of work —
-# HTTP, the renewal job, the CLI — counts months and deadlines on the same calendar.
-_calendar: BusinessCalendar = UTC_CALENDAR
-
-
-def configure_calendar(business_time_zone: str = "UTC", holidays: tuple[date, ...] = ()) -> BusinessCalendar:
-    global _calendar
-    zone = UTC if business_time_zone == "UTC" else ZoneInfo(business_time_zone)
-    _calendar = calendar_of(zone, holidays)
-    return _calendar
-
-
-def business_calendar() -> BusinessCalendar:
-    return _calendar
-
 
 def first_term_end(start: datetime, months: int) -> datetime:
     """The end of a new contract's first term: its start day `months` later on the business calendar."""
-    return add_months(start, months, _calendar.zone)
+    return add_months(start, months, business_calendar().zone)
 
 
 def load_terms(conn: Connection, licence_id: uuid.UUID) -> list[rules.Term]:
@@ -156,7 +142,7 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
     terms = load_terms(conn, licence.id)
     start = rules.extension_start(terms, now)
     anchor = rules.contract_start(terms) or start
-    end = rules.term_end(anchor, start, 12 * years, _calendar.zone)
+    end = rules.term_end(anchor, start, 12 * years, business_calendar().zone)
     origin = "subscription" if plan.kind == "subscription" else "renewal"
     add_term(conn, licence.id, start, end, origin, auto=True)
     # A paid renewal supersedes an earlier cancellation of the term it follows.
@@ -166,9 +152,9 @@ def renew(conn: Connection, who: Principal, licence_id: str, years: int, now: da
         .values(auto_renew=True, cancelled_at=None, cancellation_received_on=None)
     )
     kind = "renewal" if years == 1 else "extension"
+    fee = term_fee(conn, plan, licence, 12 * years, business_calendar().day_of(now))
     entry = write_ledger(
-        conn, licence, kind=kind, amount_cents=term_fee(conn, plan, licence, 12 * years, _calendar.day_of(now)),
-        currency=plan.currency,
+        conn, licence, kind=kind, amount_cents=fee, currency=plan.currency,
         actor=who.actor, now=now, period=(start, end), note=f"{years} year(s), {licence.seats} seat(s)",
     )  # fmt: skip
     details = {"start": start.isoformat(), "end": end.isoformat(), "years": years, "ledger": entry["id"]}
@@ -217,7 +203,9 @@ def cancellation_quote(
 def cancellation_outcome(
     conn: Connection, licence: Any, plan: Any, now: datetime, received_on: date | None
 ) -> rules.Cancellation:
-    return rules.cancel(load_terms(conn, licence.id), policy(plan), now, received_on=received_on, calendar=_calendar)
+    return rules.cancel(
+        load_terms(conn, licence.id), policy(plan), now, received_on=received_on, calendar=business_calendar()
+    )
 
 
 def record_cancellation(
@@ -254,7 +242,7 @@ def cancellation_json(licence: Any, outcome: rules.Cancellation, now: datetime) 
         "in_time": outcome.in_time,
         "effective": outcome.effective.isoformat(),
         "detail": (
-            f"maintenance ends on {_calendar.day_of(outcome.effective).isoformat()}"
+            f"maintenance ends on {business_calendar().day_of(outcome.effective).isoformat()}"
             + ("" if outcome.in_time else f": the deadline was {outcome.deadline.isoformat()}, so one more term runs")
         ),
     }
@@ -285,14 +273,14 @@ def renew_licence_if_due(conn: Connection, licence_id: uuid.UUID, now: datetime)
     if licence.status == "revoked":
         return 0
     plan = plan_values(conn, licence.plan_id)
-    due = rules.due_renewals(load_terms(conn, licence_id), policy(plan), now, _calendar)
+    due = rules.due_renewals(load_terms(conn, licence_id), policy(plan), now, business_calendar())
     origin = "subscription" if plan.kind == "subscription" else "renewal"
     for term in due:
         add_term(conn, licence_id, term.start, term.end, origin, term.auto_renew, (term.cancelled_at, term.received_on))
-        months = whole_months_between(term.start, term.end, _calendar.zone)
+        months = whole_months_between(term.start, term.end, business_calendar().zone)
         entry = write_ledger(
             conn, licence, kind="renewal", currency=plan.currency,
-            amount_cents=term_fee(conn, plan, licence, months, _calendar.day_of(term.start)),
+            amount_cents=term_fee(conn, plan, licence, months, business_calendar().day_of(term.start)),
             actor=SYSTEM_RENEWAL, now=now, period=(term.start, term.end), note=f"automatic renewal, {months} month(s)",
         )  # fmt: skip
         audit.record(conn, chain=audit.licence_chain(licence_id), actor=SYSTEM_RENEWAL, action="licence.renewal",
@@ -317,9 +305,9 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
         raise MaintenanceCurrent(
             f"maintenance runs until {until.date().isoformat() if until else '?'}: nothing to reinstate"
         )
-    months = rules.lapsed_months(terms, now, _calendar.zone)
+    months = rules.lapsed_months(terms, now, business_calendar().zone)
     # 001: the back-fee is counted from the *current* price (the one in force today).
-    current = prices.in_force(conn, plan, _calendar.day_of(now))
+    current = prices.in_force(conn, plan, business_calendar().day_of(now))
     base = price_rules.back_fee_base(current, per=plan.price_per, seats=licence.seats)
     fee = rules.reinstatement_fee(plan.reinstatement_rule, base, months, cap_months=plan.back_fee_cap_months)
     lapsed_since = rules.maintenance_until(terms)
@@ -329,7 +317,7 @@ def _quote(conn: Connection, licence: Any, now: datetime) -> dict[str, Any]:
         "months_lapsed": months,
         "rule": plan.reinstatement_rule,
         "back_fee_cents": fee,
-        "term_fee_cents": term_fee(conn, plan, licence, plan.term_months, _calendar.day_of(now)),
+        "term_fee_cents": term_fee(conn, plan, licence, plan.term_months, business_calendar().day_of(now)),
         "currency": plan.currency,
     }
 
@@ -416,7 +404,7 @@ def set_price(
     given = {k: v for k, v in changes.items() if v is not None}
     if not given:
         raise ValidationFailed(f"give at least one of {', '.join(PRICE_FIELDS)}")
-    today = _calendar.day_of(now)
+    today = business_calendar().day_of(now)
     if effective_from < today:
         raise ValidationFailed(
             f"a price applies from today ({today.isoformat()}) or later, not {effective_from.isoformat()}: "
@@ -443,7 +431,7 @@ def list_prices(conn: Connection, who: Principal, plan_name: str, now: datetime)
     who.may("plan:price")
     plan = _plan_named(conn, plan_name)
     lists = prices.price_lists(conn, plan)
-    in_force = price_rules.in_force(lists, _calendar.day_of(now))
+    in_force = price_rules.in_force(lists, business_calendar().day_of(now))
 
     def row(p: price_rules.PriceList) -> dict[str, Any]:
         since = p.effective_from.isoformat() if p.effective_from else None
@@ -480,7 +468,7 @@ def support_eligibility(
     ).first()
     reasons = support.eligibility(named_contact=named is not None, terms=load_terms(conn, licence.id),
                                   release=release, releases=releases, now=now,
-                                  today=_calendar.day_of(now))  # fmt: skip
+                                  today=business_calendar().day_of(now))  # fmt: skip
     return {
         "licence_id": str(licence.id),
         "contact": contact,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from client_agent import fingerprint, portable
+from client_agent import fingerprint
 
 AGENT = Path(sys.executable).with_name("tessera-agent")
 
 
 def test_the_portable_provider_reads_the_same_machine_twice_and_classifies_like_the_rules() -> None:
-    first, second = portable.read_facts(), portable.read_facts()
+    first, second = fingerprint.read_portable_facts(), fingerprint.read_portable_facts()
     assert first == second
     kinds = [c.kind for c in first.components]
     assert set(kinds) <= set(fingerprint.KINDS) and "machine-id" in kinds
@@ -33,7 +33,7 @@ def test_the_portable_provider_reads_the_same_machine_twice_and_classifies_like_
 @pytest.mark.skipif(not Path("/etc/machine-id").exists(), reason="this Linux has no /etc/machine-id")
 def test_on_linux_it_sees_the_machine_id_the_sysfs_reader_sees() -> None:
     sysfs = {c.kind: c.value for c in fingerprint.read_facts("/").components if c.kind == "machine-id"}
-    ported = {c.kind: c.value for c in portable.read_facts().components if c.kind == "machine-id"}
+    ported = {c.kind: c.value for c in fingerprint.read_portable_facts().components if c.kind == "machine-id"}
     assert ported == sysfs and ported
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
+from server.admin_units import now, run_unit
 from server.clikit import CliError
 from server.notify.dates import business_day, notices_unit
 from server.notify.events import EVENT_TYPES
@@ -18,14 +19,10 @@ from server.settings import Settings, SettingsError, load_settings
 
 
 def _run(args: argparse.Namespace, fn: Any, *fn_args: Any) -> Any:
-    from server.admin_cli import run_unit
-
     return run_unit(args, fn, *fn_args)
 
 
 def _now() -> datetime:
-    from server.admin_cli import now
-
     return now()
 
 
