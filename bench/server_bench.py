@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 def admin(db: str, keys: Path, *args: str) -> Any:
-    from server.admin_cli import main
+    from server.cli.admin import main
 
     os.environ["TESSERA_KEY_PASSPHRASE"] = PASSPHRASE
     out = io.StringIO()

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from server.clikit import redact
+from server.redaction import redact
 
 # The id of the request this task is serving; aiohttp serves one request at a time per connection task.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tessera_request_id", default=None)

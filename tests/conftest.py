@@ -67,7 +67,7 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
 
 def admin(db_url: str, keys_dir: Path, *args: str) -> Any:
     """Run `tessera-admin --json …` in-process; raise on a non-zero exit."""
-    from server.admin_cli import main
+    from server.cli.admin import main
 
     out, err = io.StringIO(), io.StringIO()
     previous = os.environ.get("TESSERA_KEY_PASSPHRASE")

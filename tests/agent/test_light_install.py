@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from agent_fakes import FakeMachine
 
-from server.entrypoints import INSTALL_HINT, SERVER_MODULES
+from server.cli.entrypoints import INSTALL_HINT, SERVER_MODULES
 from tests.conftest import LiveServer, issue_demo_licence
 
 ROOT = Path(__file__).resolve().parents[2]

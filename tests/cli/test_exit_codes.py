@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server import clikit
+from server.cli import kit as clikit
 from server.domain import errors
 from tests.cli.conftest import Installation, codes, licence_with_release, run
 
@@ -125,9 +125,9 @@ def test_the_readme_documents_every_exit_code() -> None:
 
 
 def test_the_cli_kit_imports_nothing_a_light_install_lacks() -> None:
-    # server.entrypoints reports missing server dependencies through clikit: it must import without them.
-    from server.entrypoints import SERVER_MODULES
+    # server.cli.entrypoints reports missing server dependencies through clikit: it must import without them.
+    from server.cli.entrypoints import SERVER_MODULES
 
-    probe = "import sys, server.clikit; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = "import sys, server.cli.kit; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     done = subprocess.run([sys.executable, "-I", "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert set(done.stdout.split()) & set(SERVER_MODULES) == set()

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import admin_cli, cli
+from server.cli import admin as admin_cli
+from server.cli import server as cli
 from tests.cli.conftest import run
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from server.clikit import redact
+from server.cli.kit import redact
 from server.logs import JsonFormatter, TextFormatter
 from tests.cli.conftest import BIN, Installation, run
 from tests.conftest import PASSPHRASE, free_port, fresh_database

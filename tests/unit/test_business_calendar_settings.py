@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.admin_cli import main as admin_main
-from server.cli import main
+from server.cli.admin import main as admin_main
+from server.cli.server import main
 from server.services import terms
 from server.settings import SettingsError, load_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.runtime import RESERVED_FILES, connection_limit
+from server.cli.runtime import RESERVED_FILES, connection_limit
 from server.settings import Settings
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.cli.server import main
 from server.settings import ENVIRONMENT, Settings, SettingsError, listen_address, load_settings
 
 
@@ -194,7 +194,7 @@ def test_connection_clocks_and_limits_have_sane_defaults_and_parse_from_file_and
 
 @pytest.mark.parametrize(("pool", "workers", "each"), [(20, 1, 20), (20, 2, 10), (20, 3, 7), (20, 16, 2), (1, 4, 2)])
 def test_workers_share_the_connection_budget(pool: int, workers: int, each: int) -> None:
-    from server.runtime import worker_pool_size
+    from server.cli.runtime import worker_pool_size
 
     assert worker_pool_size(pool, workers) == each
     assert workers * worker_pool_size(pool, workers) <= max(pool + workers, 2 * workers)  # never N x the budget

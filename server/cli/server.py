@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret, redact
+from server.cli.kit import CliError, add_version, fail, finish_parser, print_result, read_secret, redact
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
     )
+    from server.cli.runtime import run, run_supervisor
     from server.logs import configure_logging
-    from server.runtime import run, run_supervisor
 
     configure_logging(settings.log_format, settings.log_level)
     if settings.workers > 1 and not args.reuse_port:

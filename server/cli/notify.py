@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from server.admin_units import now, run_unit
-from server.clikit import CliError
+from server.cli.kit import CliError
+from server.cli.units import now, run_unit
 from server.notify.dates import business_day, notices_unit
 from server.notify.events import EVENT_TYPES
 from server.services import webhooks

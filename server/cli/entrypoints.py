@@ -41,7 +41,7 @@ def missing_server_distributions() -> list[str]:
 def _guarded(prog: str, load: Callable[[], Callable[[], int]]) -> int:
     missing = missing_server_distributions()
     if missing:
-        from server.clikit import CliError, fail
+        from server.cli.kit import CliError, fail
 
         detail = f"{prog} needs the server's dependencies, not installed here ({', '.join(missing)}): {INSTALL_HINT}"
         return fail("--json" in sys.argv[1:], CliError("server-dependencies-missing", detail))
@@ -49,13 +49,13 @@ def _guarded(prog: str, load: Callable[[], Callable[[], int]]) -> int:
 
 
 def _server() -> Callable[[], int]:
-    from server.cli import main
+    from server.cli.server import main
 
     return main
 
 
 def _admin() -> Callable[[], int]:
-    from server.admin_cli import main
+    from server.cli.admin import main
 
     return main
 

@@ -4,7 +4,7 @@ Output: a table or text for a person, `--json` (anywhere on the command line) fo
 `{"code", "detail"}` on stderr and an exit code that says what happened, mapped once from the code.
 Secrets: a database URL's password never reaches the screen; secrets are read from a file or stdin.
 
-Only the standard library and the pure `server.domain` are imported: server.entrypoints reports a light
+Only the standard library and the pure `server.domain` are imported: server.cli.entrypoints reports a light
 install (no server dependencies) through this module.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from server.domain import errors
+from server.redaction import redact as redact  # re-exported: CLI errors are redacted too
 
 # The exit codes are a public contract (README, "Exit codes"): scripts branch on them.
 OK = 0
@@ -130,17 +130,6 @@ class CliError(Exception):
 
 
 # -- secrets -------------------------------------------------------------------
-
-# scheme://user:password@host — the password runs to the last "@" of the URL (a password may hold "@" or "/").
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^\s'\"]*(?P<at>@)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`postgresql://u:s3cret@h/db` → `postgresql://u:***@h/db`, wherever a URL occurs in the text."""
-    if "://" not in text:  # every access log line passes here
-        return text
-    return _URL_PASSWORD.sub(lambda m: m["head"] + "***" + m["at"], text)
-
 
 def read_secret(source: str, what: str) -> str:
     """A secret from a file, or from standard input when the source is `-` (never from the command line,

@@ -37,7 +37,7 @@ from keys.keyring import KeyringError
 from server.api import ops
 from server.api.connections import CONNECTIONS, GuardedSite
 from server.api.context import IN_FLIGHT
-from server.clikit import CliError
+from server.cli.kit import CliError
 from server.settings import Settings, listen_address
 from tessera_common.systemd import sd_notify, watchdog_interval, watchdog_pings
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from server.clikit import CliError
+from server.cli.kit import CliError
 
 DEFAULT_DB = "sqlite:///var/tessera.db"
 

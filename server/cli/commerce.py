@@ -9,8 +9,8 @@ import os
 from datetime import date
 from typing import Any
 
-from server.admin_units import now, run_unit
-from server.clikit import CliError
+from server.cli.kit import CliError
+from server.cli.units import now, run_unit
 from server.services import accounts, audit, changes, moves, people, terms, transfers
 from server.services.access import OPERATOR
 

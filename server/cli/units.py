@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from server.clikit import CliError
+from server.cli.kit import CliError
 from server.db.database import DatabaseUnavailable, open_database
 from server.domain.errors import DomainError
 from server.services import terms

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
-from server.clikit import CliError
+from server.cli.kit import CliError
 from server.services import catalogue
 from server.services.access import OPERATOR
 from server.services.listing import Page

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from keys.keyring import Keyring, KeyringError, passphrase_from_env
-from server import admin_catalogue, admin_commerce, admin_data, admin_notify
-from server.admin_units import DEFAULT_DB, now, run_unit
-from server.clikit import CliError, add_version, fail, finish_parser, print_result, read_secret
+from server.cli import catalogue as admin_catalogue
+from server.cli import commerce as admin_commerce
+from server.cli import data as admin_data
+from server.cli import notify as admin_notify
+from server.cli.kit import CliError, add_version, fail, finish_parser, print_result, read_secret
+from server.cli.units import DEFAULT_DB, now, run_unit
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
 from server.services import licensing
 from server.services.access import OPERATOR
