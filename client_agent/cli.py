@@ -157,6 +157,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     sub = command("serve", "run the daemon: local HTTP API on a Unix socket, background refresh")
     sub.add_argument("--socket-mode", default="0666", help="mode of a socket the daemon creates itself")
+    sub.add_argument("--listen", metavar="127.0.0.1:PORT",
+                     help="where Unix sockets are unavailable: answer on this loopback address instead")  # fmt: skip
+    sub.add_argument("--token-file", metavar="PATH",
+                     help="with --listen: where each start writes the bearer token clients must send")  # fmt: skip
 
     sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
     sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
@@ -528,6 +532,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             socket_path=args.socket,
             socket_mode=mode,
             clock_marks=clock_marks(args),
+            listen=args.listen,
+            token_file=args.token_file,
         )
     )
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,10 @@ class DaemonSettings:
     socket_mode: int = 0o666
     refresh: bool = True
     clock_marks: tuple[str, ...] = ()
+    # Where Unix sockets are unavailable: listen on 127.0.0.1:PORT instead, every request carrying the bearer
+    # token this start wrote to `token_file` (readable by the machine's users, never sent anywhere else).
+    listen: str | None = None
+    token_file: str | None = None
 
 
 @dataclass
@@ -74,6 +80,56 @@ STARTED = web.AppKey("started", float)
 
 
 # ------------------------------------------------------------------ systemd
+
+
+def open_loopback(settings: DaemonSettings) -> socket.socket:
+    """A TCP listener on a loopback address only (`--listen 127.0.0.1:PORT`), for systems without Unix
+    sockets; the bearer token is written by `write_token` before the first answer."""
+    host, _, port = (settings.listen or "").rpartition(":")
+    if host not in ("127.0.0.1", "::1", "[::1]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentError("listen-not-loopback", f"--listen takes 127.0.0.1:PORT or [::1]:PORT, not {settings.listen!r}")
+    if not settings.token_file:
+        raise AgentError("token-file-missing", "--listen needs --token-file: where the clients read the token")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), int(port)))
+    sock.listen(512)
+    return sock
+
+
+def write_token(path: str) -> str:
+    """A new random token for this start of the daemon, written atomically; the machine's users may read it
+    (they ask the daemon), nobody may write it. A restart (or a reboot) makes the old token worthless."""
+    token = secrets.token_urlsafe(32)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(temp, 0o644)
+    os.replace(temp, path)
+    return token
+
+
+TOKEN = web.AppKey("token", str)
+
+
+@web.middleware
+async def bearer_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On the loopback listener every request shows this start's token (constant-time comparison)."""
+    expected = request.app.get(TOKEN)
+    if expected is not None:
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {expected}".encode()):
+            return _problem(401, "unauthorised", "send Authorization: Bearer <the token in the daemon's token file>")
+    return await handler(request)
 
 
 def open_listener(settings: DaemonSettings) -> tuple[socket.socket, bool]:
@@ -275,7 +331,7 @@ async def refresher(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: DaemonSettings) -> web.Application:
     """The daemon's application; opens nothing (the refresher starts in cleanup_ctx)."""
-    app = web.Application()
+    app = web.Application(middlewares=[bearer_middleware])
     app[SETTINGS] = settings
     app[CHECKER] = Checker(
         state_dir=settings.state_dir, jwks=settings.jwks, sysroot=settings.sysroot, clock_marks=settings.clock_marks
@@ -310,9 +366,13 @@ def _reread(app: web.Application) -> None:
 async def serve(settings: DaemonSettings) -> int:
     app = create_app(settings)
     app[CHECKER].status()  # load and verify the token before saying READY
+    if settings.listen is not None:
+        sock, created = open_loopback(settings), False
+        app[TOKEN] = write_token(str(settings.token_file))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    sock, created = open_listener(settings)
+    if settings.listen is None:
+        sock, created = open_listener(settings)
     site = web.SockSite(runner, sock)
     await site.start()
     stop = asyncio.Event()
@@ -322,7 +382,8 @@ async def serve(settings: DaemonSettings) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: _reread(app))
     interval = watchdog_interval()
     watchdog = asyncio.create_task(watchdog_pings(interval)) if interval else None
-    sd_notify(f"READY=1\nSTATUS=answering on {settings.socket_path if created else 'the socket from systemd'}")
+    where = settings.listen if settings.listen else (settings.socket_path if created else "the socket from systemd")
+    sd_notify(f"READY=1\nSTATUS=answering on {where}")
     log.info("tessera-agent ready (pid %d)", os.getpid())
     try:
         await stop.wait()
@@ -333,6 +394,9 @@ async def serve(settings: DaemonSettings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
         await runner.cleanup()
+        if settings.listen is not None and settings.token_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(settings.token_file)  # the token dies with this start
         if created:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(settings.socket_path)
