@@ -40,7 +40,8 @@ async def list_licences(request: web.Request) -> web.Response:
 @routes.post("/v1/licences")
 async def issue_licence(request: web.Request) -> web.Response:
     body = await read_model(request, IssueLicenceBody)
-    issued = await run(request, licensing.issue_licence, body.customer, body.product, body.plan, body.seats, now())
+    issued = await run(request, licensing.issue_licence, body.customer, body.product, body.plan, body.seats, now(),
+                       body.features)  # fmt: skip
     return json_response(issued.__dict__, status=201)
 
 

@@ -117,7 +117,8 @@ def customer_cmd(args: argparse.Namespace) -> Any:
 def licence_cmd(args: argparse.Namespace) -> Any:
     if args.action == "issue":
         issued = run_unit(
-            args, licensing.issue_licence, OPERATOR, args.customer, args.product, args.plan, args.seats, now()
+            args, licensing.issue_licence, OPERATOR, args.customer, args.product, args.plan, args.seats, now(),
+            [f for f in args.features.split(",") if f] if args.features is not None else None,
         )
         return issued.__dict__
     if args.action == "show":
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--product", required=True, help="the product's code")
     p.add_argument("--plan", required=True, help="the plan's name")
     p.add_argument("--seats", type=int, required=True, help="how many machines may hold a seat at once")
+    p.add_argument("--features", metavar="NAMES", help="its own modules, comma-separated (default: the plan's)")
     licence.add_parser("list", help="every licence, its seats and status")
     for action, text in (("show", "one licence: seats, activations, terms, quotas left"),
                          ("suspend", "suspend the licence (refused as licence-suspended) until resumed"),

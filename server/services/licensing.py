@@ -212,12 +212,21 @@ def add_customer(
 
 
 def issue_licence(
-    conn: Connection, who: Principal, customer: str, product: str, plan: str, seats: int, now: datetime
+    conn: Connection,
+    who: Principal,
+    customer: str,
+    product: str,
+    plan: str,
+    seats: int,
+    now: datetime,
+    features: list[str] | None = None,
 ) -> IssuedLicence:
-    """A new licence; its key is shown once. A reseller issues only for its own customers (002)."""
+    """A new licence; its key is shown once. A reseller issues only for its own customers (002). `features`:
+    the licence's own modules (001: "via parameters"); None gives it the plan's defaults."""
     who.may("licence:issue")
     if isinstance(seats, bool) or not 1 <= seats <= 1_000_000:
         raise ValidationFailed("seats must be between 1 and 1,000,000")
+    modules = changes.check_features(features, "features") if features is not None else None
     customer_row = customer_in_scope(conn, who, customer)
     product_row = _one(conn, Product, Product.code, product, "product")
     plan_row = _one(conn, Plan, Plan.name, plan, "plan")
@@ -238,6 +247,7 @@ def issue_licence(
             seats=seats,
             seats_in_use=0,
             status="active",
+            features=modules,
             created_at=now,
         )
     )

@@ -182,11 +182,16 @@ class RenewalBody(Strict):
     years: WholeNumber = Field(ge=1, le=10)
 
 
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRODUCT_CODE_PATTERN), NO_CONTROL]
+Modules = Annotated[list[ModuleName], Field(max_length=64)]
+
+
 class IssueLicenceBody(Strict):
     customer: Identifier
     product: ProductCode
     plan: Name
     seats: WholeNumber = Field(ge=1, le=1_000_000)
+    features: Modules | None = None  # the licence's own modules; left out: the plan's defaults
 
 
 class NewUserBody(Strict):
@@ -210,20 +215,21 @@ class CancellationBody(Strict):
     received_on: Annotated[date, Field(strict=True)] | None = None
 
 
+# An amount in cents a BIGINT holds with room to add (10 billion in any currency); a negative one reaches
+# the plan's rules, which name it (plan-inconsistent).
+Cents = Annotated[int, Field(strict=True, ge=-(10**12), le=10**12), BeforeValidator(_whole_number)]
+
+
 class PriceBody(Strict):
     """A plan's price list from `effective_from` on; prices not given carry over (at least one is given)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 2})
 
     effective_from: Annotated[date, Field(strict=True)]
-    price_cents: WholeNumber | None = None
-    renewal_price_cents: WholeNumber | None = None
-    host_change_price_cents: WholeNumber | None = None
-    dongle_replacement_price_cents: WholeNumber | None = None
-
-
-ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRODUCT_CODE_PATTERN), NO_CONTROL]
-Modules = Annotated[list[ModuleName], Field(max_length=64)]
+    price_cents: Cents | None = None
+    renewal_price_cents: Cents | None = None
+    host_change_price_cents: Cents | None = None
+    dongle_replacement_price_cents: Cents | None = None
 
 
 # Whole numbers in a range that may also be left out (None): the bounds sit inside, so the OpenAPI document
