@@ -59,8 +59,9 @@ def test_server_bench_runs(tmp_path: Path) -> None:
     run_bench("server_bench.py", "--duration", "0.3", "--licences", "2", "--workers", "1", "--concurrency", "4",
               "--backends", BACKENDS, "--json-out", str(out))  # fmt: skip
     summary = json.loads(out.read_text())
-    assert summary["sqlite, 1 process"]["activation"]["ok"] > 0
-    assert summary["sqlite, 1 process"]["refresh"]["errors"] == 0
+    activation, refresh = summary["sqlite, 1 process"]["activation"], summary["sqlite, 1 process"]["refresh"]
+    assert activation["rps"] > 0 and activation["errors"] == 0 and activation["server_cpu_us"] > 0
+    assert refresh["errors"] == 0 and activation["rounds"] >= 1
 
 
 def test_agent_bench_runs() -> None:

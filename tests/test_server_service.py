@@ -441,7 +441,8 @@ def test_one_json_event_per_request_with_its_id_and_no_secrets(tmp_path: Path) -
         aid = granted["activation_id"]
         proof = agent.proof(aid)
         post(f"{server.url}/v1/activations/{aid}/refresh", {"proof": proof})
-        wrong = {**body, "licence_key": licence["key"][:-1] + "Z"}
+        # A key one character off (never the key itself: it may end in Z).
+        wrong = {**body, "licence_key": licence["key"][:-1] + ("Y" if licence["key"].endswith("Z") else "Z")}
         _, headers, problem = request(
             "POST", server.url + "/v1/activations", wrong, headers={"X-Request-ID": "bad id!"}
         )
