@@ -16,7 +16,7 @@ from server.cli import catalogue as admin_catalogue
 from server.cli import commerce as admin_commerce
 from server.cli import data as admin_data
 from server.cli import notify as admin_notify
-from server.cli.kit import CliError, add_version, fail, finish_parser, print_result, read_secret
+from server.cli.kit import CliError, add_version, date_arg, fail, finish_parser, print_result, read_secret
 from server.cli.units import DEFAULT_DB, now, run_unit
 from server.domain.terms import REINSTATEMENT_RULES, RENEWAL_RULES
 from server.services import licensing
@@ -35,11 +35,7 @@ def keyring(args: argparse.Namespace) -> Keyring:
         raise CliError(exc.code, str(exc)) from exc
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+_date = date_arg
 
 
 # -- commands ------------------------------------------------------------------
@@ -117,7 +113,14 @@ def customer_cmd(args: argparse.Namespace) -> Any:
 def licence_cmd(args: argparse.Namespace) -> Any:
     if args.action == "issue":
         issued = run_unit(
-            args, licensing.issue_licence, OPERATOR, args.customer, args.product, args.plan, args.seats, now(),
+            args,
+            licensing.issue_licence,
+            OPERATOR,
+            args.customer,
+            args.product,
+            args.plan,
+            args.seats,
+            now(),
             [f for f in args.features.split(",") if f] if args.features is not None else None,
         )
         return issued.__dict__
@@ -172,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
-    for action, text in (("generate", "make the first signing key (Ed25519, encrypted with the passphrase)"),
-                         ("rotate", "make a new active signing key; the old one stays published to verify")):
+    for action, text in (
+        ("generate", "make the first signing key (Ed25519, encrypted with the passphrase)"),
+        ("rotate", "make a new active signing key; the old one stays published to verify"),
+    ):
         p = keys.add_parser(action, help=text)
         p.add_argument("--plaintext", action="store_true", help="store unencrypted (development only)")
     keys.add_parser("retire", help="drop a published key from the JWKS").add_argument("kid", help="the key's kid")
@@ -214,12 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-days", type=int, default=0,
                    help="days a subscription may still run after its paid term (default 0)")  # fmt: skip
     p.add_argument("--term-months", type=int, default=12, help="months of a maintenance or subscription term")
-    p.add_argument("--min-identifying", type=int, default=2,
-                   help="identifying fingerprint components an activation must present (machine-id, DMI, MACs, disks)")
-    p.add_argument("--rebinds-per-term", type=int, default=2,
-                   help="seat rebinds to a new agent key without the old key's proof, per maintenance term")
-    p.add_argument("--no-virtual", action="store_true",
-                   help="refuse virtual machines and containers (as the agent reports them)")
+    p.add_argument(
+        "--min-identifying",
+        type=int,
+        default=2,
+        help="identifying fingerprint components an activation must present (machine-id, DMI, MACs, disks)",
+    )
+    p.add_argument(
+        "--rebinds-per-term",
+        type=int,
+        default=2,
+        help="seat rebinds to a new agent key without the old key's proof, per maintenance term",
+    )
+    p.add_argument(
+        "--no-virtual", action="store_true", help="refuse virtual machines and containers (as the agent reports them)"
+    )
     p.add_argument("--deactivations-per-term", type=int,
                    help="seat moves allowed per maintenance year (activation model; default: unlimited)")  # fmt: skip
     p.add_argument("--free-host-changes", type=int, default=1, help="free host-ID changes per maintenance year")

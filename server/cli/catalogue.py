@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from server.cli.kit import CliError
+from server.cli.kit import CliError, date_arg
 from server.services import catalogue
 from server.services.access import OPERATOR
 from server.services.listing import Page
@@ -24,11 +24,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+_date = date_arg
 
 
 def _every(run: Run, args: argparse.Namespace, unit: Any, *unit_args: Any) -> list[dict[str, Any]]:

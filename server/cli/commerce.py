@@ -9,7 +9,7 @@ import os
 from datetime import date
 from typing import Any
 
-from server.cli.kit import CliError
+from server.cli.kit import CliError, date_arg
 from server.cli.units import now, run_unit
 from server.services import accounts, audit, changes, moves, people, terms, transfers
 from server.services.access import OPERATOR
@@ -26,11 +26,7 @@ def _now() -> Any:
 LICENCE_ID = "the licence's id"
 
 
-def _date_arg(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+_date_arg = date_arg
 
 
 def _at(args: argparse.Namespace) -> Any:
@@ -245,8 +241,12 @@ def add_licence_actions(licence: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what it would cost")
     p = licence.add_parser("end", help="end the licence's contract (the only way when maintenance is mandatory)")
     p.add_argument("id", help=LICENCE_ID)
-    p.add_argument("--received-on", type=_date_arg, metavar="DATE",
-                   help="the day the notice was received (default: today); the plan's notice rules apply")
+    p.add_argument(
+        "--received-on",
+        type=_date_arg,
+        metavar="DATE",
+        help="the day the notice was received (default: today); the plan's notice rules apply",
+    )
     p.add_argument("--immediately", action="store_true", help="end it now, whatever the notice")
     licence.add_parser("ledger", help="the licence's ledger entries").add_argument("id", help=LICENCE_ID)
     p = licence.add_parser("support-check", help="may this contact get support on this release? (exit 1: no)")
@@ -281,9 +281,7 @@ def register(sub: Any) -> None:
     group = sub.add_parser("renewals", help="maintenance renewals").add_subparsers(dest="action", required=True)
     p = group.add_parser("run", help="create every renewal due now (the server does this by itself)")
     p.add_argument("--at", type=_date_arg, metavar="DATE", help="as on the start of that business day")
-    p.set_defaults(
-        func=renewals_cmd
-    )
+    p.set_defaults(func=renewals_cmd)
 
     p = sub.add_parser("settlement", help="a reseller's yearly settlement")
     p.add_argument("reseller", help="name or id")

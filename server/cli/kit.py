@@ -14,6 +14,7 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ class CliError(Exception):
 
 
 # -- secrets -------------------------------------------------------------------
+
 
 def read_secret(source: str, what: str) -> str:
     """A secret from a file, or from standard input when the source is `-` (never from the command line,
@@ -265,3 +267,11 @@ def fail(as_json: bool, error: CliError) -> int:
     else:
         print(f"error [{error.code}]: {detail}", file=sys.stderr)
     return error.exit_code
+
+
+def date_arg(text: str) -> date:
+    """An argparse type: a calendar day, YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from server.cli.kit import CliError
+from server.cli.kit import CliError, date_arg
 from server.cli.units import now, run_unit
 from server.notify.dates import business_day, notices_unit
 from server.notify.events import EVENT_TYPES
@@ -72,11 +72,7 @@ def notices_cmd(args: argparse.Namespace) -> Any:
     return _run(args, notices_all, today, zone, days, settings.notify_expiry_days, _now())
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+_date = date_arg
 
 
 def register(sub: Any) -> None:

@@ -101,16 +101,17 @@ def list_events(conn: Connection, who: Principal, subject: str | None, limit: in
     statement = select(AuditEvent.__table__).order_by(AuditEvent.at.desc(), AuditEvent.seq.desc()).limit(limit)
     if subject:
         statement = statement.where(AuditEvent.subject == subject)
-    return [
-        {
-            "chain": r.chain,
-            "seq": r.seq,
-            "at": r.at.isoformat(),
-            "actor": r.actor,
-            "action": r.action,
-            "subject": r.subject,
-            "details": r.details,
-            "hash": r.hash,
-        }
-        for r in conn.execute(statement)
-    ]
+    return [event_json(r) for r in conn.execute(statement)]
+
+
+def event_json(r: Any) -> dict[str, Any]:
+    return {
+        "chain": r.chain,
+        "seq": r.seq,
+        "at": r.at.isoformat(),
+        "actor": r.actor,
+        "action": r.action,
+        "subject": r.subject,
+        "details": r.details,
+        "hash": r.hash,
+    }

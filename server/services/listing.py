@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Connection, Select, and_, false, or_, select
 
 from server.db.models import AuditEvent
+from server.services import audit
 from server.services.access import Principal
 
 Key = tuple[Any, ...]
@@ -71,17 +72,4 @@ def audit_page(conn: Connection, who: Principal, subject: str | None, page: Page
     if subject:
         statement = statement.where(AuditEvent.subject == subject)
     rows = conn.execute(keyset(statement, columns, page, newest_first=True)).all()
-    return cut(rows, page, lambda r: (r.at, r.chain, r.seq), _event_json)
-
-
-def _event_json(r: Any) -> dict[str, Any]:
-    return {
-        "chain": r.chain,
-        "seq": r.seq,
-        "at": r.at.isoformat(),
-        "actor": r.actor,
-        "action": r.action,
-        "subject": r.subject,
-        "details": r.details,
-        "hash": r.hash,
-    }
+    return cut(rows, page, lambda r: (r.at, r.chain, r.seq), audit.event_json)
