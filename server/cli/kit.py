@@ -4,23 +4,22 @@ Output: a table or text for a person, `--json` (anywhere on the command line) fo
 `{"code", "detail"}` on stderr and an exit code that says what happened, mapped once from the code.
 Secrets: a database URL's password never reaches the screen; secrets are read from a file or stdin.
 
-Only the standard library and the pure `server.domain` are imported: server.cli.entrypoints reports a light
-install (no server dependencies) through this module.
+Only the standard library, the pure `server.domain` and `tessera_common` are imported: server.cli.entrypoints
+reports a light install (no server dependencies) through this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from datetime import date
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from server.domain import errors
 from server.redaction import redact as redact  # re-exported: CLI errors are redacted too
+from tessera_common import secret_input
 
 # The exit codes are a public contract (README, "Exit codes"): scripts branch on them.
 OK = 0
@@ -134,22 +133,12 @@ class CliError(Exception):
 
 
 def read_secret(source: str, what: str) -> str:
-    """A secret from a file, or from standard input when the source is `-` (never from the command line,
-    where `ps` shows it): piped, the whole input; at a terminal, one line typed without echo. The trailing
-    line break is dropped."""
+    """A secret from a file, or from standard input when the source is `-` (tessera_common.secret_input, which
+    the agent uses too); an unreadable or empty one is `secret-unreadable`."""
     try:
-        if source != "-":
-            text = Path(source).read_text("utf-8")
-        elif sys.stdin.isatty():
-            text = getpass.getpass(f"{what}: ")
-        else:
-            text = sys.stdin.read()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise CliError("secret-unreadable", f"cannot read the {what} from {source}: {exc}") from exc
-    secret = text.rstrip("\r\n")
-    if not secret:
-        raise CliError("secret-unreadable", f"the {what} read from {source} is empty")
-    return secret
+        return secret_input.read_secret(source, what)
+    except secret_input.SecretUnreadable as exc:
+        raise CliError(exc.code, exc.detail) from exc
 
 
 # -- the command line ----------------------------------------------------------
