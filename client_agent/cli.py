@@ -28,10 +28,11 @@ DEFAULT_SOCKET = "/run/tessera/agent.sock"
 
 
 class CommandError(Exception):
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, exit_code: int = EXIT_REFUSED) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.exit_code = exit_code
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -85,6 +86,18 @@ def _seat_options(parser: Any, help_text: str) -> None:
     )
 
 
+def _key_options(parser: Any) -> None:
+    """The licence key: best from a file or standard input (--key-file), for a command-line argument is visible to
+    every user of the machine (`ps`)."""
+    parser.add_argument(
+        "licence_key", metavar="KEY", nargs="?",
+        help="the licence key; visible to other users of this machine (ps): prefer --key-file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--key-file", metavar="PATH", help="file holding the licence key; - reads it from standard input"
+    )
+
+
 class _Unused:
     """Swallows the arguments of commands not being run (see build_parser)."""
 
@@ -133,7 +146,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         return sub
 
     sub = command("activate", "activate a seat of a licence on this machine")
-    sub.add_argument("licence_key", metavar="KEY")
+    _key_options(sub)
     sub.add_argument("--product", required=True, help="product code, e.g. cad-pro")
     sub.add_argument(
         "--dongle", metavar="VENDOR:PRODUCT", help="bind to the USB dongle with these IDs (dongle licences)"
@@ -163,22 +176,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                      help="with --listen: where each start writes the bearer token clients must send")  # fmt: skip
 
     sub = command("fingerprint", "show this machine's fingerprint components (digested) and what was unreadable")
-    sub.add_argument("--licence-key", help="salt the digests as for this licence (default: the token's salt)")
+    sub.add_argument("--licence-key", metavar="KEY",
+                     help="salt the digests as for this licence (default: the token's salt); visible to other users "
+                     "of this machine (ps): prefer --key-file")  # fmt: skip
+    sub.add_argument("--key-file", metavar="PATH",
+                     help="salt as for the licence key in this file; - reads it from standard input")  # fmt: skip
     sub.add_argument("--product", help="salt as the token of this product's seat (default: the first seat's)")
 
     sub = command("transfer-request", "ask support to move a host-ID seat to this machine (a named contact)")
-    sub.add_argument("licence_key", metavar="KEY")
+    _key_options(sub)
     sub.add_argument("--product", required=True)
     sub.add_argument("--reason", required=True, choices=["hardware-change", "defect", "theft", "reinstall"])
     sub.add_argument("--replaces", metavar="ACTIVATION", help="the seat to move (needed when there are several)")
     sub.add_argument("--label", help="hostname label shown to administrators")
     sub.add_argument(
         "--api-token-file",
-        help="file holding your personal API token (or TESSERA_AGENT_API_TOKEN); never on the command line",
+        help="file holding your personal API token, - for standard input (or TESSERA_AGENT_API_TOKEN); never on "
+        "the command line",
     )
 
     sub = command("offline-request", "write a signed activation request for an air-gapped machine")
-    sub.add_argument("licence_key", metavar="KEY")
+    _key_options(sub)
     sub.add_argument("--product", required=True)
     sub.add_argument("--out", required=True, help="request file to carry to a connected machine")
     sub.add_argument("--dongle", metavar="VENDOR:PRODUCT")
@@ -213,14 +231,16 @@ def _write(as_json: bool, result: dict[str, Any], text: str) -> None:
         sys.stdout.write(text + "\n")
 
 
-def _error(as_json: bool, code: str, detail: str, extra: dict[str, Any] | None = None) -> int:
+def _error(
+    as_json: bool, code: str, detail: str, extra: dict[str, Any] | None = None, exit_code: int = EXIT_REFUSED
+) -> int:
     if as_json:
         import json
 
         sys.stderr.write(json.dumps({**(extra or {}), "code": code, "detail": detail}) + "\n")
     else:
         sys.stderr.write(f"tessera-agent: {code}: {detail}\n")
-    return EXIT_REFUSED
+    return exit_code
 
 
 def clock_marks(args: argparse.Namespace) -> tuple[str, ...]:
@@ -242,6 +262,38 @@ def _agent(args: argparse.Namespace) -> Any:
             clock_marks=clock_marks(args),
         )
     )
+
+
+STDIN = "-"  # as a file name: standard input
+
+
+def _secret(source: str, what: str) -> str:
+    """A secret from a file or standard input (`-`); unreadable or empty, a usage error."""
+    from tessera_common.secret_input import SecretUnreadable, read_secret
+
+    try:
+        return read_secret(source, what)
+    except SecretUnreadable as exc:
+        raise CommandError(exc.code, exc.detail, EXIT_USAGE) from None
+
+
+def _given_key(args: argparse.Namespace) -> str | None:
+    """The licence key from KEY or --key-file (never both), or None when neither is given."""
+    given, key_file = args.licence_key, args.key_file
+    if given is not None and key_file is not None:
+        raise CommandError("usage", "give the licence key once: as KEY or with --key-file, not both", EXIT_USAGE)
+    return _secret(key_file, "licence key") if key_file is not None else given
+
+
+def _licence_key(args: argparse.Namespace) -> str:
+    key = _given_key(args)
+    if key is None:
+        raise CommandError(
+            "licence-key-missing",
+            "the licence key is needed: --key-file PATH (- reads it from standard input), or KEY",
+            EXIT_USAGE,
+        )
+    return key
 
 
 def _lines(result: dict[str, Any]) -> str:
@@ -396,7 +448,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
-    state = _agent(args).activate(args.licence_key, args.product, dongle_ids=args.dongle, label=args.label)
+    key = _licence_key(args)
+    state = _agent(args).activate(key, args.product, dongle_ids=args.dongle, label=args.label)
     result = {"activation_id": state.activation_id, "licence_id": state.licence_id, "product": state.product}
     _emit(args, result, f"activated {state.product}: activation {state.activation_id}")
     return EXIT_OK
@@ -412,18 +465,16 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_transfer_request(args: argparse.Namespace) -> int:
     from client_agent.agent import AgentError
 
+    if args.key_file == STDIN == args.api_token_file:
+        raise CommandError("usage", "standard input gives one secret: the key or the API token, not both", EXIT_USAGE)
+    key = _licence_key(args)
     token = os.environ.get("TESSERA_AGENT_API_TOKEN", "")
     if args.api_token_file:
-        try:
-            with open(args.api_token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            raise AgentError("file-unreadable", f"cannot read {args.api_token_file}: {exc.strerror}") from None
+        token = _secret(args.api_token_file, "API token").strip()
     if not token:
         raise AgentError("api-token-missing", "a named contact's API token is needed: --api-token-file F")
-    result = _agent(args).transfer_request(
-        args.licence_key, args.product, args.reason, token, replaces=args.replaces, label=args.label
-    )
+    result = _agent(args).transfer_request(key, args.product, args.reason, token, replaces=args.replaces,
+                                           label=args.label)  # fmt: skip
     _emit(args, result, f"transfer {result.get('id')} is {result.get('state')}: support will decide")
     return EXIT_OK
 
@@ -439,14 +490,15 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     facts = fingerprint.read_facts(args.sysroot)
     salt_from = "licence key"
-    if args.licence_key:
-        salt = fingerprint.licence_salt(args.licence_key)
+    key = _given_key(args)
+    if key:
+        salt = fingerprint.licence_salt(key)
     else:
         from client_agent.seats import SeatDirectory
         from client_agent.state import StateError
         from client_agent.util import jws_parts
 
-        salt, salt_from = fingerprint.licence_salt(""), "none (pass --licence-key)"
+        salt, salt_from = fingerprint.licence_salt(""), "none (pass --key-file)"
         for seat in SeatDirectory(args.state_dir).seats():
             try:
                 state = seat.store.load().state
@@ -482,9 +534,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_offline_request(args: argparse.Namespace) -> int:
-    result = _agent(args).offline_request(
-        args.licence_key, args.product, args.out, dongle_ids=args.dongle, label=args.label
-    )
+    key = _licence_key(args)
+    result = _agent(args).offline_request(key, args.product, args.out, dongle_ids=args.dongle, label=args.label)
     _emit(
         args,
         result,
@@ -582,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except CommandError as exc:
-        return _error(args.json, exc.code, exc.detail)
+        return _error(args.json, exc.code, exc.detail, exit_code=exc.exit_code)
     except Exception as exc:
         # Agent errors carry a stable code; anything else is reported, not dumped.
         code = getattr(exc, "code", None)
