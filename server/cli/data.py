@@ -20,10 +20,13 @@ def _db(args: argparse.Namespace) -> str:
 
 
 def backup_cmd(args: argparse.Namespace) -> Any:
-    from server.db.backup import DataError, backup
+    from server.db.backup import DataError, backup, sqlite_file
 
+    db = _db(args)
     try:
-        report = backup(_db(args), Path(args.out), force=args.force)
+        # SQLite copies pages (shown as bytes); pg_dump goes table by table (shown as rows).
+        with _progress_bar("B" if sqlite_file(db) is not None else "rows") as progress:
+            report = backup(db, Path(args.out), force=args.force, progress=progress)
     except DataError as exc:
         raise CliError(exc.code, exc.detail) from exc
     return report.as_dict()
@@ -32,10 +35,11 @@ def backup_cmd(args: argparse.Namespace) -> Any:
 def restore_cmd(args: argparse.Namespace) -> Any:
     from server.db.backup import DataError, restore
 
-    try:
-        report = restore(Path(args.source), _db(args), force=args.force)
-    except DataError as exc:
-        raise CliError(exc.code, exc.detail) from exc
+    with _progress_bar("B") as progress:
+        try:
+            report = restore(Path(args.source), _db(args), force=args.force, progress=progress)
+        except DataError as exc:
+            raise CliError(exc.code, exc.detail) from exc
     return report.as_dict()
 
 

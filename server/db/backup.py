@@ -1,15 +1,17 @@
 """Online backup and restore of an installation's database.
 
-SQLite: sqlite3's backup API copies every page in one step, that is inside one
-read transaction: in WAL mode the server keeps writing meanwhile and the copy
-is the database as it was at one instant. The copy is made in a temporary file
+SQLite: sqlite3's backup API copies the pages inside one read transaction,
+held on the source connection across the backup's steps: in WAL mode the
+server keeps writing meanwhile and the copy is the database as it was at one
+instant (the steps only report progress). The copy is made in a temporary file
 beside the destination (mode 0600), switched out of WAL mode so it is one
 self-contained file, checked with ``PRAGMA integrity_check``, fsynced and only
 then renamed into place; the directory is fsynced too.
 
 PostgreSQL: ``pg_dump -Fc`` when it is on PATH, under a snapshot exported from
 a repeatable-read transaction in which the row counts are read, so the counts
-reported are the counts in the dump. Restoring a PostgreSQL dump is
+reported are the counts in the dump; its progress is reported table by table,
+in rows, from pg_dump's --verbose lines. Restoring a PostgreSQL dump is
 ``pg_restore``'s job (docs/DATA.md).
 
 Every refusal is a :class:`DataError` with a stable code, raised before
@@ -24,7 +26,7 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,9 @@ from server.db.database import normalise_url
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 VERSION_TABLE = "alembic_version"
+STEP_PAGES = 256  # pages an SQLite backup step copies between two progress reports (1 MiB of 4 KiB pages)
+
+Progress = Callable[[int, int], None]  # (done so far, in all): bytes for SQLite, rows for PostgreSQL
 
 
 class DataError(Exception):
@@ -215,11 +220,24 @@ def open_sqlite(path: Path, *, mode: str, code_prefix: str, schema_code: str) ->
     return conn
 
 
-def _copy_pages(source: sqlite3.Connection, temp: Path) -> sqlite3.Connection:
-    """Copy the source into temp in one backup step (one read transaction: a consistent snapshot)."""
+def _copy_pages(source: sqlite3.Connection, temp: Path, progress: Progress | None = None) -> sqlite3.Connection:
+    """Copy the source into temp, STEP_PAGES pages a step, all inside one read transaction opened on the source
+    first: each step reads that transaction's snapshot (the backup API opens and ends a transaction of its own
+    per step only when none is open), so the copy is consistent and writers elsewhere never restart it."""
     copy = sqlite3.connect(temp, isolation_level=None)
     try:
-        source.backup(copy, pages=-1)
+        page_size = int(source.execute("PRAGMA page_size").fetchone()[0])
+        source.execute("BEGIN")
+        try:
+            source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot is taken here
+
+            def report(_status: int, remaining: int, total: int) -> None:
+                if progress is not None:
+                    progress((total - remaining) * page_size, total * page_size)
+
+            source.backup(copy, pages=STEP_PAGES, progress=None if progress is None else report)
+        finally:
+            source.execute("ROLLBACK")
         # The pages carry the source's WAL flag: make the copy one self-contained file.
         copy.execute("PRAGMA journal_mode=DELETE")
     except BaseException:
@@ -231,14 +249,14 @@ def _copy_pages(source: sqlite3.Connection, temp: Path) -> sqlite3.Connection:
 # -- backup --------------------------------------------------------------------
 
 
-def backup(url: str, out: Path, *, force: bool = False) -> BackupReport:
+def backup(url: str, out: Path, *, force: bool = False, progress: Progress | None = None) -> BackupReport:
     path = sqlite_file(url)
     if path is None:
-        return backup_postgres(url, out, force=force)
-    return backup_sqlite(path, out, force=force)
+        return backup_postgres(url, out, force=force, progress=progress)
+    return backup_sqlite(path, out, force=force, progress=progress)
 
 
-def backup_sqlite(path: Path, out: Path, *, force: bool = False) -> BackupReport:
+def backup_sqlite(path: Path, out: Path, *, force: bool = False, progress: Progress | None = None) -> BackupReport:
     started = datetime.now(UTC)
     source = open_sqlite(path, mode="rw", code_prefix="backup", schema_code="backup-schema-missing")
     try:
@@ -248,7 +266,7 @@ def backup_sqlite(path: Path, out: Path, *, force: bool = False) -> BackupReport
         temp = _temp_beside(out)
         with _removed_on_failure(temp):
             try:
-                copy = _copy_pages(source, temp)
+                copy = _copy_pages(source, temp, progress)
             except sqlite3.Error as exc:
                 raise DataError("backup-failed", f"copying {path} failed: {exc}") from exc
             try:
@@ -289,7 +307,7 @@ def _libpq_env(url: URL) -> dict[str, str]:
     return {k: v for k, v in env.items() if v}
 
 
-def backup_postgres(url: str, out: Path, *, force: bool = False) -> BackupReport:
+def backup_postgres(url: str, out: Path, *, force: bool = False, progress: Progress | None = None) -> BackupReport:
     pg_dump = shutil.which("pg_dump")
     pg_restore = shutil.which("pg_restore")
     if pg_dump is None or pg_restore is None:
@@ -300,11 +318,13 @@ def backup_postgres(url: str, out: Path, *, force: bool = False) -> BackupReport
             "backups with WAL archiving for point-in-time recovery (docs/DATA.md)",
         )
     out = _output_path(out, force=force, suffix=".dump")
-    report = asyncio.run(_backup_postgres(normalise_url(url), out, pg_dump, pg_restore))
+    report = asyncio.run(_backup_postgres(normalise_url(url), out, pg_dump, pg_restore, progress))
     return replace(report, size=out.stat().st_size)
 
 
-async def _backup_postgres(url: URL, out: Path, pg_dump: str, pg_restore: str) -> BackupReport:
+async def _backup_postgres(
+    url: URL, out: Path, pg_dump: str, pg_restore: str, progress: Progress | None = None
+) -> BackupReport:
     import asyncpg
 
     started = datetime.now(UTC)
@@ -335,7 +355,14 @@ async def _backup_postgres(url: URL, out: Path, pg_dump: str, pg_restore: str) -
             temp = _temp_beside(out)
             with _removed_on_failure(temp):
                 env = os.environ | _libpq_env(url)
-                await _run([pg_dump, "-Fc", f"--snapshot={snapshot}", f"--file={temp}"], env, "backup-failed")
+                dump = [pg_dump, "-Fc", f"--snapshot={snapshot}", f"--file={temp}"]
+                if progress is None:
+                    await _run(dump, env, "backup-failed")
+                else:
+                    tables = _TableProgress(rows, progress)
+                    # --verbose names each table as its data is dumped, in messages that LC_ALL=C keeps English.
+                    await _run([*dump, "--verbose"], env | {"LC_ALL": "C"}, "backup-failed", tables.line)
+                    tables.finish()
                 await _run([pg_restore, "--list", str(temp)], env, "backup-corrupt")
                 _publish(temp, out)
     finally:
@@ -352,19 +379,62 @@ async def _backup_postgres(url: URL, out: Path, pg_dump: str, pg_restore: str) -
     )
 
 
-async def _run(argv: list[str], env: dict[str, str], code: str) -> None:
+class _TableProgress:
+    """pg_dump's progress in rows: a table's rows count as done when the next table's data starts, all at the end."""
+
+    STARTED = 'dumping contents of table "'
+
+    def __init__(self, rows: dict[str, int], progress: Progress) -> None:
+        self.rows, self.progress = rows, progress
+        self.total = sum(rows.values())
+        self.done = 0
+        self.current: str | None = None
+        progress(0, self.total)
+
+    def line(self, line: str) -> bool:
+        """Follow one line of pg_dump's stderr; True for its --verbose information, which no error needs."""
+        program, _, message = line.partition(": ")
+        if program != "pg_dump" or message.startswith(("error:", "warning:", "detail:", "hint:", "fatal:")):
+            return False
+        if message.startswith(self.STARTED):
+            self._table_done()
+            self.current = message.removeprefix(self.STARTED).rstrip('"').rpartition(".")[2]
+        return True
+
+    def finish(self) -> None:
+        self._table_done()
+        self.progress(self.total, self.total)
+
+    def _table_done(self) -> None:
+        if self.current is not None:
+            self.done = min(self.total, self.done + self.rows.get(self.current, 0))
+            self.progress(self.done, self.total)
+        self.current = None
+
+
+async def _run(
+    argv: list[str], env: dict[str, str], code: str, information: Callable[[str], bool] | None = None
+) -> None:
+    """Run a PostgreSQL tool; its stderr is the detail of a failure, less the lines `information` takes."""
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
-    _, stderr = await process.communicate()
+    assert process.stderr is not None
+    kept: list[str] = []
+    async for raw in process.stderr:
+        line = raw.decode(errors="replace").rstrip("\n")
+        if information is None or not information(line):
+            kept.append(line)
+    await process.wait()
     if process.returncode != 0:
-        raise DataError(code, f"{Path(argv[0]).name} failed: {stderr.decode(errors='replace').strip()[-2000:]}")
+        detail = "\n".join(kept).strip()[-2000:]
+        raise DataError(code, f"{Path(argv[0]).name} failed: {detail}")
 
 
 # -- restore -------------------------------------------------------------------
 
 
-def restore(source: Path, url: str, *, force: bool = False) -> RestoreReport:
+def restore(source: Path, url: str, *, force: bool = False, progress: Progress | None = None) -> RestoreReport:
     target = sqlite_file(url)
     if target is None:
         raise DataError(
@@ -372,10 +442,12 @@ def restore(source: Path, url: str, *, force: bool = False) -> RestoreReport:
             "restore writes SQLite databases; restore a PostgreSQL dump with "
             "`pg_restore --clean --if-exists --no-owner -d DBNAME FILE` (docs/DATA.md)",
         )
-    return restore_sqlite(source, target, force=force)
+    return restore_sqlite(source, target, force=force, progress=progress)
 
 
-def restore_sqlite(source: Path, target: Path, *, force: bool = False) -> RestoreReport:
+def restore_sqlite(
+    source: Path, target: Path, *, force: bool = False, progress: Progress | None = None
+) -> RestoreReport:
     backup_conn = open_sqlite(source, mode="ro", code_prefix="restore", schema_code="restore-wrong-schema")
     try:
         problems = _integrity(backup_conn)
@@ -403,7 +475,7 @@ def restore_sqlite(source: Path, target: Path, *, force: bool = False) -> Restor
                     )
             temp = _temp_beside(target)
             with _removed_on_failure(temp):
-                copy = _copy_pages(backup_conn, temp)
+                copy = _copy_pages(backup_conn, temp, progress)
                 try:
                     problems = _integrity(copy)
                     if problems != ["ok"]:
