@@ -10,10 +10,14 @@ import orjson
 from sqlalchemy import Connection, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.db.hot import Hot
 from server.db.ids import new_id
 from server.db.models import Delivery, Licence, OutboxEvent
 from server.domain.hosts import key_hash
 from server.notify.events import EVENTS
+
+# Every activation emits an event: compiled once, run on the driver (server.db.hot).
+_INSERT = Hot(insert(OutboxEvent), columns=("id", "type", "licence_id", "data", "dedup_key", "created_at"))
 
 
 def emit(
@@ -22,9 +26,22 @@ def emit(
 ) -> bool:  # fmt: skip
     """Records an event. With a `key`, at most one event ever has it (date-driven events, across processes);
     returns False when it already existed."""
+    values = event_row(type, licence_id, data, now, key=key)
+    if key is None:
+        write_event(conn, values)
+        return True
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    return bool(conn.execute(statement).rowcount)
+
+
+def event_row(
+    type: str, licence_id: uuid.UUID | None, data: dict[str, Any], now: datetime, *, key: str | None = None
+) -> dict[str, Any]:
+    """An outbox row for emit(), or for a caller that writes it in a statement of its own."""
     if type not in EVENTS:
         raise ValueError(f"unknown event type {type!r}")
-    values = {
+    return {
         "id": new_id(),
         "type": type,
         "licence_id": licence_id,
@@ -32,12 +49,11 @@ def emit(
         "dedup_key": key,
         "created_at": now,
     }
-    if key is None:
-        conn.execute(insert(OutboxEvent).values(**values))
-        return True
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return bool(conn.execute(statement).rowcount)
+
+
+def write_event(conn: Connection, row: dict[str, Any]) -> None:
+    """Inserts a row from event_row() (one without a `key`)."""
+    _INSERT.execute(conn, row)
 
 
 # The one-time part of a portal link, in the data of events whose kind is `secret`.

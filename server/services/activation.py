@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,24 +15,44 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, union, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Integer,
+    String,
+    Uuid,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from keys.keyring import b64u_decode
 from keys.points import is_acceptable_public_key
 from server.db.database import Database
+from server.db.hot import Hot
 from server.db.ids import new_id
 from server.db.models import (
     Activation,
     ActivationDigest,
     ActivationRebind,
+    AuditChain,
+    AuditEvent,
     AuthFailure,
     DongleRevocation,
     Licence,
     MaintenanceTerm,
+    OutboxEvent,
     Plan,
     Product,
     RequestNonce,
+    UTCDateTime,
 )
 from server.domain.activation import (
     LicenceSnapshot,
@@ -123,7 +144,7 @@ _recent_failures = (
     .where(AuthFailure.address == bindparam("address"), AuthFailure.window_start > bindparam("since"))
     .scalar_subquery()
 )
-_LICENCE_BY_KEY = (
+_LICENCE_BY_KEY = Hot(
     select(*_LICENCE_COLUMNS, _recent_failures.label("recent_failures"))
     .join(Plan, Plan.id == Licence.plan_id)
     .join(Product, Product.id == Licence.product_id)
@@ -140,40 +161,60 @@ _CANDIDATE_COLUMNS = (
     Activation.dongle_serial,
     Activation.agent_key,
 )
-# The live seats that share a digest with the request, and the live seat bound to the request's agent
-# key (the same agent on a machine that changed): both by index.
-_CANDIDATES_BY_DIGEST = select(*_CANDIDATE_COLUMNS).where(
-    Activation.id.in_(
-        union(
-            select(ActivationDigest.activation_id).where(
-                ActivationDigest.licence_id == bindparam("licence_id"),
-                ActivationDigest.digest.in_(bindparam("digests", expanding=True)),
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates_by_digest(count: int) -> Hot:
+    """The live seats that share a digest with the request, and the live seat bound to the request's agent
+    key (the same agent on a machine that changed): both by index. One statement per number of digests."""
+    digests: list[Any] = [bindparam(f"d{i}") for i in range(count)]
+    return Hot(
+        select(*_CANDIDATE_COLUMNS).where(
+            Activation.id.in_(
+                union(
+                    select(ActivationDigest.activation_id).where(
+                        ActivationDigest.licence_id == bindparam("licence_id"),
+                        ActivationDigest.digest.in_(digests),
+                    ),
+                    select(Activation.id).where(
+                        Activation.licence_id == bindparam("licence_id"),
+                        Activation.agent_key == bindparam("agent_key"),
+                        Activation.ended_at.is_(None),
+                    ),
+                )
             ),
-            select(Activation.id).where(
-                Activation.licence_id == bindparam("licence_id"),
-                Activation.agent_key == bindparam("agent_key"),
-                Activation.ended_at.is_(None),
-            ),
+            Activation.ended_at.is_(None),
         )
-    ),
-    Activation.ended_at.is_(None),
+    )
+
+
+_CANDIDATES_BY_DONGLE = Hot(
+    select(*_CANDIDATE_COLUMNS).where(
+        Activation.licence_id == bindparam("licence_id"),
+        Activation.dongle_serial == bindparam("dongle"),
+        Activation.ended_at.is_(None),
+    )
 )
-_CANDIDATES_BY_DONGLE = select(*_CANDIDATE_COLUMNS).where(
-    Activation.licence_id == bindparam("licence_id"),
-    Activation.dongle_serial == bindparam("dongle"),
-    Activation.ended_at.is_(None),
-)
-_TAKE_SEAT = (
+_TAKE_SEAT = Hot(
     update(Licence)
     .where(Licence.id == bindparam("licence_id"), Licence.seats_in_use < Licence.seats)
     .values(seats_in_use=Licence.seats_in_use + 1)
 )
-_INSERT_ACTIVATION = insert(Activation)
-_REVOKED = select(DongleRevocation.serial).where(
-    DongleRevocation.product_id == bindparam("product_id"), DongleRevocation.serial == bindparam("serial")
+_SEEN = ("virtualisation", "agent_key", "hostname", "refreshed_at")
+_ANCHOR = ("host_components", "host_match")
+_INSERT_ACTIVATION = Hot(
+    insert(Activation),
+    columns=("id", "licence_id", "dongle_serial", "created_at", "ended_at", "end_reason", *_SEEN, *_ANCHOR),
 )
-_INSERT_DIGESTS = insert(ActivationDigest)
-_REBIND = update(Activation).where(Activation.id == bindparam("activation_id"))
+_REVOKED = Hot(
+    select(DongleRevocation.serial).where(
+        DongleRevocation.product_id == bindparam("product_id"), DongleRevocation.serial == bindparam("serial")
+    )
+)
+_INSERT_DIGESTS = Hot(insert(ActivationDigest), columns=("licence_id", "digest", "activation_id"))
+# The same seat seen again: on a new key or host name (and, for a re-anchored seat, a new anchor).
+_SEEN_AGAIN = Hot(update(Activation).where(Activation.id == bindparam("activation_id")), columns=_SEEN)
+_REANCHORED = Hot(update(Activation).where(Activation.id == bindparam("activation_id")), columns=(*_SEEN, *_ANCHOR))
 _INSERT_REBIND = insert(ActivationRebind)
 _COUNTED_REBINDS = select(func.count()).where(
     ActivationRebind.licence_id == bindparam("licence_id"),
@@ -181,7 +222,7 @@ _COUNTED_REBINDS = select(func.count()).where(
     ActivationRebind.rebound_at >= bindparam("since"),
 )
 _OLD_KEYS = select(ActivationRebind.old_agent_key).where(ActivationRebind.activation_id == bindparam("activation_id"))
-_DROP_DIGESTS = delete(ActivationDigest).where(ActivationDigest.activation_id == bindparam("activation_id"))
+_DROP_DIGESTS = Hot(delete(ActivationDigest).where(ActivationDigest.activation_id == bindparam("activation_id")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +320,7 @@ def activate_unit(
     conn: Connection, request: ActivationRequest, agent_key: str, address: str, now: datetime
 ) -> SeatGrant:
     params = {"key_hash": key_hash(request.licence_key), "address": address, "since": now - THROTTLE_WINDOW}
-    row = conn.execute(_LICENCE_BY_KEY, params).first()
+    row = _LICENCE_BY_KEY.first(conn, params)
     if row is None:
         check_throttle(conn, address, now)
         raise LicenceNotFound("no licence with this key for this product")
@@ -290,7 +331,7 @@ def activate_unit(
         raise LicenceNotFound("no licence with this key for this product")
     presented = [(c.kind, c.digest) for c in request.fingerprint.components]
     dongle = request.dongle_serial if row.model == "dongle" else None
-    if dongle is not None and conn.execute(_REVOKED, {"product_id": row.product_id, "serial": dongle}).first():
+    if dongle is not None and _REVOKED.first(conn, {"product_id": row.product_id, "serial": dongle}):
         raise DongleRevoked("this dongle was reported lost, stolen or defective: use its replacement")
     candidates = _candidates(conn, row.id, presented, dongle, agent_key)
     licence = LicenceSnapshot(
@@ -341,22 +382,25 @@ def activate_unit(
         # The anchor stays as it was enrolled (only a dongle seat follows its dongle to a new host).
         if decision.rebind:
             _rebind(conn, row, request, decision, agent_key, now)
-        conn.execute(_REBIND, {"activation_id": activation_id, **seen, **(anchored if decision.reanchor else {})})
+        if decision.reanchor:
+            _REANCHORED.execute(conn, {"activation_id": activation_id, **seen, **anchored})
+        else:
+            _SEEN_AGAIN.execute(conn, {"activation_id": activation_id, **seen})
         if decision.reanchor is not None:
             _reindex(conn, row.id, activation_id, anchor)
     elif isinstance(decision, ReEnrol):
-        conn.execute(_REBIND, {"activation_id": activation_id, **seen, **anchored})
+        _REANCHORED.execute(conn, {"activation_id": activation_id, **seen, **anchored})
         _reindex(conn, row.id, activation_id, anchor)
         _audit_seat(conn, row.id, activation_id, "seat.re-enrol", request.hostname, now)
     elif isinstance(decision, Move):
         moved = moves.SeatPolicy(row.id, row.model, row.deactivations_per_term)
         moves.self_service_release(conn, moved, decision.from_activation_id, "moved", f"agent:{activation_id}", now)
-        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now)
-        _audit_seat(conn, row.id, activation_id, "seat.activate", request.hostname, now,
-                    moved_from=str(decision.from_activation_id))  # fmt: skip
+        event = _seat_event(conn, row.id, activation_id, "seat.activate", request.hostname, now,
+                            moved_from=str(decision.from_activation_id))  # fmt: skip
+        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now, audit_event=event)
     else:
-        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now)
-        _audit_seat(conn, row.id, activation_id, "seat.activate", request.hostname, now)
+        event = _seat_event(conn, row.id, activation_id, "seat.activate", request.hostname, now)
+        insert_seat(conn, row.id, row.seats, activation_id, seen | anchored, dongle, now, audit_event=event)
     return grant
 
 
@@ -365,8 +409,8 @@ def sorted_components(components: frozenset[tuple[str, str]]) -> list[list[str]]
 
 
 def _reindex(conn: Connection, licence_id: uuid.UUID, activation_id: uuid.UUID, anchor: Enrolment) -> None:
-    conn.execute(_DROP_DIGESTS, {"activation_id": activation_id})
-    conn.execute(_INSERT_DIGESTS, _digest_rows(licence_id, activation_id, anchor.components, anchor.match))
+    _DROP_DIGESTS.execute(conn, {"activation_id": activation_id})
+    _INSERT_DIGESTS.execute_many(conn, _digest_rows(licence_id, activation_id, anchor.components, anchor.match))
 
 
 def _rebind(conn: Connection, row: Any, request: ActivationRequest, decision: Reuse, agent_key: str,
@@ -424,6 +468,20 @@ def _audit_seat(
                  subject=f"activation:{activation_id}", details={"hostname": hostname, **details}, now=now)  # fmt: skip
 
 
+def _seat_event(
+    conn: Connection,
+    licence_id: uuid.UUID,
+    activation_id: uuid.UUID,
+    action: str,
+    hostname: str,
+    now: datetime,
+    **details: Any,
+) -> dict[str, Any]:
+    return audit.next_event(conn, chain=audit.licence_chain(licence_id), actor=f"agent:{activation_id}",
+                            action=action, subject=f"activation:{activation_id}",
+                            details={"hostname": hostname, **details}, now=now)  # fmt: skip
+
+
 def insert_seat(
     conn: Connection,
     licence_id: uuid.UUID,
@@ -432,27 +490,97 @@ def insert_seat(
     host_values: dict[str, Any],
     dongle: str | None,
     now: datetime,
+    *,
+    audit_event: dict[str, Any] | None = None,
 ) -> None:
-    """Takes a seat (the conditional UPDATE refuses the one too many) and records the host holding it."""
-    if conn.execute(_TAKE_SEAT, {"licence_id": licence_id}).rowcount != 1:
+    """Takes a seat (the conditional UPDATE refuses the one too many), records the host holding it, indexes
+    its digests, emits `activation.created` and, given one from audit.next_event(), appends the audit event."""
+    digests = indexed_digests(host_values["host_components"], host_values["host_match"])
+    event = outbox.event_row("activation.created", licence_id,
+                             {"activation_id": activation_id, "hostname": host_values["hostname"]}, now)  # fmt: skip
+    row = {"id": activation_id, "licence_id": licence_id, "dongle_serial": dongle, "created_at": now,
+           "ended_at": None, "end_reason": None, **host_values}  # fmt: skip
+    if audit_event is not None and conn.dialect.name == "postgresql":
+        # One round trip where there were six; the same writes, each gated on the seat having been free.
+        params = row | {"digests": digests, "event_id": event["id"], "event_type": event["type"],
+                        "event_data": event["data"], **{f"audit_{k}": v for k, v in audit_event.items()}}  # fmt: skip
+        if _SEAT_AND_RECORDS.scalar(conn, params) != 1:
+            raise SeatsExhausted(f"all {seats} seats are in use", seats=seats)
+        return
+    if _TAKE_SEAT.execute(conn, {"licence_id": licence_id}) != 1:
         raise SeatsExhausted(f"all {seats} seats are in use", seats=seats)
-    conn.execute(
-        _INSERT_ACTIVATION,
-        {
-            "id": activation_id,
-            "licence_id": licence_id,
-            "dongle_serial": dongle,
-            "created_at": now,
-            "ended_at": None,
-            "end_reason": None,
-            **host_values,
-        },
+    _INSERT_ACTIVATION.execute(conn, row)
+    _INSERT_DIGESTS.execute_many(
+        conn, [{"licence_id": licence_id, "digest": d, "activation_id": activation_id} for d in digests]
     )
-    conn.execute(
-        _INSERT_DIGESTS,
-        _digest_rows(licence_id, activation_id, host_values["host_components"], host_values["host_match"]),
+    outbox.write_event(conn, event)
+    if audit_event is not None:
+        audit.write(conn, audit_event)
+
+
+def _seat_and_records() -> Hot:
+    """PostgreSQL: insert_seat's writes as one statement of data-modifying CTEs. Every insert selects from
+    the seat UPDATE's RETURNING, so when no seat was free nothing is written and the count is 0; foreign
+    keys are checked at the end of the statement, as for separate statements."""
+
+    def param(name: str, kind: Any) -> Any:
+        return bindparam(name, type_=kind)
+
+    seat = (
+        update(Licence)
+        .where(Licence.id == bindparam("licence_id"), Licence.seats_in_use < Licence.seats)
+        .values(seats_in_use=Licence.seats_in_use + 1)
+        .returning(Licence.id)
+        .cte("seat")
     )
-    outbox.emit(conn, "activation.created", licence_id, {"activation_id": activation_id}, now)
+    columns = {"id": Uuid(), "dongle_serial": String(), "created_at": UTCDateTime(), "virtualisation": String(),
+               "agent_key": String(), "hostname": String(), "refreshed_at": UTCDateTime(), "host_components": JSON(),
+               "host_match": Integer()}  # fmt: skip
+    activation = (
+        insert(Activation)
+        .from_select(["licence_id", *columns], select(seat.c.id, *(param(k, t) for k, t in columns.items())))
+        .returning(Activation.id)
+        .cte("activation")
+    )
+    digests = (
+        insert(ActivationDigest)
+        .from_select(
+            ["licence_id", "digest", "activation_id"],
+            select(seat.c.id, func.unnest(param("digests", ARRAY(String()))), activation.c.id),
+        )
+        .cte("digests")
+    )
+    event = (
+        insert(OutboxEvent)
+        .from_select(
+            ["id", "type", "licence_id", "data", "created_at"],
+            select(
+                param("event_id", Uuid()),
+                param("event_type", String()),
+                seat.c.id,
+                param("event_data", JSON()),
+                param("created_at", UTCDateTime()),
+            ).select_from(activation),
+        )
+        .cte("event")
+    )
+    fields = {"chain": String(), "seq": Integer(), "at": UTCDateTime(), "actor": String(), "action": String(),
+              "subject": String(), "details": JSON(), "hash": String()}  # fmt: skip
+    audited = (
+        insert(AuditEvent)
+        .from_select(list(fields), select(*(param(f"audit_{k}", t) for k, t in fields.items())).select_from(activation))
+        .cte("audited")
+    )
+    head = (
+        update(AuditChain)
+        .where(AuditChain.chain == param("audit_chain", String()), exists(select(activation.c.id)))
+        .values(seq=param("audit_seq", Integer()), hash=param("audit_hash", String()))
+        .cte("head")
+    )
+    return Hot(select(func.count()).select_from(seat).add_cte(activation, digests, event, audited, head))
+
+
+_SEAT_AND_RECORDS = _seat_and_records()
 
 
 def _candidates(
@@ -463,11 +591,11 @@ def _candidates(
     agent_key: str,
 ) -> list[LiveSeat]:
     if dongle is not None:
-        rows = conn.execute(_CANDIDATES_BY_DONGLE, {"licence_id": licence_id, "dongle": dongle})
+        rows = _CANDIDATES_BY_DONGLE.rows(conn, {"licence_id": licence_id, "dongle": dongle})
     else:
-        digests = [d for _, d in presented]
-        params = {"licence_id": licence_id, "digests": digests, "agent_key": agent_key}
-        rows = conn.execute(_CANDIDATES_BY_DIGEST, params)
+        params: dict[str, Any] = {f"d{i}": d for i, (_, d) in enumerate(presented)}
+        params |= {"licence_id": licence_id, "agent_key": agent_key}
+        rows = _candidates_by_digest(len(presented)).rows(conn, params)
     return [
         LiveSeat(
             id=r.id,
@@ -502,8 +630,8 @@ def offline_activate_unit(
     if seen is not None and seen.ended_at is not None:
         raise ReplayedRequest("this offline request was already used and its seat released: make a new request")
     if seen is None:
-        conn.execute(
-            _INSERT_NONCE,
+        _INSERT_NONCE.execute(
+            conn,
             {
                 "nonce_hash": nonce_hash,
                 "activation_id": uuid.UUID(grant.activation_id),
@@ -515,7 +643,7 @@ def offline_activate_unit(
 
 # -- signed agent requests -------------------------------------------------
 
-_ACTIVATION_BY_ID = (
+_ACTIVATION_BY_ID = Hot(
     select(
         Activation.id.label("activation_id"),
         Activation.agent_key,
@@ -530,7 +658,7 @@ _ACTIVATION_BY_ID = (
     .join(Product, Product.id == Licence.product_id)
     .where(Activation.id == bindparam("activation_id"))
 )
-_INSERT_NONCE = insert(RequestNonce)
+_INSERT_NONCE = Hot(insert(RequestNonce), columns=("nonce_hash", "activation_id", "expires_at"))
 _LONG_OFFLINE = (
     select(Plan.offline_lease_to_term, Licence.ends_at)
     .join(Licence, Licence.plan_id == Plan.id)
@@ -541,7 +669,9 @@ _NONCE_OWNER = (
     .join(Activation, Activation.id == RequestNonce.activation_id)
     .where(RequestNonce.nonce_hash == bindparam("nonce_hash"))
 )
-_TOUCH = update(Activation).where(Activation.id == bindparam("activation_id")).values(refreshed_at=bindparam("now"))
+_TOUCH = Hot(
+    update(Activation).where(Activation.id == bindparam("activation_id")).values(refreshed_at=bindparam("now"))
+)
 
 
 def parse_activation_id(text: str) -> uuid.UUID:
@@ -583,7 +713,7 @@ def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, 
     nonce_hash = hashlib.sha256(f"{activation_id}\x00{claims.nonce}".encode()).hexdigest()
     try:
         # No savepoint needed: a duplicate refuses the whole unit anyway.
-        conn.execute(_INSERT_NONCE, {"nonce_hash": nonce_hash, "activation_id": activation_id, "expires_at": expires})
+        _INSERT_NONCE.execute(conn, {"nonce_hash": nonce_hash, "activation_id": activation_id, "expires_at": expires})
     except IntegrityError as exc:
         raise ReplayedRequest("this signed request was already used") from exc
 
@@ -591,7 +721,7 @@ def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, 
 def _signed_unit(
     conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime, *, windowed: bool
 ) -> tuple[Any, ProofClaims]:
-    row = conn.execute(_ACTIVATION_BY_ID, {"activation_id": activation_id}).first()
+    row = _ACTIVATION_BY_ID.first(conn, {"activation_id": activation_id})
     if row is None:
         raise ActivationNotFound("no such activation")
     try:
@@ -644,7 +774,7 @@ def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: da
         now=now,
         created=False,
     )
-    conn.execute(_TOUCH, {"activation_id": activation_id, "now": now})
+    _TOUCH.execute(conn, {"activation_id": activation_id, "now": now})
     return grant
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from server.db.hot import Hot
 from server.db.models import AuditChain, AuditEvent
 from server.domain.audit import GENESIS, Break, Event, event_hash, verify_chain
 from server.services.access import Principal
@@ -24,16 +25,16 @@ def licence_chain(licence_id: uuid.UUID) -> str:
     return f"licence:{licence_id}"
 
 
-# Built once with bound parameters: every activation appends an event, and building these three statements
-# (and their cache keys) on each call cost more than running them.
-_HEAD = select(AuditChain.seq, AuditChain.hash).where(AuditChain.chain == bindparam("chain")).with_for_update()
+# Every activation appends an event: these statements are compiled once and run on the driver (server.db.hot).
+_HEAD = Hot(select(AuditChain.seq, AuditChain.hash).where(AuditChain.chain == bindparam("chain")).with_for_update())
 # The first event of a chain creates its head; of two racing first events one inserts, both then lock it.
+_HEAD_COLUMNS = ("chain", "seq", "hash")
 _NEW_HEAD = {
-    "postgresql": pg_insert(AuditChain).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(AuditChain).on_conflict_do_nothing(),
+    "postgresql": Hot(pg_insert(AuditChain).on_conflict_do_nothing(), columns=_HEAD_COLUMNS),
+    "sqlite": Hot(sqlite_insert(AuditChain).on_conflict_do_nothing(), columns=_HEAD_COLUMNS),
 }
-_INSERT_EVENT = insert(AuditEvent)
-_MOVE_HEAD = (
+_INSERT_EVENT = Hot(insert(AuditEvent), columns=("chain", "seq", "at", "actor", "action", "subject", "details", "hash"))
+_MOVE_HEAD = Hot(
     update(AuditChain).where(AuditChain.chain == bindparam("head")).values(seq=bindparam("seq"), hash=bindparam("hash"))
 )
 
@@ -48,28 +49,44 @@ def record(
     details: Mapping[str, Any],
     now: datetime,
 ) -> int:
-    head = conn.execute(_HEAD, {"chain": chain}).first()
+    event = next_event(conn, chain=chain, actor=actor, action=action, subject=subject, details=details, now=now)
+    write(conn, event)
+    return int(event["seq"])
+
+
+def write(conn: Connection, event: Mapping[str, Any]) -> None:
+    """Appends an event from next_event(), in the transaction that locked the head."""
+    _INSERT_EVENT.execute(conn, event)
+    _MOVE_HEAD.execute(conn, {"head": event["chain"], "seq": event["seq"], "hash": event["hash"]})
+
+
+def next_event(
+    conn: Connection,
+    *,
+    chain: str,
+    actor: str,
+    action: str,
+    subject: str,
+    details: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The chain's head locked and the next event hashed: the row to insert, whose `seq` and `hash` then
+    become the head's (record() writes both; a caller may write them in a statement of its own)."""
+    head = _HEAD.first(conn, {"chain": chain})
     if head is None:
-        conn.execute(_NEW_HEAD[conn.dialect.name], {"chain": chain, "seq": 0, "hash": GENESIS})
-        head = conn.execute(_HEAD, {"chain": chain}).one()
-    seq, previous = head.seq + 1, head.hash
-    event = Event(chain, seq, now, actor, action, subject, dict(details))
-    digest = event_hash(previous, event)
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "chain": chain,
-            "seq": seq,
-            "at": now,
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "details": event.details,
-            "hash": digest,
-        },
-    )
-    conn.execute(_MOVE_HEAD, {"head": chain, "seq": seq, "hash": digest})
-    return seq
+        _NEW_HEAD[conn.dialect.name].execute(conn, {"chain": chain, "seq": 0, "hash": GENESIS})
+        head = _HEAD.first(conn, {"chain": chain})
+    event = Event(chain, head.seq + 1, now, actor, action, subject, dict(details))
+    return {
+        "chain": chain,
+        "seq": event.seq,
+        "at": now,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "details": event.details,
+        "hash": event_hash(head.hash, event),
+    }
 
 
 def verify(conn: Connection) -> dict[str, Any]:
