@@ -15,6 +15,13 @@ from server.db.models import Delivery, Licence, OutboxEvent
 from server.domain.hosts import key_hash
 from server.notify.events import EVENTS
 
+# Built once: every activation emits an event on the single writer, and building the insert was most of its cost.
+_EVENT = insert(OutboxEvent)
+_KEYED_EVENT = {
+    "postgresql": postgresql.insert(OutboxEvent).on_conflict_do_nothing(index_elements=["dedup_key"]),
+    "sqlite": sqlite.insert(OutboxEvent).on_conflict_do_nothing(index_elements=["dedup_key"]),
+}
+
 
 def emit(
     conn: Connection, type: str, licence_id: uuid.UUID | None, data: dict[str, Any], now: datetime,
@@ -33,11 +40,9 @@ def emit(
         "created_at": now,
     }
     if key is None:
-        conn.execute(insert(OutboxEvent).values(**values))
+        conn.execute(_EVENT, values)
         return True
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return bool(conn.execute(statement).rowcount)
+    return bool(conn.execute(_KEYED_EVENT[conn.dialect.name], values).rowcount)
 
 
 # The one-time part of a portal link, in the data of events whose kind is `secret`.
