@@ -17,7 +17,12 @@ from server.domain.hosts import key_hash
 from server.notify.events import EVENTS
 
 # Every activation emits an event: compiled once, run on the driver (server.db.hot).
-_INSERT = Hot(insert(OutboxEvent), columns=("id", "type", "licence_id", "data", "dedup_key", "created_at"))
+_COLUMNS = ("id", "type", "licence_id", "data", "dedup_key", "created_at")
+_INSERT = Hot(insert(OutboxEvent), columns=_COLUMNS)
+_KEYED_EVENT = {
+    "postgresql": postgresql.insert(OutboxEvent).on_conflict_do_nothing(index_elements=["dedup_key"]),
+    "sqlite": sqlite.insert(OutboxEvent).on_conflict_do_nothing(index_elements=["dedup_key"]),
+}
 
 
 def emit(
@@ -30,9 +35,7 @@ def emit(
     if key is None:
         write_event(conn, values)
         return True
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return bool(conn.execute(statement).rowcount)
+    return bool(conn.execute(_KEYED_EVENT[conn.dialect.name], values).rowcount)
 
 
 def event_row(

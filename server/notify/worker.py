@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.db.database import Database, DatabaseUnavailable
@@ -33,7 +33,7 @@ from server.db.ids import new_id
 from server.db.models import Delivery, DeliveryAttempt, OutboxEvent, WebhookEndpoint
 from server.notify import mail, outbox, retry, signing
 from server.notify.events import EVENTS
-from server.notify.routing import Routing, enrich, licence_context, recipients, webhook_secrets
+from server.notify.routing import Batch, Routing, enrich, recipients, webhook_secrets
 from server.settings import Settings
 
 log = logging.getLogger("tessera.notify")
@@ -86,35 +86,55 @@ def _skip_locked(conn: Connection, statement: Any) -> Any:
     return statement.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else statement
 
 
+# Built once: a fan-out runs on the same writer as the activations, and building statements per event was
+# most of its cost. Bound parameters are named apart from the columns they set.
+_UNFANNED = (
+    select(OutboxEvent.__table__)
+    .where(OutboxEvent.fanned_out_at.is_(None))
+    .order_by(OutboxEvent.created_at, OutboxEvent.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_UNFANNED_LOCKED = _UNFANNED.with_for_update(skip_locked=True)  # PostgreSQL: two workers never take one event
+# The unique (event, channel, target) key is the last word if two workers ever overlap.
+_DELIVERIES = {
+    "postgresql": postgresql.insert(Delivery).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(Delivery).on_conflict_do_nothing(),
+}
+_FANNED_OUT = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == bindparam("event"))
+    .values(data=bindparam("enriched"), fanned_out_at=bindparam("at"))
+)
+
+
 def fan_out(conn: Connection, routing: Routing, now: datetime, limit: int = FAN_OUT_BATCH) -> int:
-    """Chooses the recipients of events not yet fanned out: one delivery each, unique per recipient."""
-    events = conn.execute(
-        _skip_locked(
-            conn,
-            select(OutboxEvent.__table__)
-            .where(OutboxEvent.fanned_out_at.is_(None))
-            .order_by(OutboxEvent.created_at, OutboxEvent.id)
-            .limit(limit),
-        )
-    ).all()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    """Chooses the recipients of events not yet fanned out: one delivery each, unique per recipient. The
+    batch's deliveries are one insert and its events one update, whatever its size."""
+    postgres = conn.dialect.name == "postgresql"
+    events = conn.execute(_UNFANNED_LOCKED if postgres else _UNFANNED, {"limit": limit}).all()
+    if not events:
+        return 0
+    batch = Batch(conn, events)
+    deliveries: list[dict[str, Any]] = []
+    fanned: list[dict[str, Any]] = []
     for event in events:
-        licence = licence_context(conn, event.licence_id)
-        data = enrich(conn, event.type, dict(event.data))
+        licence = batch.licences.get(event.licence_id)
+        data = enrich(batch, event.type, dict(event.data))
         if licence is not None:
             data["licence"] = licence
-        rows = [
+        deliveries.extend(
             {
                 "id": new_id(), "event_id": event.id, "channel": r.channel, "target": r.target,
                 "endpoint_id": r.endpoint_id, "reason": r.reason, "state": "pending", "attempts": 0,
                 "next_attempt_at": now, "retry_from": now, "created_at": now,
             }
-            for r in recipients(conn, event.type, licence, routing, data)
-        ]  # fmt: skip
-        if rows:
-            # The unique (event, channel, target) key is the last word if two workers ever overlap.
-            conn.execute(dialect.insert(Delivery).on_conflict_do_nothing(), rows)
-        conn.execute(update(OutboxEvent).where(OutboxEvent.id == event.id).values(data=data, fanned_out_at=now))
+            for r in recipients(batch, event.type, licence, routing, data)
+        )  # fmt: skip
+        fanned.append({"event": event.id, "enriched": data, "at": now})
+    if deliveries:
+        conn.execute(_DELIVERIES["postgresql" if postgres else "sqlite"], deliveries)
+    conn.execute(_FANNED_OUT, fanned)
+    for event in events:
         if EVENTS[event.type].secret:
             outbox.forget_secret(conn, event.id)  # nobody to send a link to (no mail configured): it is not kept
     return len(events)
