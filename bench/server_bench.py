@@ -7,7 +7,8 @@ that interleave the phases (default three; the medians are printed):
 
   bare        POST /bench/echo on aiohttp alone (no middleware): the baseline
   echo        POST /bench/echo on Tessera (same app, same middlewares, no work)
-  activation  POST /v1/activations, a new host every request (every request writes and signs)
+  activation  POST /v1/activations, a new host every request (every request writes and signs); its CPU is
+              counted until the notification worker has fanned out the events the activations emitted
   refresh     POST /v1/activations/{id}/refresh with a fresh signed proof
 
 For each: throughput, p50/p99 latency, the server processes' CPU per request (from /proc: user plus
@@ -219,10 +220,43 @@ class Phase:
         return self.result.loadgen_cpu / max(self.result.requests, 1) * 1e6
 
 
-async def timed(target: Server, name: str, payloads: list[bytes], args: argparse.Namespace, pg: str | None) -> Phase:
+async def outbox_drained(db: str, within: float = 120.0) -> None:
+    """Waits until the server has fanned out every event it emitted: each activation emits one, and choosing
+    its recipients is work the activation caused, counted in its CPU rather than in the next phase's."""
+    query = "SELECT count(*) FROM outbox_events WHERE fanned_out_at IS NULL"
+    polls = int(within / 0.05)
+    if db.startswith("sqlite"):
+        import sqlite3
+
+        def pending() -> int:
+            with contextlib.closing(sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30)) as conn:
+                return int(conn.execute(query).fetchone()[0])
+
+        for _ in range(polls):
+            if not await asyncio.to_thread(pending):
+                return
+            await asyncio.sleep(0.05)
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(db)
+    try:
+        for _ in range(polls):
+            if not await conn.fetchval(query):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def timed(target: Server, name: str, payloads: list[bytes], args: argparse.Namespace, pg: str | None,
+                db: str | None = None) -> Phase:  # fmt: skip
+    """One phase; with `db`, its CPU counts until the events it caused are fanned out."""
     cpu, pg_before = target.cpu_seconds(), postgres_cpu(pg) if pg else {}
     result = await run_load(name, "127.0.0.1", target.port, payloads, concurrency=args.concurrency,
                             duration=args.duration)  # fmt: skip
+    if db is not None:
+        await outbox_drained(db)
     pg_cpu = cpu_since(pg_before, postgres_cpu(pg)) if pg else None
     return Phase(result, target.cpu_seconds() - cpu, pg_cpu)
 
@@ -240,7 +274,7 @@ async def measure_round(
         return phases
     count = int(args.duration * 4000)
     payloads, agents = activation_payloads(tessera.port, licences, count)
-    phases["activation"] = await timed(tessera, "activation", payloads, args, pg)
+    phases["activation"] = await timed(tessera, "activation", payloads, args, pg, args.db)
     done = phases["activation"].result.requests
     # Map agents to their activation ids by asking again: the same host gets its seat back (200).
     ids = await _activation_ids(tessera.port, licences, agents[: min(done, count)])
@@ -344,6 +378,7 @@ def main() -> int:
                 log = Path(tmp) / "server.log"
                 with server(db, keys, workers, log, bare=True) as bare, server(db, keys, workers, log) as tessera:
                     pg = db.rpartition("/")[2] if backend == "postgres" else None
+                    args.db = db
                     rounds = [uvloop.run(measure_round(bare, tessera, licences, args, pg))
                               for _ in range(args.rounds)]  # fmt: skip
                 summary[label] = report(label, rounds)

@@ -72,6 +72,8 @@ class Database(Protocol):
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
 
+    async def run_single(self, fn: Callable[..., T], *args: Any) -> T: ...
+
     async def close(self) -> None: ...
 
     def stats(self) -> dict[str, int]: ...
@@ -134,6 +136,10 @@ class SQLiteDatabase:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Job(fn, args, future))
         return await future
+
+    async def run_single(self, fn: Callable[..., T], *args: Any) -> T:
+        """A unit whose reads need no lock and whose writes are one statement: here, like any other."""
+        return await self.run(fn, *args)
 
     def stats(self) -> dict[str, int]:
         """For /metrics: units waiting for the single writer."""
@@ -298,6 +304,7 @@ class PostgresDatabase:
             # discards the whole pool, so the requests after it get fresh connections (tests/test_faults.py).
             connect_args={"timeout": CONNECT_TIMEOUT},
         )
+        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")  # the same pool
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -305,16 +312,24 @@ class PostgresDatabase:
             # connection and terminates it (no rollback round-trip to a server that does not answer).
             async with asyncio.timeout(self._unit_timeout), self._engine.begin() as conn:
                 return await conn.run_sync(fn, *args)
-        except TimeoutError as exc:
-            raise DatabaseUnavailable(f"database unavailable: no answer within {self._unit_timeout:g}s") from exc
-        except PoolTimeout as exc:
-            raise DatabaseUnavailable("database unavailable: every pooled connection is busy") from exc
-        except (OSError, ConnectionError) as exc:
-            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated or _pg_unavailable(exc):
-                raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
-            raise
+        except Exception as exc:
+            failure = _unavailable(exc, self._unit_timeout)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    async def run_single(self, fn: Callable[..., T], *args: Any) -> T:
+        """A unit whose reads need no lock and whose writes are one statement (a refresh): each statement
+        commits itself, which saves the BEGIN and COMMIT round trips. Under READ COMMITTED every statement
+        sees a fresh snapshot anyway, so the unit decides on exactly what it would have seen in one."""
+        try:
+            async with asyncio.timeout(self._unit_timeout), self._autocommit.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        except Exception as exc:
+            failure = _unavailable(exc, self._unit_timeout)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def stats(self) -> dict[str, int]:
         """For /metrics: connections checked out of the pool, its size and its overflow in use."""
@@ -327,6 +342,19 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _unavailable(exc: Exception, unit_timeout: float) -> Exception:
+    """A failure of the store itself as DatabaseUnavailable (a 503); anything else as it was raised."""
+    if isinstance(exc, TimeoutError):
+        return DatabaseUnavailable(f"database unavailable: no answer within {unit_timeout:g}s")
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnavailable("database unavailable: every pooled connection is busy")
+    if isinstance(exc, OSError | ConnectionError):
+        return DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _pg_unavailable(exc)):
+        return DatabaseUnavailable(f"database unavailable: {exc.orig}")
+    return exc
 
 
 def _pg_unavailable(exc: DBAPIError) -> bool:

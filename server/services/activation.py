@@ -669,6 +669,18 @@ _NONCE_OWNER = (
     .join(Activation, Activation.id == RequestNonce.activation_id)
     .where(RequestNonce.nonce_hash == bindparam("nonce_hash"))
 )
+# PostgreSQL: a refresh's nonce and its touch, one statement.
+_NONCE_AND_TOUCH = Hot(
+    update(Activation)
+    .where(Activation.id == bindparam("activation_id"))
+    .values(refreshed_at=bindparam("now"))
+    .add_cte(
+        insert(RequestNonce)
+        .values(nonce_hash=bindparam("nonce_hash"), activation_id=bindparam("activation_id"),
+                expires_at=bindparam("expires_at"))
+        .cte("nonce")
+    )
+)  # fmt: skip
 _TOUCH = Hot(
     update(Activation).where(Activation.id == bindparam("activation_id")).values(refreshed_at=bindparam("now"))
 )
@@ -709,18 +721,26 @@ def _unverified_payload(signed: str) -> bytes:
     return payload
 
 
-def _use_nonce(conn: Connection, activation_id: uuid.UUID, claims: ProofClaims, expires: datetime) -> None:
+def _nonce_row(activation_id: uuid.UUID, claims: ProofClaims, expires: datetime) -> dict[str, Any]:
     nonce_hash = hashlib.sha256(f"{activation_id}\x00{claims.nonce}".encode()).hexdigest()
+    return {"nonce_hash": nonce_hash, "activation_id": activation_id, "expires_at": expires}
+
+
+def _use_nonce(conn: Connection, nonce: dict[str, Any], statement: Hot = _INSERT_NONCE, **also: Any) -> None:
+    """Records the request's nonce (with `statement`, together with other writes): a replay hits its key."""
     try:
         # No savepoint needed: a duplicate refuses the whole unit anyway.
-        _INSERT_NONCE.execute(conn, {"nonce_hash": nonce_hash, "activation_id": activation_id, "expires_at": expires})
+        statement.execute(conn, nonce | also)
     except IntegrityError as exc:
         raise ReplayedRequest("this signed request was already used") from exc
 
 
 def _signed_unit(
-    conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime, *, windowed: bool
-) -> tuple[Any, ProofClaims]:
+    conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str, now: datetime, *, windowed: bool,
+    record_nonce: bool = True,
+) -> tuple[Any, dict[str, Any] | None]:  # fmt: skip
+    """The activation's row once the request is proven, and (windowed) its nonce; recorded here unless the
+    caller records it with its own write (`record_nonce=False`): either way before the unit commits."""
     row = _ACTIVATION_BY_ID.first(conn, {"activation_id": activation_id})
     if row is None:
         raise ActivationNotFound("no such activation")
@@ -731,14 +751,17 @@ def _signed_unit(
         raise
     if claims.sub != str(activation_id):
         raise InvalidSignature("the request is signed for another activation")
+    nonce = None
     if windowed:
         signed_at = datetime.fromtimestamp(claims.iat, now.tzinfo)
         if abs(signed_at - now) > PROOF_WINDOW:
             raise StaleRequest("the request's time is more than 5 minutes from the server's clock")
-        _use_nonce(conn, activation_id, claims, signed_at + 2 * PROOF_WINDOW)
+        nonce = _nonce_row(activation_id, claims, signed_at + 2 * PROOF_WINDOW)
+        if record_nonce:
+            _use_nonce(conn, nonce)
     if row.ended_at is not None:
         raise ActivationEnded("this activation has ended: activate again")
-    return row, claims
+    return row, nonce
 
 
 def _refuse_rebound_key(conn: Connection, activation_id: uuid.UUID, proof: str, proof_type: str) -> None:
@@ -755,7 +778,8 @@ def _refuse_rebound_key(conn: Connection, activation_id: uuid.UUID, proof: str, 
 
 
 def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: datetime) -> SeatGrant:
-    row, _ = _signed_unit(conn, activation_id, proof, REFRESH_PROOF, now, windowed=True)
+    row, nonce = _signed_unit(conn, activation_id, proof, REFRESH_PROOF, now, windowed=True, record_nonce=False)
+    assert nonce is not None
     check_status(row.status)
     if anchor_strength(row.host_components, dongle=row.model == "dongle") < row.min_identifying:
         # Enrolled before anchors needed identifying components: such a seat matches too many machines.
@@ -774,7 +798,12 @@ def refresh_unit(conn: Connection, activation_id: uuid.UUID, proof: str, now: da
         now=now,
         created=False,
     )
-    _TOUCH.execute(conn, {"activation_id": activation_id, "now": now})
+    if conn.dialect.name == "postgresql":
+        # The refresh's writes in one statement: ActivationService.refresh runs it without BEGIN and COMMIT.
+        _use_nonce(conn, nonce, _NONCE_AND_TOUCH, now=now)
+    else:
+        _use_nonce(conn, nonce)
+        _TOUCH.execute(conn, {"activation_id": activation_id, "now": now})
     return grant
 
 
@@ -825,7 +854,8 @@ class ActivationService:
         )
 
     async def refresh(self, activation_id: str, proof: str, *, now: datetime) -> SeatGrant:
-        return await self.db.run(refresh_unit, parse_activation_id(activation_id), proof, now)
+        # One read, then one write statement: no transaction around them is needed (server.db.database).
+        return await self.db.run_single(refresh_unit, parse_activation_id(activation_id), proof, now)
 
     async def deactivate(self, activation_id: str, proof: str, *, now: datetime) -> Deactivated:
         return await self.db.run(deactivate_unit, parse_activation_id(activation_id), proof, DEACTIVATE_PROOF, now)
