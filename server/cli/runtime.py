@@ -223,8 +223,8 @@ class _Relay:
 
 def worker_pool_size(pool_size: int, workers: int) -> int:
     """`pool_size` is the service's budget, shared by its workers: N workers open no more PostgreSQL
-    connections (at most 2 x pool_size, the pool and its overflow) than one process would, so `--workers`
-    never runs PostgreSQL out of `max_connections` (each keeps at least 2)."""
+    connections (at most pool_size) than one process would, so `--workers` never runs PostgreSQL out
+    of `max_connections` (each keeps at least 2)."""
     return max(2, -(-pool_size // workers))
 
 

@@ -297,7 +297,9 @@ class PostgresDatabase:
             url,
             hide_parameters=True,  # as for SQLite: no bound values in error texts
             pool_size=pool_size,
-            max_overflow=pool_size,
+            # No overflow: an overflow connection lives for one unit, so under load every request paid a
+            # connect, a TLS negotiation and asyncpg's statement preparation; a unit waits for a pooled one.
+            max_overflow=0,
             pool_timeout=POOL_TIMEOUT,
             # No pool_pre_ping: with asyncpg it costs three round trips per unit (BEGIN, ping, ROLLBACK). After
             # PostgreSQL restarts, the first unit to draw a dead connection answers 503 and SQLAlchemy then
