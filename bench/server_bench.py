@@ -130,20 +130,30 @@ def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
+def installed_server(where: Path) -> Path:
+    """A venv with this checkout installed as an operator installs it (`pip install '.[server]'`, not editable):
+    its Python, which runs the server from outside the checkout."""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    subprocess.run([str(where / "bin" / "pip"), "install", "--quiet", f"{ROOT}[server]"], check=True)
+    return where / "bin" / "python"
+
+
 @contextlib.contextmanager
-def server(db: str, keys: Path, workers: int, log: Path, *, bare: bool = False) -> Iterator[Server]:
-    """The real server (`bare`: aiohttp's bare echo instead), `workers` processes sharing one port."""
+def server(db: str, keys: Path, workers: int, log: Path, *, python: Path, bare: bool = False) -> Iterator[Server]:
+    """The real server from `python`'s installed package (`bare`: aiohttp's bare echo instead), `workers`
+    processes sharing one port."""
     port = free_port()
     env = os.environ | {"TESSERA_KEY_PASSPHRASE": PASSPHRASE, "TESSERA_BENCH_ECHO": "1"}
     if bare:
-        argv = [sys.executable, __file__, "--bare-echo", str(port), "--workers", str(workers)]
+        argv = [sys.executable, str(Path(__file__).resolve()), "--bare-echo", str(port), "--workers", str(workers)]
         ready = f"http://127.0.0.1:{port}/healthz"
     else:
-        argv = [sys.executable, "-m", "server.cli", "serve", "--db", db, "--keys-dir", str(keys), "--port", str(port),
+        argv = [str(python), "-m", "server.cli", "serve", "--db", db, "--keys-dir", str(keys), "--port", str(port),
                 "--workers", str(workers)]  # fmt: skip
         ready = f"http://127.0.0.1:{port}/readyz"
     with log.open("ab") as handle:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        # Not from the checkout: the installed package is what runs.
+        process = subprocess.Popen(argv, cwd=log.parent, env=env, stdout=handle, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -343,6 +353,8 @@ def main() -> int:
     parser.add_argument("--phases", choices=("all", "echo"), default="all", help="echo: the two echoes only")
     parser.add_argument("--licences", type=int, default=64)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--server-venv", type=Path,
+                        help="a venv with this checkout installed (pip install '.[server]'); default: built for the run")  # fmt: skip
     parser.add_argument("--bare-echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_echo:
@@ -359,6 +371,8 @@ def main() -> int:
     print(f"server bench: {args.concurrency} connections, {args.duration:g} s per phase, {args.rounds} rounds "
           f"(medians), {os.cpu_count()} CPUs; CPU is per request")  # fmt: skip
     summary: dict[str, Any] = {}
+    venv_dir = tempfile.TemporaryDirectory()
+    python = args.server_venv / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp, database(backend, Path(tmp)) as db:
             keys = Path(tmp) / "keys"
@@ -376,7 +390,8 @@ def main() -> int:
             for workers in [int(w) for w in args.workers.split(",")]:
                 label = f"{backend}, {workers} process{'es' if workers > 1 else ''}"
                 log = Path(tmp) / "server.log"
-                with server(db, keys, workers, log, bare=True) as bare, server(db, keys, workers, log) as tessera:
+                with server(db, keys, workers, log, python=python, bare=True) as bare, \
+                        server(db, keys, workers, log, python=python) as tessera:  # fmt: skip
                     pg = db.rpartition("/")[2] if backend == "postgres" else None
                     args.db = db
                     rounds = [uvloop.run(measure_round(bare, tessera, licences, args, pg))

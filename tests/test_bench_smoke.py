@@ -56,8 +56,9 @@ def test_scale_bench_fills_both_sizes_and_measures_them(tmp_path: Path) -> None:
 
 def test_server_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "server.json"
+    # The bench builds a venv with the package installed (not editable) and runs the server from it.
     run_bench("server_bench.py", "--duration", "0.3", "--licences", "2", "--workers", "1", "--concurrency", "4",
-              "--backends", BACKENDS, "--json-out", str(out))  # fmt: skip
+              "--backends", BACKENDS, "--json-out", str(out), timeout=480)  # fmt: skip
     summary = json.loads(out.read_text())
     activation, refresh = summary["sqlite, 1 process"]["activation"], summary["sqlite, 1 process"]["refresh"]
     assert activation["rps"] > 0 and activation["errors"] == 0 and activation["server_cpu_us"] > 0

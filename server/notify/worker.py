@@ -39,6 +39,7 @@ from server.settings import Settings
 log = logging.getLogger("tessera.notify")
 FAN_OUT_BATCH = 100
 CLAIM_BATCH = 20
+GATHER_SECONDS = 0.05
 ERROR_LENGTH = 500
 
 
@@ -308,6 +309,10 @@ class Notifier:
                 log.exception("notifications: round failed, will retry")
             if not found:
                 await asyncio.sleep(self.settings.notify_poll_interval)
+            elif found < FAN_OUT_BATCH:
+                # Caught up: let the next events gather for a moment, so a stream of them (an activation
+                # each) is fanned out and claimed in batches, not a round of statements per event.
+                await asyncio.sleep(GATHER_SECONDS)
 
 
 def _utcnow() -> datetime:
