@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,7 +42,36 @@ def _race(server: LiveServer, urls: list[str]) -> None:
     assert outcomes == {(201, None): 10, (409, "seats-exhausted"): 30}, outcomes
     shown = server.admin("licence", "show", licence["id"])
     assert shown["seats_in_use"] == 10
-    assert sum(1 for a in shown["activations"] if a["ended_at"] is None) == 10
+    live = {a["id"] for a in shown["activations"] if a["ended_at"] is None}
+    assert len(live) == 10
+    # The refused 30 left nothing behind: one audit event and one outbox event per seat taken, the chain intact.
+    assert server.admin("audit", "verify")["ok"]
+    audited = server.admin("audit", "list", "--limit", "1000")
+    seated = {e["subject"].removeprefix("activation:") for e in audited if e["action"] == "seat.activate"
+              and e["chain"] == f"licence:{licence['id']}"}  # fmt: skip
+    assert seated == live, (len(seated), len(live))
+    assert _created_events(server.db_url, licence["id"]) == live
+
+
+def _created_events(db_url: str, licence_id: str) -> set[str]:
+    """The activation ids of the licence's `activation.created` outbox events, read with SQL."""
+    from sqlalchemy import text
+
+    from server.db.database import open_database
+
+    def unit(conn: Any) -> set[str]:
+        rows = conn.execute(text("SELECT licence_id, data FROM outbox_events WHERE type = 'activation.created'"))
+        return {(r.data if isinstance(r.data, dict) else json.loads(r.data))["activation_id"]
+                for r in rows if str(uuid.UUID(str(r.licence_id))) == licence_id}  # fmt: skip
+
+    async def go() -> set[str]:
+        db = open_database(db_url, pool_size=1)
+        try:
+            return await db.run(unit)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
 
 
 def test_forty_hosts_race_for_ten_seats(live_server: LiveServer) -> None:
