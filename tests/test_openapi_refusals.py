@@ -74,8 +74,8 @@ def _literal_problem(call: ast.Call) -> tuple[int, str] | None:
     name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
     if name == "problem_response" and len(call.args) >= 2:
         status, code = call.args[0], call.args[1]
-        if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
-            return int(status.value), str(code.value)
+        if isinstance(status, ast.Constant) and isinstance(status.value, int) and isinstance(code, ast.Constant):
+            return status.value, str(code.value)
     return None
 
 

@@ -333,8 +333,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/v1/plans/{plan}": licences.PATHS["/v1/plans/{plan}"] | catalogue.PLAN_SHOW,
         }
     )
-    for name, model in sorted(RESPONSE_MODELS.items()):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, answer_model in sorted(RESPONSE_MODELS.items()):
+        schema = answer_model.model_json_schema(ref_template="#/components/schemas/{model}")
         for inner, definition in schema.pop("$defs", {}).items():
             _add(schemas, inner, definition)
         _add(schemas, name, schema)

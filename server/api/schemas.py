@@ -644,7 +644,7 @@ NEXT = "the next page's path and query; null on the last"
 def page_of(item: type[Answer], **fields: Any) -> type[Answer]:
     """The model of one page of a list of `item`s, `{"items": [...], "next": path | null}`, named after the
     item (its component name in the document), with what else the list says about itself (`fields`)."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{item.__name__}Page",
         __base__=Answer,
         __doc__=f"One page of {item.__name__} items, in the list's order (a cursor page: ?cursor=, ?limit=).",
