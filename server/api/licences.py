@@ -276,7 +276,7 @@ PATHS = {
             "Change seats, modules or plan after sale, priced pro rata; dry_run quotes (admin, reseller)",
             answers=LicenceChange,
             body="LicenceChangeBody",
-            ok="201",
+            ok="200,201",  # a dry run quotes (200), a change is made (201)
             params=LICENCE,
             refusals=(*LICENCE_READ, *UNCHANGEABLE, Conflict, PlanIncompatible, PlanRetired, SeatsInUse),
         )

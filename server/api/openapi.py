@@ -150,7 +150,7 @@ def bearer_op(
     query: dict[str, dict[str, Any]] | None = None,
     refusals: tuple[Refusal, ...] = (),
 ) -> dict[str, Any]:
-    """One operation of the bearer-token APIs: `answers` is the model of its success answer."""
-    return operation(
-        summary, ok={ok: answers}, body=body, params=params, query=query, bearer=True, refusals=refusals
-    )
+    """One operation of the bearer-token APIs: `answers` is the model of its success answer, under each status
+    of `ok` ("200,201": either)."""
+    statuses = {status: answers for status in ok.split(",")}
+    return operation(summary, ok=statuses, body=body, params=params, query=query, bearer=True, refusals=refusals)
