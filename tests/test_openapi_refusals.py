@@ -104,9 +104,9 @@ def _read(module: str, body: ast.AST, modules: dict[str, str], functions: dict[s
 
 
 @functools.cache
-def source_index() -> dict[Key, Function]:
-    """Every function and method of the packages, by module and name."""
-    index: dict[Key, Function] = {}
+def _sources() -> dict[Key, tuple[ast.AST, dict[str, str], dict[str, Key]]]:
+    """Every function and method of the packages, by module and name, with its module's imports."""
+    found: dict[Key, tuple[ast.AST, dict[str, str], dict[str, Key]]] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).glob("*.py")):
             module = _module_name(path)
@@ -116,8 +116,13 @@ def source_index() -> dict[Key, Function]:
                 members = node.body if isinstance(node, ast.ClassDef) else [node]
                 for member in members:
                     if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                        index[(module, member.name)] = _read(module, member, modules, functions)
-    return index
+                        found[(module, member.name)] = (member, modules, functions)
+    return found
+
+
+@functools.cache
+def source_index() -> dict[Key, Function]:
+    return {key: _read(key[0], node, modules, functions) for key, (node, modules, functions) in _sources().items()}
 
 
 @functools.cache
@@ -242,3 +247,68 @@ def test_every_declared_code_is_a_code_the_server_has() -> None:
             for status, codes in declared_codes(op).items():
                 assert codes <= known, (method, path, status, codes - known)
                 assert 400 <= status < 600
+
+
+def _statuses(call: ast.Call) -> set[int]:
+    """The status of `answer(Model, payload, status)`: 200 unless given, either branch of `a if … else b`."""
+    given = call.args[2] if len(call.args) > 2 else next((k.value for k in call.keywords if k.arg == "status"), None)
+    if given is None:
+        return {200}
+    branches = [given.body, given.orelse] if isinstance(given, ast.IfExp) else [given]
+    return {b.value for b in branches if isinstance(b, ast.Constant) and isinstance(b.value, int)}
+
+
+def answered(handler: Any) -> tuple[set[str], set[int]]:
+    """The response models a handler names (server.api.schemas, or closed over) and the statuses it answers."""
+    from server.api import schemas
+
+    models: set[str] = set()
+    statuses: set[int] = set()
+    for key in _handler_keys(handler):
+        node = _sources()[key][0] if key in _sources() else None
+        if node is None:  # a unit closed over, not the handler's code
+            continue
+        for n in ast.walk(node):
+            named = getattr(schemas, n.id, None) if isinstance(n, ast.Name) else None
+            if isinstance(named, type) and issubclass(named, schemas.Answer) and named is not schemas.Answer:
+                models.add(named.__name__)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+                if n.func.id == "answer":
+                    statuses |= _statuses(n)
+                elif n.func.id in ("page_response", "_page", "_renamed"):
+                    statuses.add(200)
+    for cell in inspect.unwrap(handler).__closure__ or ():
+        value = cell.cell_contents
+        if isinstance(value, type) and issubclass(value, schemas.Answer):
+            models.add(value.__name__)
+            statuses.add(200)
+    return models, statuses
+
+
+def test_every_handler_answers_the_models_and_statuses_its_operation_documents() -> None:
+    """The model a handler passes its answer through, and the status it answers with, are the ones its
+    operation documents. The agent's handlers build their answers without a model: tests/test_openapi_answers.py
+    checks theirs against the document."""
+    wrong = {}
+    checked = 0
+    for method, path, handler in _operations():
+        models, statuses = answered(handler)
+        if not models and handler.__module__ == "server.api.agent":
+            continue
+        successes = {int(s): r for s, r in _document()["paths"][path][method]["responses"].items() if s < "300"}
+        documented = {r["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1] for r in successes.values()}
+        checked += 1
+        if models != documented or not statuses or not statuses <= set(successes):
+            wrong[f"{method.upper()} {path}"] = (sorted(models), sorted(statuses), sorted(documented), set(successes))
+    assert wrong == {}
+    assert checked > 60
+
+
+def test_the_answer_walk_reads_conditional_statuses_and_closures() -> None:
+    from server.api import catalogue, licences
+
+    assert answered(licences.change_licence) == ({"LicenceChange"}, {200, 201})
+    assert answered(licences.issue_licence) == ({"IssuedLicence"}, {201})
+    assert answered(catalogue.list_products) == ({"ProductPage"}, {200})
+    switch = next(h for m, p, h in _operations() if (m, p) == ("post", "/v1/products/{product}/disable"))
+    assert answered(switch) == ({"Product"}, {200})
