@@ -8,7 +8,8 @@ function of that name in the services or the domain: the walk over-approximates,
 caught in a function without being raised again does not leave it.
 
 A new `raise SomethingElse(...)` in a service that a route reaches, without the operation declaring it,
-fails here; so does an error class whose code or status changes under a declaration.
+fails here; so does an error class whose code or status changes under a declaration. The same walk over a
+handler's own code checks its success side: the response models it answers through and their statuses.
 """
 
 from __future__ import annotations
