@@ -380,7 +380,8 @@ OPENAPI = web.AppKey("openapi_document", Document)
 
 
 async def openapi_cache(app: web.Application) -> AsyncIterator[None]:
-    """The document depends only on the code and the public URL: built once at start-up (it costs ~8 ms)."""
+    """The document depends only on the code and the public URL: built once at start-up (~0.1 s: a JSON
+    Schema per request and response model)."""
     app[OPENAPI] = Document.of(openapi_document(app[SETTINGS].public_url))
     yield
 
