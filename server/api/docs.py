@@ -54,6 +54,21 @@ def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _responses(responses: dict[str, Any]) -> dict[str, Any]:
+    """What an operation answers: each success status with its model (or type), and its refusals, the problem
+    codes per status (`x-problem-codes`)."""
+    answers, refusals = [], []
+    for status, response in sorted(responses.items()):
+        if "x-problem-codes" in response:
+            refusals.append({"status": status, "codes": response["x-problem-codes"]})
+        elif status != "default":
+            shown = [{"type": media, "model": _ref_name(content.get("schema", {})),
+                      "about": _type_of(content.get("schema", {}))}
+                     for media, content in response.get("content", {}).items()]  # fmt: skip
+            answers.append({"status": status, "content": shown})
+    return {"answers": answers, "refusals": refusals, "responses": sorted(responses)}
+
+
 def render(document: dict[str, Any]) -> bytes:
     schemas = document.get("components", {}).get("schemas", {})
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -69,7 +84,7 @@ def render(document: dict[str, Any]) -> bytes:
                 "summary": op.get("summary", ""), "bearer": bool(op.get("security")),
                 "parameters": [{"name": p["name"], "in": p["in"], "required": p.get("required", False),
                                 "type": _type_of(p.get("schema", {}))} for p in op.get("parameters", [])],
-                "body": body_name, "responses": sorted(op.get("responses", {})),
+                "body": body_name, **_responses(op.get("responses", {})),
             })  # fmt: skip
     models = {name: _fields(schema) for name, schema in sorted(schemas.items()) if schema.get("properties")}
     page = _env.get_template("docs.html").render(info=document.get("info", {}), groups=sorted(groups.items()),

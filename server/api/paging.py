@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from server.api.auth import query_int
-from server.api.problems import json_response
+from server.api.schemas import Answer, answer
 from server.domain.errors import InvalidCursor
 from server.services.listing import Key, Page, Slice
 
@@ -78,29 +78,20 @@ def _part(kind: str, value: Any) -> Any:
     raise ValueError("not a cursor part")
 
 
-def page_response(request: web.Request, listing: str, page: Page, shown: Slice, **extra: Any) -> web.Response:
-    """The page as `{"items", "next"}` (and what else the list says about itself), with `Link: <…>; rel="next"`.
+def page_response(
+    request: web.Request, listing: str, page: Page, shown: Slice, model: type[Answer], **extra: Any
+) -> web.Response:
+    """The page as `{"items", "next"}` (and what else the list says about itself), checked against its model
+    (schemas.page_of), with `Link: <…>; rel="next"`.
 
     The next link is a path and query: it resolves against whatever address the caller used."""
     link = None
     if shown.next is not None:
         link = str(request.rel_url.update_query(cursor=encode(listing, shown.next), limit=str(page.limit)))
-    response = json_response(extra | {"items": shown.items, "next": link})
+    response = answer(model, extra | {"items": shown.items, "next": link})
     if link is not None:
         response.headers["Link"] = f'<{link}>; rel="next"'
     return response
-
-
-def page_schema(item: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The OpenAPI schema of a page of `item`s."""
-    return {
-        "type": "object",
-        "required": ["items", "next"],
-        "properties": {
-            "items": {"type": "array", "items": item or {"type": "object"}},
-            "next": {"type": ["string", "null"], "description": "the next page's path and query; null on the last"},
-        },
-    }
 
 
 PAGE_PARAMETERS: dict[str, dict[str, Any]] = {
