@@ -7,7 +7,6 @@ import json
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +16,7 @@ from joserfc.jwk import KeySet
 from tests.conftest import LiveServer, ServerProcess, issue_demo_licence
 from tests.support.agent import FakeAgent
 from tests.support.http import get, post
+from tests.support.sql import query_sql
 
 
 async def _activate_all(urls: list[str], bodies: list[dict]) -> list[tuple[int, dict]]:
@@ -55,23 +55,9 @@ def _race(server: LiveServer, urls: list[str]) -> None:
 
 def _created_events(db_url: str, licence_id: str) -> set[str]:
     """The activation ids of the licence's `activation.created` outbox events, read with SQL."""
-    from sqlalchemy import text
-
-    from server.db.database import open_database
-
-    def unit(conn: Any) -> set[str]:
-        rows = conn.execute(text("SELECT licence_id, data FROM outbox_events WHERE type = 'activation.created'"))
-        return {(r.data if isinstance(r.data, dict) else json.loads(r.data))["activation_id"]
-                for r in rows if str(uuid.UUID(str(r.licence_id))) == licence_id}  # fmt: skip
-
-    async def go() -> set[str]:
-        db = open_database(db_url, pool_size=1)
-        try:
-            return await db.run(unit)
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
+    rows = query_sql(db_url, "SELECT licence_id, data FROM outbox_events WHERE type = 'activation.created'")
+    return {(data if isinstance(data, dict) else json.loads(data))["activation_id"]
+            for owner, data in rows if str(uuid.UUID(str(owner))) == licence_id}  # fmt: skip
 
 
 def test_forty_hosts_race_for_ten_seats(live_server: LiveServer) -> None:

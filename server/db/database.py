@@ -309,24 +309,20 @@ class PostgresDatabase:
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")  # the same pool
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            # On expiry the unit is cancelled; SQLAlchemy treats the cancellation as fatal for that
-            # connection and terminates it (no rollback round-trip to a server that does not answer).
-            async with asyncio.timeout(self._unit_timeout), self._engine.begin() as conn:
-                return await conn.run_sync(fn, *args)
-        except Exception as exc:
-            failure = _unavailable(exc, self._unit_timeout)
-            if failure is exc:
-                raise
-            raise failure from exc
+        return await self._run(self._engine.begin, fn, args)
 
     async def run_single(self, fn: Callable[..., T], *args: Any) -> T:
         """A unit whose reads need no lock and whose writes are one statement (a refresh): each statement
         commits itself, which saves the BEGIN and COMMIT round trips. Under READ COMMITTED every statement
         sees a fresh snapshot anyway, so the unit decides on exactly what it would have seen in one."""
+        return await self._run(self._autocommit.connect, fn, args)
+
+    async def _run(self, connect: Callable[[], Any], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
-            async with asyncio.timeout(self._unit_timeout), self._autocommit.connect() as conn:
-                return await conn.run_sync(fn, *args)
+            # On expiry the unit is cancelled; SQLAlchemy treats the cancellation as fatal for that
+            # connection and terminates it (no rollback round-trip to a server that does not answer).
+            async with asyncio.timeout(self._unit_timeout), connect() as conn:
+                return await conn.run_sync(fn, *args)  # type: ignore[no-any-return]
         except Exception as exc:
             failure = _unavailable(exc, self._unit_timeout)
             if failure is exc:
