@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,12 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Result, build_request, run_load  # noqa: E402
-from bench.server_bench import activation_payloads, admin, database, server  # noqa: E402
+from bench.server_bench import activation_payloads, admin, database, installed_server, server  # noqa: E402
+from server.cli.kit import progress_bar  # noqa: E402
 from server.db.ids import uuid7  # noqa: E402
 from server.domain.hosts import indexed_digests  # noqa: E402
 from tests.support.agent import FakeAgent  # noqa: E402
 
 BUDGET = 1.20
+Progress = Callable[[int, int], None] | None
 # docs/DATA.md, "PostgreSQL settings": buffers that hold the hot tables and indexes, checkpoints spaced by
 # time rather than forced by WAL volume, and compressed full-page images.
 POSTGRES_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "4GB", "wal_compression": "on"}
@@ -138,7 +140,8 @@ def _other_columns(table: Any, known: set[str]) -> dict[str, Any]:
     return values
 
 
-def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: str) -> list[tuple[str, bool]]:
+def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: str,
+                progress: Progress = None) -> list[tuple[str, bool]]:  # fmt: skip
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
     from server.db.models import Activation, ActivationDigest
@@ -181,6 +184,8 @@ def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: st
         digest_rows.sort()
         conn.executemany(insert_digest, digest_rows)
         conn.execute("UPDATE licences SET seats_in_use = seats_in_use + ? WHERE id = ?", (live, lid))
+        if progress:
+            progress(n, total)
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("ANALYZE")
@@ -188,7 +193,8 @@ def fill_sqlite(db: str, licences: list[dict[str, Any]], total: int, agent_x: st
     return sample
 
 
-async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, agent_x: str) -> list[tuple[str, bool]]:
+async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, agent_x: str,
+                        progress: Progress = None) -> list[tuple[str, bool]]:  # fmt: skip
     import asyncpg
 
     from server.db.models import Activation
@@ -223,6 +229,8 @@ async def fill_postgres(db: str, licences: list[dict[str, Any]], total: int, age
                 await conn.execute(
                     "UPDATE licences SET seats_in_use = seats_in_use + $1 WHERE id = $2", live, licence_id
                 )
+                if progress:
+                    progress(n, total)
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
@@ -234,10 +242,11 @@ def build(
 ) -> tuple[list[dict[str, Any]], list[tuple[str, bool]], float]:
     issued = prepare(db, keys, licences)
     started = time.perf_counter()
-    if backend == "sqlite":
-        sample = fill_sqlite(db, issued, total, agent.public_x)
-    else:
-        sample = asyncio.run(fill_postgres(db, issued, total, agent.public_x))
+    with progress_bar("activations") as progress:  # at a terminal: a million rows take a while
+        if backend == "sqlite":
+            sample = fill_sqlite(db, issued, total, agent.public_x, progress)
+        else:
+            sample = asyncio.run(fill_postgres(db, issued, total, agent.public_x, progress))
     return issued, sample, time.perf_counter() - started
 
 
@@ -402,6 +411,8 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgres-tuned,postgres")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio is over the budget")
+    parser.add_argument("--server-venv", type=Path,
+                        help="a venv with this checkout installed (pip install '.[server]'); default: built for the run")  # fmt: skip
     args = parser.parse_args()
     import uvloop
 
@@ -429,6 +440,8 @@ def main() -> int:
     over: list[str] = []
     count = max(int(args.duration * 4000), 100)
     sizes = (args.small, args.activations)
+    venv_dir = tempfile.TemporaryDirectory()
+    python = args.server_venv / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
     for backend in backends:
         with contextlib.ExitStack() as stack:
             admin_url = stack.enter_context(postgres_server(backend))
@@ -456,8 +469,8 @@ def main() -> int:
                 for size in order:
                     db, tmp, licences, sample, agent = built[size]
                     for workers in [1, 2] if backend != "sqlite" and size == args.activations else [1]:
-                        with working_copy(backend, db, tmp, admin_url) as work, server(work, tmp / "keys", workers,
-                                                                             tmp / "server.log") as target:  # fmt: skip
+                        with working_copy(backend, db, tmp, admin_url) as work, \
+                                server(work, tmp / "keys", workers, tmp / "server.log", python=python) as target:  # fmt: skip
                             results = uvloop.run(measure(target.port, licences, sample, agent, args.duration,
                                                          args.concurrency, count))  # fmt: skip
                         key = f"{backend}, {size:,}" + (", 2 processes" if workers == 2 else "")

@@ -38,7 +38,7 @@ def test_scale_bench_fills_both_sizes_and_measures_them(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     result = run_bench("scale_bench.py", "--activations", "400", "--small", "40", "--licences", "3",
                        "--duration", "0.3", "--rounds", "1", "--concurrency", "4", "--backends", SCALE_BACKENDS,
-                       "--json-out", str(out))  # fmt: skip
+                       "--json-out", str(out), timeout=600)  # fmt: skip
     summary = json.loads(out.read_text())
     for backend in SCALE_BACKENDS.split(","):
         for size in ("40", "400"):

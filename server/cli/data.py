@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from server.cli.kit import CliError
+from server.cli.kit import CliError, progress_bar
 
 DEFAULT_DB = "sqlite:///var/tessera.db"
 
@@ -25,7 +22,7 @@ def backup_cmd(args: argparse.Namespace) -> Any:
     db = _db(args)
     try:
         # SQLite copies pages (shown as bytes); pg_dump goes table by table (shown as rows).
-        with _progress_bar("B" if sqlite_file(db) is not None else "rows") as progress:
+        with progress_bar("B" if sqlite_file(db) is not None else "rows") as progress:
             report = backup(db, Path(args.out), force=args.force, progress=progress)
     except DataError as exc:
         raise CliError(exc.code, exc.detail) from exc
@@ -35,7 +32,7 @@ def backup_cmd(args: argparse.Namespace) -> Any:
 def restore_cmd(args: argparse.Namespace) -> Any:
     from server.db.backup import DataError, restore
 
-    with _progress_bar("B") as progress:
+    with progress_bar("B") as progress:
         try:
             report = restore(Path(args.source), _db(args), force=args.force, progress=progress)
         except DataError as exc:
@@ -47,34 +44,12 @@ def migrate_db_cmd(args: argparse.Namespace) -> Any:
     from server.db.backup import DataError
     from server.db.copy import migrate_database
 
-    with _progress_bar("rows") as progress:
+    with progress_bar("rows") as progress:
         try:
             report = migrate_database(args.source, args.target, batch_rows=args.batch_rows, progress=progress)
         except DataError as exc:
             raise CliError(exc.code, exc.detail) from exc
     return report.as_dict()
-
-
-@contextlib.contextmanager
-def _progress_bar(unit: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr when a person watches it (a terminal); nothing for scripts and logs."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bars: list[Any] = []
-
-    def update(done: int, total: int) -> None:
-        if not bars:  # made once the total is known
-            bars.append(tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True))
-        bars[0].update(done - bars[0].n)
-
-    try:
-        yield update
-    finally:
-        for bar in bars:
-            bar.close()
 
 
 def register(sub: Any) -> None:

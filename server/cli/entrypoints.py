@@ -30,6 +30,7 @@ SERVER_MODULES: dict[str, str] = {
     "standardwebhooks": "standardwebhooks",
     "multidict": "multidict",
     "tqdm": "tqdm",
+    "greenlet": "greenlet",
 }
 INSTALL_HINT = "pip install 'tessera[server]'"
 
