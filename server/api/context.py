@@ -142,8 +142,12 @@ def client_ip(request: web.Request) -> str:
     Throttling counts failures per address, so believing a forged header would let anyone dodge it:
     only peers listed in `trusted_proxies` are believed, and the list is read from the right.
     """
+    return peer_ip(request, request.app[SETTINGS].trusted_proxies)
+
+
+def peer_ip(request: web.BaseRequest, proxies: tuple[Any, ...]) -> str:
+    """`client_ip` with the trusted proxies given (the front has them; a request it answers first has no app)."""
     peer = _canonical_peer(request.remote or "unknown")
-    proxies = request.app[SETTINGS].trusted_proxies
     if not proxies or not _trusted(peer, proxies):
         return peer
     hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
