@@ -1,4 +1,7 @@
-"""create_app(settings): routes, middlewares and resources; no I/O until the app starts."""
+"""create_app(settings): routes and resources; no I/O until the app starts.
+
+No aiohttp middleware: what every request needs is server.api.front, which its listener puts before the app.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,9 @@ from sqlalchemy import Connection, delete
 
 from keys.keyring import Keyring
 from server.api import agent, catalogue, customers, docs, licences, ops, transfers, webhooks
-from server.api.connections import CONNECTIONS, Connections, connections_middleware
+from server.api.connections import CONNECTIONS, Connections
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight, Metrics, Services
 from server.api.notifications import notifications, run_daily_notices
-from server.api.problems import problems_middleware
 from server.db.database import DatabaseUnavailable, open_database
 from server.db.models import AuthFailure, PortalLink, RequestNonce
 from server.portal import add_portal
@@ -33,8 +35,7 @@ RENEWAL_PERIOD = 60.0
 
 
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [problems_middleware, connections_middleware]
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     configure_calendar(settings.business_time_zone, settings.holidays)
     app[METRICS] = Metrics()

@@ -687,7 +687,7 @@ def test_only_a_unique_violation_counts_as_a_concurrent_duplicate() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.exc import IntegrityError
 
-    from server.api.problems import _is_duplicate
+    from server.api.problems import is_duplicate
 
     engine = create_engine("sqlite://")
     with engine.connect() as conn:
@@ -698,6 +698,6 @@ def test_only_a_unique_violation_counts_as_a_concurrent_duplicate() -> None:
                           "INSERT INTO t VALUES (3, 'c', 0)"):  # fmt: skip
             with pytest.raises(IntegrityError) as raised:
                 conn.execute(text(statement))
-            outcomes.append(_is_duplicate(raised.value))
+            outcomes.append(is_duplicate(raised.value))
     engine.dispose()
     assert outcomes == [True, True, False]

@@ -8,7 +8,7 @@ stopped answering /healthz. This module wraps each listener's protocol and adds:
 
 - a header clock: the request line and headers must be in within `header_read_timeout` of the request's
   first byte (for the first request, of the connection opening), else 408 and close;
-- a body clock: the body must be in within `body_read_timeout` of the headers (the middleware reads it),
+- a body clock: the body must be in within `body_read_timeout` of the headers (server.api.front reads it),
   else 408 `body-timeout` and close;
 - an idle clock: `keepalive_timeout` between a response and the next request's first byte, then close;
 - a limit per process: at `max_connections` the connection that has waited longest outside a handler is
@@ -24,17 +24,15 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 from aiohttp import web
-from aiohttp.streams import StreamReader
 
-from server.api.problems import PROBLEM_TYPE, problem_response
+from server.api.problems import PROBLEM_TYPE
 from server.domain.addresses import parse_address, throttle_key
-from server.domain.errors import BodyTooLarge
 from server.settings import Network, Settings
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
@@ -52,18 +50,23 @@ def _canned(status: int, reason: str, code: str, title: str, detail: str, retry_
     return head.encode("ascii") + body
 
 
+# What the protocol does with a connection's bytes (`_Connection.watch`): the test on every read is one falsy check.
+PASS = 0  # hand them on: a request is being read or handled, its clock already runs
+FIRST = 1  # the first byte of the next request: it starts the header clock
+DROP = 2  # answered and closing: what the client still sends is dropped
+
+
 @dataclass(eq=False)
 class _Connection:
     transport: asyncio.Transport
     client: str | None  # throttle key, None when exempt from the per-client limit
     in_handler: bool = False
-    bytes_waiting: bool = False  # a byte of the next request has arrived
+    watch: int = FIRST
     timer: asyncio.TimerHandle | None = None
     timer_at: float = 0.0  # the loop time the timer fires at
     deadline: float = 0.0  # the loop time the clock runs out: the timer may fire before it, never after
     reason: str = "header-timeout"
     open: bool = True
-    closing: bool = False  # answered and closing: what the client still sends is dropped
 
 
 class Connections:
@@ -90,6 +93,7 @@ class Connections:
         self._open: dict[asyncio.BaseTransport, _Connection] = {}
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()  # outside a handler, longest first
         self._per_client: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the listener's, known from its first connection
         retry = max(1, math.ceil(header_timeout))
         self._busy = _canned(
             503,
@@ -137,6 +141,7 @@ class Connections:
     # -- the protocol's events
 
     def admit(self, transport: asyncio.Transport) -> _Connection | None:
+        self._loop = asyncio.get_running_loop()
         client = self._client_of(transport)
         if client is not None and self.per_client and self._per_client[client] >= self.per_client:
             self._refuse(transport, self._too_many, "refused-address")
@@ -154,10 +159,13 @@ class Connections:
         self._wait(connection, self.header_timeout, "header-timeout")
         return connection
 
-    def bytes_in(self, connection: _Connection) -> None:
-        if not connection.in_handler and not connection.bytes_waiting:
-            connection.bytes_waiting = True  # the next request began: from now on it has the header clock
-            self._arm(connection, self.header_timeout, "header-timeout")
+    def bytes_in(self, connection: _Connection) -> bool:
+        """Bytes arrived on a connection whose `watch` is not PASS: whether to hand them on."""
+        if connection.watch == DROP:
+            return False
+        connection.watch = PASS  # the next request began: from now on it has the header clock
+        self._arm(connection, self.header_timeout, "header-timeout")
+        return True
 
     def lost(self, connection: _Connection) -> None:
         if not connection.open:
@@ -172,21 +180,23 @@ class Connections:
             if self._per_client[connection.client] <= 0:
                 del self._per_client[connection.client]
 
-    # -- the middleware's events
+    # -- the front's events (server.api.front)
 
-    def request_started(self, transport: asyncio.BaseTransport | None) -> None:
-        connection = self._open.get(transport) if transport is not None else None
+    def request_started(self, transport: asyncio.BaseTransport | None) -> _Connection | None:
+        """The request's connection (None when not through this guard), now off its clock."""
+        connection = self._open.get(transport)  # type: ignore[arg-type]
         if connection is None:
-            return
+            return None
         connection.in_handler = True  # its timer, if it fires meanwhile, does nothing
+        connection.watch = PASS
         self._waiting.pop(connection, None)
+        return connection
 
-    def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
-        connection = self._open.get(transport) if transport is not None else None
-        if connection is None:
+    def request_finished(self, connection: _Connection | None) -> None:
+        if connection is None or not connection.open:
             return
         connection.in_handler = False
-        connection.bytes_waiting = False
+        connection.watch = FIRST
         self._wait(connection, self.idle_timeout, "idle")
 
     # -- internals
@@ -207,7 +217,7 @@ class Connections:
     def _arm(self, connection: _Connection, seconds: float, reason: str) -> None:
         # A timer per request (two, with the header clock) was a visible share of a request: the clock is a
         # deadline, and a timer already due before it stays; it fires early and moves itself to the deadline.
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         connection.deadline, connection.reason = loop.time() + seconds, reason
         if connection.timer is not None:
             if connection.timer_at <= connection.deadline:
@@ -226,7 +236,7 @@ class Connections:
             connection.timer = loop.call_at(connection.deadline, self._expired, connection)
             return
         reason = connection.reason
-        if reason == "header-timeout" and connection.bytes_waiting:
+        if reason == "header-timeout" and connection.watch == PASS:
             self._tell_and_close(connection, self._header_timeout)
             self.on_close(reason)
             return
@@ -238,7 +248,7 @@ class Connections:
         Closing a socket with unread bytes in it sends a reset, and a reset can destroy the answer before the
         client reads it; a client mid-request is still sending. Its bytes are dropped, not parsed.
         """
-        connection.closing = True
+        connection.watch = DROP
         self._waiting.pop(connection, None)
         transport = connection.transport
         transport.write(response)
@@ -263,37 +273,39 @@ class Connections:
         transport.close()
 
 
+_REFUSED = _Connection(cast(asyncio.Transport, None), None, watch=DROP, open=False)  # refused: nothing is read
+
+
 class _Guarded(asyncio.Protocol):
-    """aiohttp's request handler, created only once the connection is admitted, with the guard told of events."""
+    """aiohttp's request handler, created only once the connection is admitted, with the guard told of events.
+
+    A read costs one test more than aiohttp's own: the guard looks only at a request's first bytes.
+    """
 
     def __init__(self, guard: Connections, inner: ProtocolFactory) -> None:
         self._guard = guard
         self._make_inner = inner
         self._inner: Any = None
-        self._connection: _Connection | None = None
+        self._connection = _REFUSED
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._connection = self._guard.admit(cast(asyncio.Transport, transport))  # uvloop's is no subclass
-        if self._connection is not None:
+        connection = self._guard.admit(cast(asyncio.Transport, transport))  # uvloop's is no subclass
+        if connection is not None:
+            self._connection = connection
             self._inner = self._make_inner()
             self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
-            return
         connection = self._connection
-        if connection is not None:
-            if connection.closing:
-                return
-            if not connection.bytes_waiting and not connection.in_handler:
-                self._guard.bytes_in(connection)
+        if connection.watch and not self._guard.bytes_in(connection):
+            return
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._connection is not None:
+        if self._connection is not _REFUSED:
             self._guard.lost(self._connection)
         if self._inner is not None:
             self._inner.connection_lost(exc)
@@ -308,80 +320,4 @@ class _Guarded(asyncio.Protocol):
             self._inner.resume_writing()
 
 
-class GuardedSite(web.BaseSite):
-    """A TCP listener whose connections go through `Connections` (aiohttp's TCPSite, plus the guard)."""
-
-    def __init__(
-        self, runner: web.BaseRunner, connections: Connections, host: str, port: int, *, reuse_port: bool = False
-    ) -> None:
-        super().__init__(runner, backlog=1024)  # bursts of connects queue in the kernel, not in SYN retries
-        self._connections = connections
-        self._host = host
-        self._port = port
-        self._reuse_port = reuse_port or None
-
-    @property
-    def name(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._connections.protocol_factory(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port,
-        )
-
-
 CONNECTIONS = web.AppKey("connections", Connections)
-
-
-def _replayed(request: web.Request, body: bytes) -> web.Request:
-    payload = StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
-    payload.feed_data(body)
-    payload.feed_eof()
-    request._payload = payload  # aiohttp offers no public way to hand a read body back to post()
-    return request
-
-
-@web.middleware
-async def connections_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Takes the request off the clocks while it is handled; reads the body against the body clock first."""
-    connections = request.app[CONNECTIONS]
-    transport = request.transport
-    connections.request_started(transport)
-    try:
-        if request.body_exists:
-            try:
-                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-                    body = await request.read()  # kept by aiohttp: the handler's read() returns it
-                else:
-                    async with asyncio.timeout(connections.body_timeout):
-                        body = await request.read()
-                if request.content_type.startswith("multipart/"):
-                    request = _replayed(request, body)  # post() streams multipart: give it the bytes again
-            except TimeoutError:
-                connections.on_close("body-timeout")
-                return _closing(408, "body-timeout", f"the body took longer than {connections.body_timeout:g}s")
-            except web.HTTPRequestEntityTooLarge:
-                raise BodyTooLarge(f"the body is larger than {request.client_max_size} bytes") from None
-            except (ConnectionResetError, web.RequestPayloadError) as exc:
-                # The client went away mid-body, or sent a broken chunked encoding: its fault, not a 500.
-                return _closing(400, "body-incomplete", f"the request body did not arrive whole: {exc}")
-        return await handler(request)
-    finally:
-        connections.request_finished(transport)
-
-
-def _closing(status: int, code: str, detail: str) -> web.StreamResponse:
-    response = problem_response(status, code, "Request body not received", detail)
-    response.force_close()  # the rest of the body, if any, is not worth reading
-    return response

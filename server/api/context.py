@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,9 @@ class Services:
 
 CLOSE_REASONS = ("idle", "header-timeout", "body-timeout", "evicted", "refused-busy", "refused-address")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY_BOUNDS = (*LATENCY_BUCKETS, math.inf)  # a histogram's buckets, its last one for everything
+# One request's cells: the request counter's, the latency sum's, each latency bucket's (their inc methods).
+_Sample = tuple[Callable[[float], None], Callable[[float], None], tuple[Callable[[float], None], ...]]
 
 
 class Metrics:
@@ -67,8 +73,7 @@ class Metrics:
         )
         self._by_outcome = {o: self.activations.labels(o) for o in ("created", "existing", "error")}
         self._closed = {r: self.connections_closed.labels(r) for r in CLOSE_REASONS}
-        # Label lookups cost more than the increments: keep each (method, route, status) child once.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._samples: dict[tuple[str, str, int], _Sample] = {}
 
     def count_close(self, reason: str) -> None:
         self._closed[reason].inc()
@@ -77,13 +82,20 @@ class Metrics:
         self._by_outcome[outcome].inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            labels = (method, route, str(status))
-            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
+        """What Counter.inc() and Histogram.observe() do, on value cells found once per (method, route, status):
+        the public calls check the child on every call, and label look-ups cost more than the increments."""
+        sample = self._samples.get((method, route, status)) or self._sample(method, route, status)
+        sample[0](1)
+        sample[1](seconds)
+        sample[2][bisect.bisect_left(_LATENCY_BOUNDS, seconds)](1)  # the first bucket whose bound holds it
+
+    def _sample(self, method: str, route: str, status: int) -> _Sample:
+        labels = (method, route, str(status))
+        requests, latency = self.requests.labels(*labels), self.latency.labels(*labels)
+        assert tuple(latency._upper_bounds) == _LATENCY_BOUNDS
+        sample = (requests._value.inc, latency._sum.inc, tuple(bucket.inc for bucket in latency._buckets))
+        self._samples[(method, route, status)] = sample
+        return sample
 
 
 class InFlight:
@@ -142,8 +154,12 @@ def client_ip(request: web.Request) -> str:
     Throttling counts failures per address, so believing a forged header would let anyone dodge it:
     only peers listed in `trusted_proxies` are believed, and the list is read from the right.
     """
+    return peer_ip(request, request.app[SETTINGS].trusted_proxies)
+
+
+def peer_ip(request: web.BaseRequest, proxies: tuple[Any, ...]) -> str:
+    """`client_ip` with the trusted proxies given (the front has them; a request it answers first has no app)."""
     peer = _canonical_peer(request.remote or "unknown")
-    proxies = request.app[SETTINGS].trusted_proxies
     if not proxies or not _trusted(peer, proxies):
         return peer
     hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]

@@ -22,10 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.api import catalogue, customers, licences, transfers, webhooks
 from server.api.auth import principal
-from server.api.connections import CONNECTIONS, Connections, connections_middleware
+from server.api.connections import CONNECTIONS, Connections
 from server.api.context import IN_FLIGHT, KEYRING, METRICS, SERVICES, SETTINGS, SIGNER, InFlight
 from server.api.openapi import RESPONSE_MODELS, Refusal, operation, refuses
-from server.api.problems import problem_response, problems_middleware
+from server.api.problems import problem_response
 from server.api.schemas import ActivationToken, Answer, Health, Jwks, Readiness, SeatEnded, answer
 from server.db.database import Database, DatabaseUnavailable
 from server.db.models import Licence, Product
@@ -212,7 +212,7 @@ def metrics_app(main: web.Application) -> web.Application:
         return await exposition(main)
 
     settings = main[SETTINGS]
-    app = web.Application(middlewares=[problems_middleware, connections_middleware])
+    app = web.Application()  # its listener puts the front (server.api.front) before it, as the main one's
     app[SETTINGS] = settings
     app[METRICS] = main[METRICS]
     app[IN_FLIGHT] = InFlight()
@@ -231,7 +231,7 @@ class _Own(Collector):
 
 
 async def bench_echo(request: web.Request) -> web.Response:
-    """The baseline `make bench` compares against: same app, same middlewares, no work."""
+    """The baseline `make bench` compares against: same app, same front, no work."""
     return web.Response(body=await request.read(), content_type="application/json")
 
 

@@ -35,8 +35,9 @@ from aiohttp import web
 
 from keys.keyring import KeyringError
 from server.api import ops
-from server.api.connections import CONNECTIONS, GuardedSite
+from server.api.connections import CONNECTIONS
 from server.api.context import IN_FLIGHT
+from server.api.front import GuardedSite
 from server.cli.kit import CliError
 from server.settings import Settings, listen_address
 from tessera_common.systemd import sd_notify, watchdog_interval, watchdog_pings

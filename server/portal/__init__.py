@@ -10,14 +10,14 @@ from aiohttp import web
 
 from server.api.context import SETTINGS
 from server.portal import auth, pages, people, staff
-from server.portal.kit import ASSETS, HERE, PREFIX, load_assets, portal_middleware, static
+from server.portal.kit import ASSETS, HERE, PREFIX, load_assets, page, static
 from server.settings import SettingsError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def add_portal(app: web.Application) -> None:
-    """Mounts the portal on `app` (one sub-application with its own middleware); no I/O."""
+    """Mounts the portal on `app` (one sub-application, every route's handler behind `page`); no I/O."""
     settings = app[SETTINGS]
     if not settings.portal_cookie_secure and settings.host not in LOOPBACK:
         raise SettingsError(
@@ -26,7 +26,7 @@ def add_portal(app: web.Application) -> None:
             f"(the server listens on {settings.host})",
             key="portal_cookie_secure",
         )
-    portal = web.Application(middlewares=[portal_middleware])
+    portal = web.Application()
     portal[SETTINGS] = settings
     portal[ASSETS] = load_assets()
     aiohttp_jinja2.setup(
@@ -37,12 +37,12 @@ def add_portal(app: web.Application) -> None:
         default_helpers=False,
         filters={"money": money, "day": day, "when": when},
     )
-    portal.add_routes(auth.routes)
-    portal.add_routes(pages.routes)
-    portal.add_routes(staff.routes)
-    portal.add_routes(people.routes)
-    portal.router.add_get("/static/{name}", static)
-    portal.router.add_route("*", "/{tail:.*}", auth.not_found)
+    for table in (auth.routes, pages.routes, staff.routes, people.routes):
+        for route in table:
+            assert isinstance(route, web.RouteDef)  # the tables hold routes, no static directory
+            web.RouteDef(route.method, route.path, page(route.handler), route.kwargs).register(portal.router)
+    portal.router.add_get("/static/{name}", page(static))
+    portal.router.add_route("*", "/{tail:.*}", page(auth.not_found))
     app.router.add_get(PREFIX, _to_portal)
     app.add_subapp(PREFIX, portal)
 

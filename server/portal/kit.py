@@ -7,6 +7,7 @@ shown as pages with the same status the API would answer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -126,17 +127,12 @@ def form_token(request: web.Request) -> str:
     return str(token)
 
 
-# -- the middleware --------------------------------------------------------------------------------------
+# -- what every page passes --------------------------------------------------------------------------------
 
 
 def public(handler: Handler) -> Handler:
     handler.portal_public = True  # type: ignore[attr-defined]
     return handler
-
-
-def _is_public(request: web.Request) -> bool:
-    handler = request.match_info.handler
-    return bool(getattr(handler, "portal_public", False))
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -146,22 +142,30 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-@web.middleware
-async def portal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await _guarded(request, handler)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
-        else:
-            _finish(request, exc)
-            raise
-    except DomainError as error:
-        response = error_page(request, http_status(error), error.title, error.detail)
-        if "retry_after" in error.extra:
-            response.headers["Retry-After"] = str(error.extra["retry_after"])
-    _finish(request, response)
-    return response
+def page(handler: Handler) -> Handler:
+    """A portal route's handler behind what every page needs: the session, the form check, error pages and the
+    security headers. Put on each route as it is added: an aiohttp middleware would send every request of the
+    server, the API's too, through aiohttp's middleware chain."""
+    public = bool(getattr(handler, "portal_public", False))
+
+    @functools.wraps(handler)
+    async def serve(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await _guarded(request, handler, public)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
+            else:
+                _finish(request, exc)
+                raise
+        except DomainError as error:
+            response = error_page(request, http_status(error), error.title, error.detail)
+            if "retry_after" in error.extra:
+                response.headers["Retry-After"] = str(error.extra["retry_after"])
+        _finish(request, response)
+        return response
+
+    return serve
 
 
 def _finish(request: web.Request, response: web.StreamResponse) -> None:
@@ -173,7 +177,7 @@ def _finish(request: web.Request, response: web.StreamResponse) -> None:
         set_cookie(request, response, FORM_COOKIE, str(token), 3600 * 12)
 
 
-async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _guarded(request: web.Request, handler: Handler, public: bool) -> web.StreamResponse:
     if request.path.startswith(PREFIX + "/static/"):
         return await handler(request)
     token = request.cookies.get(SESSION_COOKIE)
@@ -184,7 +188,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     if request.method == "POST":
         await _check_form(request)
     if ME not in request:
-        if _is_public(request):
+        if public:
             return await handler(request)
         target = request.path_qs if request.method == "GET" else PREFIX + "/"
         response = see_other(f"{PREFIX}/sign-in?next={quote(target, safe='/')}")
