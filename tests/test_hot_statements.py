@@ -4,7 +4,6 @@ transaction; a single-statement unit on PostgreSQL commits without a transaction
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,27 +12,16 @@ import pytest
 from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from server.db.database import Database, open_database
 from server.db.hot import Hot
 from server.db.migrate import upgrade
 from server.db.models import AuditChain, AuditEvent, OutboxEvent
+from tests.support.sql import run_unit as _run
 
 AT = datetime(2026, 12, 4, 17, 3, 0, 120, tzinfo=UTC)
 _INSERT_EVENT = Hot(insert(OutboxEvent), columns=("id", "type", "licence_id", "data", "dedup_key", "created_at"))
 _EVENT = Hot(select(OutboxEvent.id, OutboxEvent.licence_id, OutboxEvent.data, OutboxEvent.created_at)
              .where(OutboxEvent.id == bindparam("id")))  # fmt: skip
 _INSERT_HEAD = Hot(insert(AuditChain), columns=("chain", "seq", "hash"))
-
-
-def _run(database_url: str, fn: Any, *args: Any, single: bool = False) -> Any:
-    async def go() -> Any:
-        db: Database = open_database(database_url, pool_size=2)
-        try:
-            return await (db.run_single if single else db.run)(fn, *args)
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

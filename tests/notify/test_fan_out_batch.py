@@ -4,15 +4,12 @@ both backends, with and without mail; and what they get, checked against who sho
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, delete, select, update
 
-from server.db.database import open_database
 from server.db.ids import new_id
 from server.db.migrate import upgrade
 from server.db.models import Delivery, OutboxEvent
@@ -20,20 +17,10 @@ from server.notify import outbox
 from server.notify.routing import Routing
 from server.notify.worker import fan_out
 from tests.notify.fanout_world import T0, World, activation_data, build, released, transfer
+from tests.support.sql import run_unit as run
 
 MAIL_ON = Routing(True, "Support@Vendor.test", "vendor@vendor.test")
 MAIL_OFF = Routing(False, "support@vendor.test", "vendor@vendor.test")
-
-
-def run(url: str, fn: Callable[..., Any], *args: Any) -> Any:
-    async def go() -> Any:
-        db = open_database(url, pool_size=2)
-        try:
-            return await db.run(fn, *args)
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
 
 
 def scene(conn: Connection) -> dict[str, Any]:

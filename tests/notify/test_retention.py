@@ -3,16 +3,12 @@ retention, dead letters stay until redelivered (and delivered) or discarded, key
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from server.db.database import open_database
 from server.db.ids import new_id
 from server.db.migrate import upgrade
 from server.db.models import Delivery, DeliveryAttempt, OutboxEvent
@@ -22,22 +18,12 @@ from server.services import webhooks
 from server.services.access import OPERATOR
 from tests.conftest import LiveServer
 from tests.notify.harness import wait_for
+from tests.support.sql import run_unit as run
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 RETENTION = 30 * DAY
 KEYED = keyed_horizon((30, 7), 30)  # the lapse notice's 31-day look-back, and two days: 33 days
-
-
-def run(url: str, fn: Callable[..., Any], *args: Any) -> Any:
-    async def go() -> Any:
-        db = open_database(url, pool_size=2)
-        try:
-            return await db.run(fn, *args)
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
 
 
 def event(conn: Connection, name: str, at: datetime, *states: str, key: str | None = None) -> uuid.UUID:

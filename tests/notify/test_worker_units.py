@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from server.db.database import open_database
 from server.db.ids import new_id
 from server.db.migrate import upgrade
 from server.db.models import Delivery, OutboxEvent, WebhookEndpoint
 from server.notify import outbox
 from server.notify.routing import Routing
 from server.notify.worker import Outcome, Policy, claim, fan_out, record
+from tests.support.sql import run_unit as run
 
 POLICY = Policy(base=10.0, cap=100.0, retry_for=3600.0, lease=60.0)
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def run(url: str, fn: Callable[..., Any], *args: Any) -> Any:
-    async def go() -> Any:
-        db = open_database(url, pool_size=2)
-        try:
-            return await db.run(fn, *args)
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
 
 
 def seed(conn: Connection) -> None:

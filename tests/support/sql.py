@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -10,17 +11,23 @@ from sqlalchemy import text
 from server.db.database import open_database
 
 
-def query_sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
-    """The statement's rows (none for an UPDATE or DELETE), committed."""
+def run_unit(url: str, fn: Callable[..., Any], *args: Any, single: bool = False) -> Any:
+    """`fn(conn, *args)` as one unit of work on a database of its own (`single`: Database.run_single)."""
 
-    async def go() -> list[tuple[Any, ...]]:
-        db = open_database(url, pool_size=1)
+    async def go() -> Any:
+        db = open_database(url, pool_size=2)
         try:
-            return await db.run(lambda conn: _rows(conn.execute(text(statement), params)))
+            return await (db.run_single if single else db.run)(fn, *args)
         finally:
             await db.close()
 
     return asyncio.run(go())
+
+
+def query_sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The statement's rows (none for an UPDATE or DELETE), committed."""
+    rows: list[tuple[Any, ...]] = run_unit(url, lambda conn: _rows(conn.execute(text(statement), params)))
+    return rows
 
 
 def _rows(result: Any) -> list[tuple[Any, ...]]:
