@@ -44,10 +44,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The benches run the package as it is installed (not editable): one venv for the three of them.
+BENCH_VENV := $(VAR)/bench-venv
 bench: $(STAMP)
-	$(BIN)/python bench/server_bench.py
-	$(BIN)/python bench/agent_bench.py
-	$(BIN)/python bench/scale_bench.py
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet '.[server]'
+	$(BIN)/python bench/server_bench.py --server-venv $(BENCH_VENV)
+	$(BIN)/python bench/agent_bench.py --cli-venv $(BENCH_VENV)
+	$(BIN)/python bench/scale_bench.py --server-venv $(BENCH_VENV)
 
 clean:
 	rm -rf $(VENV) $(VAR)

@@ -441,7 +441,7 @@ def main() -> int:
     count = max(int(args.duration * 4000), 100)
     sizes = (args.small, args.activations)
     venv_dir = tempfile.TemporaryDirectory()
-    python = args.server_venv / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
+    python = args.server_venv.resolve() / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
     for backend in backends:
         with contextlib.ExitStack() as stack:
             admin_url = stack.enter_context(postgres_server(backend))

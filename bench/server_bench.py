@@ -372,7 +372,7 @@ def main() -> int:
           f"(medians), {os.cpu_count()} CPUs; CPU is per request")  # fmt: skip
     summary: dict[str, Any] = {}
     venv_dir = tempfile.TemporaryDirectory()
-    python = args.server_venv / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
+    python = args.server_venv.resolve() / "bin" / "python" if args.server_venv else installed_server(Path(venv_dir.name) / "venv")
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp, database(backend, Path(tmp)) as db:
             keys = Path(tmp) / "keys"
