@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from sqlalchemy import Connection, Integer, bindparam, insert, select, update
+from sqlalchemy import JSON, Connection, Integer, Text, Uuid, bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.db.database import Database, DatabaseUnavailable
@@ -106,6 +106,16 @@ _FANNED_OUT = (
     .where(OutboxEvent.id == bindparam("event"))
     .values(data=bindparam("enriched"), fanned_out_at=bindparam("at"))
 )
+# PostgreSQL: the batch's events in one UPDATE from two parallel arrays, not one execution per event.
+_batch = select(
+    func.unnest(bindparam("events", type_=postgresql.ARRAY(Uuid()))).label("id"),
+    func.unnest(bindparam("data", type_=postgresql.ARRAY(Text()))).label("data"),
+).subquery("batch")
+_FANNED_OUT_PG = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == _batch.c.id)
+    .values(data=cast(_batch.c.data, JSON), fanned_out_at=bindparam("at"))
+)
 
 
 def fan_out(conn: Connection, routing: Routing, now: datetime, limit: int = FAN_OUT_BATCH) -> int:
@@ -134,7 +144,11 @@ def fan_out(conn: Connection, routing: Routing, now: datetime, limit: int = FAN_
         fanned.append({"event": event.id, "enriched": data, "at": now})
     if deliveries:
         conn.execute(_DELIVERIES["postgresql" if postgres else "sqlite"], deliveries)
-    conn.execute(_FANNED_OUT, fanned)
+    if postgres:
+        conn.execute(_FANNED_OUT_PG, {"events": [f["event"] for f in fanned], "at": now,
+                                      "data": [orjson.dumps(f["enriched"]).decode() for f in fanned]})  # fmt: skip
+    else:
+        conn.execute(_FANNED_OUT, fanned)
     for event in events:
         if EVENTS[event.type].secret:
             outbox.forget_secret(conn, event.id)  # nobody to send a link to (no mail configured): it is not kept
