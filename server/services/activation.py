@@ -176,10 +176,11 @@ def _candidates_by_digest(count: int) -> Hot:
                         ActivationDigest.licence_id == bindparam("licence_id"),
                         ActivationDigest.digest.in_(digests),
                     ),
+                    # No `ended_at` here (the outer query keeps the live ones): with it, SQLite chose the
+                    # (licence_id, ended_at) index and read every live seat of the licence.
                     select(Activation.id).where(
                         Activation.licence_id == bindparam("licence_id"),
                         Activation.agent_key == bindparam("agent_key"),
-                        Activation.ended_at.is_(None),
                     ),
                 )
             ),
@@ -188,10 +189,15 @@ def _candidates_by_digest(count: int) -> Hot:
     )
 
 
+# The dongle's seats by the (licence_id, dongle_serial) index, then the live one among them: written as one
+# WHERE, SQLite chose the (licence_id, ended_at) index and read every live seat of the licence.
 _CANDIDATES_BY_DONGLE = Hot(
     select(*_CANDIDATE_COLUMNS).where(
-        Activation.licence_id == bindparam("licence_id"),
-        Activation.dongle_serial == bindparam("dongle"),
+        Activation.id.in_(
+            select(Activation.id).where(
+                Activation.licence_id == bindparam("licence_id"), Activation.dongle_serial == bindparam("dongle")
+            )
+        ),
         Activation.ended_at.is_(None),
     )
 )
