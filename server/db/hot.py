@@ -46,7 +46,6 @@ class _Compiled:
     binds: tuple[tuple[str, Processor, Any], ...]
     row: Any  # a namedtuple class of the result columns (None for a statement without rows)
     results: tuple[Processor, ...]
-    has_results: bool
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -83,7 +82,7 @@ class Hot:
         columns = compiled._result_columns
         results = tuple(column[3]._cached_result_processor(dialect, None) for column in columns)
         row = namedtuple("HotRow", [column[0] for column in columns], rename=True) if columns else None  # type: ignore[misc]
-        return _Compiled(compiled.string, tuple(binds), row, results, bool(columns))
+        return _Compiled(compiled.string, tuple(binds), row, results)
 
     # -- running
 
